@@ -1,0 +1,7 @@
+#include "core/error.h"
+
+namespace flextron {
+
+void fail(const std::string& where, const std::string& what) { throw Error(where + ": " + what); }
+
+}  // namespace flextron
