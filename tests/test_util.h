@@ -1,8 +1,13 @@
 // Shared test helpers: where the real test data lives and a scratch directory per test.
 #pragma once
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -22,6 +27,38 @@ inline std::filesystem::path scratch_dir() {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `flextron <args>` through the shell (args are shell words), capturing stdout and stderr.
+inline CliResult run_cli(const std::string& args) {
+  static int counter = 0;
+  const auto base = std::filesystem::temp_directory_path() / "flextron_tests";
+  std::filesystem::create_directories(base);
+  const auto out_path = base / ("cli_out_" + std::to_string(::getpid()) + "_" + std::to_string(counter));
+  const auto err_path = base / ("cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+  const std::string command = "'" + cli() + "' " + args + " >'" + out_path.string() + "' 2>'" +
+                              err_path.string() + "' </dev/null";
+  const int status = std::system(command.c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  std::filesystem::remove(out_path);
+  std::filesystem::remove(err_path);
+  return r;
 }
 
 }  // namespace flextron::testing

@@ -1,1 +1,35 @@
-int main() { return 0; }
+// flextron: one binary, one subcommand per stage. Errors are one line on stderr, exit code 1.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+
+#include "commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"flextron: one trained LLM, many nested sub-networks, any budget on demand"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "flextron 0.1.0");
+  flextron::cli::register_import(app);
+  flextron::cli::register_export(app);
+  flextron::cli::register_generate(app);
+  flextron::cli::register_info(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const flextron::Error& e) {
+    std::cerr << "flextron: error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    // LibTorch messages carry a C++ backtrace; the first line is the useful part.
+    std::string message = e.what_without_backtrace();
+    std::cerr << "flextron: error: " << message.substr(0, message.find('\n')) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "flextron: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

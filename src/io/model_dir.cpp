@@ -1,0 +1,71 @@
+#include "io/model_dir.h"
+
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace flextron::io {
+
+namespace fs = std::filesystem;
+
+TensorMap load_model_tensors(const fs::path& dir) {
+  const auto single = dir / "model.safetensors";
+  if (fs::exists(single)) return load_safetensors(single);
+  const auto index_path = dir / "model.safetensors.index.json";
+  if (fs::exists(index_path)) {
+    std::ifstream in(index_path);
+    nlohmann::json index;
+    try {
+      in >> index;
+    } catch (const nlohmann::json::exception& e) {
+      fail(index_path.string(), std::string("invalid JSON: ") + e.what());
+    }
+    if (!index.contains("weight_map") || !index["weight_map"].is_object())
+      fail(index_path.string(), "no \"weight_map\" object");
+    std::set<std::string> shards;
+    for (const auto& [name, file] : index["weight_map"].items()) shards.insert(file.get<std::string>());
+    TensorMap all;
+    for (const auto& shard : shards) {
+      auto part = load_safetensors(dir / shard);
+      all.insert(part.begin(), part.end());
+    }
+    return all;
+  }
+  if (fs::exists(dir / "pytorch_model.bin"))
+    fail((dir / "pytorch_model.bin").string(),
+         "PyTorch pickle checkpoints are not supported; save the model with safetensors");
+  fail(dir.string(), "no model.safetensors (or model.safetensors.index.json) in this directory");
+}
+
+LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
+  if (!fs::is_directory(dir)) fail(dir.string(), "not a model directory");
+  const auto config = model::load_config(dir / "config.json");
+  LoadedModel loaded;
+  loaded.model = model::Transformer(config);
+  // load_state names the weights file in its errors.
+  const std::string weights_name =
+      fs::exists(dir / "model.safetensors") ? (dir / "model.safetensors").string() : dir.string();
+  loaded.model->load_state(load_model_tensors(dir), weights_name);
+  loaded.model->to(options.device, options.dtype);
+  loaded.model->eval();
+  // A directory without tokenizer files still loads (the weights alone are useful); commands
+  // that need text check for it.
+  const bool has_tokenizer = fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.bin");
+  if (options.with_tokenizer && has_tokenizer)
+    loaded.tokenizer = text::load_tokenizer(dir, config.vocab_size);
+  return loaded;
+}
+
+void save_model_dir(const fs::path& dir, model::TransformerImpl& model,
+                    const text::Tokenizer* tokenizer) {
+  fs::create_directories(dir);
+  model::save_config(model.config(), dir / "config.json");
+  save_safetensors(dir / "model.safetensors", model.state(), {{"format", "pt"}});
+  if (tokenizer != nullptr) tokenizer->save(dir / tokenizer->file_name());
+}
+
+}  // namespace flextron::io

@@ -1,0 +1,282 @@
+#include "model/transformer.h"
+
+#include <cmath>
+#include <limits>
+
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace flextron::model {
+
+namespace {
+
+std::string shape_str(c10::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// HF's rotate-half convention: the pairs are (i, i + head_dim/2), not adjacent elements.
+// (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin). t: [B, H, T, head_dim]; cos/sin: [T, hd/2].
+torch::Tensor apply_rotary(const torch::Tensor& t, const torch::Tensor& cos,
+                           const torch::Tensor& sin) {
+  const int64_t half = t.size(-1) / 2;
+  auto x1 = t.narrow(-1, 0, half);
+  auto x2 = t.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+}
+
+}  // namespace
+
+Architecture full_architecture(const ModelConfig& config) {
+  return Architecture(config.num_hidden_layers,
+                      LayerWidths{config.intermediate_size, config.num_key_value_heads});
+}
+
+void check_architecture(const ModelConfig& config, const Architecture& arch,
+                        const std::string& where) {
+  if (static_cast<int64_t>(arch.size()) != config.num_hidden_layers)
+    fail(where, "architecture has " + std::to_string(arch.size()) + " layers, the model has " +
+                    std::to_string(config.num_hidden_layers));
+  for (size_t l = 0; l < arch.size(); ++l) {
+    const auto& w = arch[l];
+    if (w.mlp < 1 || w.mlp > config.intermediate_size)
+      fail(where, "layer " + std::to_string(l) + ": MLP width " + std::to_string(w.mlp) +
+                      " outside [1, " + std::to_string(config.intermediate_size) + "]");
+    if (w.kv_groups < 1 || w.kv_groups > config.num_key_value_heads)
+      fail(where, "layer " + std::to_string(l) + ": attention width " +
+                      std::to_string(w.kv_groups) + " KV groups outside [1, " +
+                      std::to_string(config.num_key_value_heads) + "]");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  // Same initialisation scale as torch.nn.Linear: U(-1/sqrt(in), 1/sqrt(in)).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  weight = register_parameter("weight",
+                              torch::empty({out_features, in_features}).uniform_(-bound, bound));
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x, int64_t out, int64_t in) {
+  // Prefix views: W[:out] is contiguous; W[:, :in] keeps the row stride (BLAS's lda), no copy.
+  auto w = weight.narrow(0, 0, out).narrow(1, 0, in);
+  return bias.defined() ? torch::linear(x, w, bias.narrow(0, 0, out)) : torch::linear(x, w);
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  return bias.defined() ? torch::linear(x, weight, bias) : torch::linear(x, weight);
+}
+
+// ---------------------------------------------------------------------------------------------
+NormImpl::NormImpl(int64_t dim, double eps, bool layer_norm) : eps_(eps), layer_norm_(layer_norm) {
+  weight = register_parameter("weight", torch::ones({dim}));
+  if (layer_norm) bias = register_parameter("bias", torch::zeros({dim}));
+}
+
+torch::Tensor NormImpl::forward(const torch::Tensor& x) {
+  if (layer_norm_) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
+  // RMSNorm, computed in fp32 whatever the storage dtype: x / sqrt(mean(x^2) + eps) * w.
+  auto x32 = x.to(torch::kFloat);
+  auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight * normed.to(x.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------------
+AttentionImpl::AttentionImpl(const ModelConfig& config) : config_(config) {
+  const int64_t hd = config.head_dim();
+  const bool bias = config.family == Family::Gpt2;
+  q_proj = register_module("q_proj", Linear(config.hidden_size, config.num_attention_heads * hd, bias));
+  k_proj = register_module("k_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
+  v_proj = register_module("v_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
+  o_proj = register_module("o_proj", Linear(config.num_attention_heads * hd, config.hidden_size, bias));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
+                                     const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                                     torch::Tensor* cache_k, torch::Tensor* cache_v) {
+  const int64_t batch = x.size(0), steps = x.size(1), hidden = x.size(2);
+  const int64_t hd = config_.head_dim(), rep = config_.group_size();
+  const int64_t heads = kv_groups * rep;  // query heads of the kept KV groups (a prefix)
+
+  // [B, T, heads * hd] -> [B, heads, T, hd]; head h's rows are h*hd .. (h+1)*hd.
+  auto q = q_proj->forward(x, heads * hd, hidden).view({batch, steps, heads, hd}).transpose(1, 2);
+  auto k = k_proj->forward(x, kv_groups * hd, hidden).view({batch, steps, kv_groups, hd}).transpose(1, 2);
+  auto v = v_proj->forward(x, kv_groups * hd, hidden).view({batch, steps, kv_groups, hd}).transpose(1, 2);
+  if (rope_cos.defined()) {
+    q = apply_rotary(q, rope_cos, rope_sin);
+    k = apply_rotary(k, rope_cos, rope_sin);
+  }
+  if (cache_k != nullptr) {
+    cache_k->narrow(2, start, steps).copy_(k);
+    cache_v->narrow(2, start, steps).copy_(v);
+    k = cache_k->narrow(2, 0, start + steps);
+    v = cache_v->narrow(2, 0, start + steps);
+  }
+  const int64_t span = k.size(2);
+
+  // Grouped-query attention without repeating K/V: query heads g*rep .. g*rep+rep-1 share KV
+  // head g, so fold them into the row dimension: [B, kv, rep*T, hd] x [B, kv, hd, S].
+  auto qg = q.reshape({batch, kv_groups, rep * steps, hd});
+  auto scores = torch::matmul(qg, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  scores = scores.view({batch, kv_groups, rep, steps, span});
+  if (steps > 1) {
+    // Query t sits at position start+t and may see keys s <= start+t.
+    auto future = torch::ones({steps, span}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
+                      .triu(start + 1);
+    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  }
+  auto probs = torch::softmax(scores, -1, torch::kFloat).to(v.scalar_type());
+  auto out = torch::matmul(probs.view({batch, kv_groups, rep * steps, span}), v);  // [B,kv,rep*T,hd]
+  out = out.view({batch, kv_groups, rep, steps, hd}).permute({0, 3, 1, 2, 4}).reshape({batch, steps, heads * hd});
+  return o_proj->forward(out, hidden, heads * hd);
+}
+
+// ---------------------------------------------------------------------------------------------
+MlpImpl::MlpImpl(const ModelConfig& config) {
+  const bool gpt = config.family == Family::Gpt2;
+  if (!gpt) gate_proj = register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, false));
+  up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, gpt));
+  down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, gpt));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width) {
+  const int64_t hidden = x.size(-1);
+  auto up = up_proj->forward(x, width, hidden);
+  auto act = gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up
+                       : torch::gelu(up, "tanh");
+  return down_proj->forward(act, hidden, width);
+}
+
+// ---------------------------------------------------------------------------------------------
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config) {
+  const bool layer_norm = config.family == Family::Gpt2;
+  input_layernorm = register_module("input_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
+  self_attn = register_module("self_attn", Attention(config));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
+  mlp = register_module("mlp", Mlp(config));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
+                                        const LayerWidths& widths, const torch::Tensor& rope_cos,
+                                        const torch::Tensor& rope_sin, torch::Tensor* cache_k,
+                                        torch::Tensor* cache_v) {
+  auto h = x + self_attn->forward(input_layernorm->forward(x), start, widths.kv_groups, rope_cos,
+                                  rope_sin, cache_k, cache_v);
+  return h + mlp->forward(post_attention_layernorm->forward(h), widths.mlp);
+}
+
+// ---------------------------------------------------------------------------------------------
+BackboneImpl::BackboneImpl(const ModelConfig& config) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(DecoderLayer(config));
+  norm = register_module("norm", Norm(config.hidden_size, config.rms_norm_eps, config.family == Family::Gpt2));
+}
+
+// ---------------------------------------------------------------------------------------------
+TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
+  config.validate("model config");
+  model = register_module("model", Backbone(config));
+  if (!config.tie_word_embeddings)
+    lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false));
+  // Rotary tables in fp32 as HF and llama2.c compute them: inv_freq_i = theta^(-2i/hd).
+  const int64_t hd = config.head_dim();
+  auto inv_freq = 1.0 / torch::pow(static_cast<float>(config.rope_theta),
+                                   torch::arange(0, hd, 2, torch::kFloat) / static_cast<float>(hd));
+  auto angles = torch::outer(torch::arange(config.max_position_embeddings, torch::kFloat), inv_freq);
+  rope_cos_ = torch::cos(angles);
+  rope_sin_ = torch::sin(angles);
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
+                                       const Architecture* arch) {
+  if (tokens.dim() != 2) fail("forward", "tokens must be [batch, T], got " + shape_str(tokens.sizes()));
+  const int64_t steps = tokens.size(1);
+  const int64_t start = cache ? cache->length : 0;
+  const int64_t limit = cache ? cache->capacity : config_.max_position_embeddings;
+  if (start + steps > limit)
+    fail("forward", "positions " + std::to_string(start) + ".." + std::to_string(start + steps - 1) +
+                        " exceed the " + (cache ? "cache capacity " : "model context ") +
+                        std::to_string(limit));
+  const bool full = arch == nullptr || arch->empty();
+  if (!full) check_architecture(config_, *arch, "architecture");
+  const Architecture full_arch = full ? full_architecture(config_) : Architecture{};
+  const Architecture& widths = full ? full_arch : *arch;
+
+  // Rotary tables are stored in fp32; cast once per call to the activation dtype.
+  const auto act_dtype = dtype();
+  if (rope_cos_.device() != device()) {
+    rope_cos_ = rope_cos_.to(device());
+    rope_sin_ = rope_sin_.to(device());
+  }
+  auto cos = rope_cos_.narrow(0, start, steps).to(act_dtype);
+  auto sin = rope_sin_.narrow(0, start, steps).to(act_dtype);
+
+  auto h = model->embed_tokens->forward(tokens);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    auto layer = model->layers->ptr<DecoderLayerImpl>(l);
+    torch::Tensor* ck = cache ? &cache->keys[l] : nullptr;
+    torch::Tensor* cv = cache ? &cache->values[l] : nullptr;
+    if (cache && ck->size(1) != widths[l].kv_groups)
+      fail("forward", "KV cache was made for " + std::to_string(ck->size(1)) +
+                          " KV groups at layer " + std::to_string(l) + ", architecture asks for " +
+                          std::to_string(widths[l].kv_groups));
+    h = layer->forward(h, start, widths[l], cos, sin, ck, cv);
+  }
+  h = model->norm->forward(h);
+  if (cache) cache->length += steps;
+  return lm_head ? lm_head->forward(h) : torch::linear(h, model->embed_tokens->weight);
+}
+
+KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, const Architecture* arch) const {
+  if (capacity < 1 || capacity > config_.max_position_embeddings)
+    fail("KV cache", "capacity " + std::to_string(capacity) + " outside [1, " +
+                         std::to_string(config_.max_position_embeddings) + "]");
+  KVCache cache;
+  cache.capacity = capacity;
+  auto options = torch::TensorOptions().dtype(dtype()).device(device());
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const int64_t kv = (arch && !arch->empty()) ? (*arch)[l].kv_groups : config_.num_key_value_heads;
+    cache.keys.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));
+    cache.values.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));
+  }
+  return cache;
+}
+
+io::TensorMap TransformerImpl::state() const {
+  io::TensorMap out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) out[item.key()] = item.value();
+  return out;
+}
+
+void TransformerImpl::load_state(const io::TensorMap& tensors, const std::string& where) {
+  torch::NoGradGuard no_grad;
+  auto params = named_parameters(/*recurse=*/true);
+  for (const auto& item : params) {
+    auto it = tensors.find(item.key());
+    if (it == tensors.end()) fail(where, "missing tensor '" + item.key() + "'");
+    if (it->second.sizes() != item.value().sizes())
+      fail(where, "tensor '" + item.key() + "' has shape " + shape_str(it->second.sizes()) +
+                      " but config.json implies " + shape_str(item.value().sizes()));
+    item.value().copy_(it->second);
+  }
+  for (const auto& [name, tensor] : tensors) {
+    if (params.find(name) != nullptr) continue;
+    const bool rotary = name.size() > 8 && name.find("rotary_emb.inv_freq") != std::string::npos;
+    const bool tied_head = name == "lm_head.weight" && config_.tie_word_embeddings;
+    if (!rotary && !tied_head)
+      fail(where, "unexpected tensor '" + name + "' (not part of a " +
+                      std::string(config_.family == Family::Llama ? "Llama" : "GPT") + " model with this config)");
+  }
+}
+
+torch::Device TransformerImpl::device() const { return model->embed_tokens->weight.device(); }
+torch::Dtype TransformerImpl::dtype() const { return model->embed_tokens->weight.scalar_type(); }
+
+}  // namespace flextron::model

@@ -1,0 +1,163 @@
+// The decoder-only transformer: one block structure for the Llama family (RMSNorm, RoPE,
+// SwiGLU, grouped-query attention) with the parts that differ between families (norm, MLP
+// activation/gating, positions, biases) behind small modules, so the GPT family is a variant of
+// these blocks rather than a copy.
+//
+// Parameter names follow HuggingFace Llama ("model.layers.N.self_attn.q_proj.weight", ...), so a
+// state dict is exactly what model.safetensors holds.
+//
+// Elastic execution: every layer can run a prefix of its MLP neurons and of its KV groups (a KV
+// head together with its query heads). Prefixes are views of the same weights (narrow), so a
+// smaller sub-network costs proportionally less.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+
+namespace flextron::model {
+
+// Widths one layer runs at: the first `mlp` neurons and the first `kv_groups` KV groups.
+struct LayerWidths {
+  int64_t mlp = 0;
+  int64_t kv_groups = 0;
+  bool operator==(const LayerWidths& o) const { return mlp == o.mlp && kv_groups == o.kv_groups; }
+};
+
+// One LayerWidths per layer. An empty Architecture means the full model.
+using Architecture = std::vector<LayerWidths>;
+
+// The full-width architecture of `config`.
+Architecture full_architecture(const ModelConfig& config);
+
+// Throws flextron::Error naming `where` if `arch` has the wrong layer count or widths outside
+// [1, full].
+void check_architecture(const ModelConfig& config, const Architecture& arch,
+                        const std::string& where);
+
+// Keys and values of past positions, one [batch, kv_heads, capacity, head_dim] pair per layer,
+// allocated once for a fixed batch and capacity (and for the KV widths of one architecture).
+struct KVCache {
+  std::vector<torch::Tensor> keys;
+  std::vector<torch::Tensor> values;
+  int64_t length = 0;  // positions already stored
+  int64_t capacity = 0;
+};
+
+// A weight matrix [out, in] with optional bias, applied to a prefix of its rows and columns.
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  // y = x W[:out, :in]^T + b[:out]; x's last dim must equal `in`.
+  torch::Tensor forward(const torch::Tensor& x, int64_t out, int64_t in);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined when absent
+};
+TORCH_MODULE(Linear);
+
+// RMSNorm (Llama) or LayerNorm with bias (GPT).
+class NormImpl : public torch::nn::Module {
+ public:
+  NormImpl(int64_t dim, double eps, bool layer_norm);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  torch::Tensor bias;  // LayerNorm only
+ private:
+  double eps_;
+  bool layer_norm_;
+};
+TORCH_MODULE(Norm);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ModelConfig& config);
+  // x: [batch, T, hidden]; positions start at `start`. With a cache, keys/values of this call are
+  // stored at [start, start+T) and attention covers [0, start+T).
+  // rope_cos / rope_sin: [T, head_dim / 2] for these positions (see Rotary).
+  torch::Tensor forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
+                        const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                        torch::Tensor* cache_k, torch::Tensor* cache_v);
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  ModelConfig config_;
+};
+TORCH_MODULE(Attention);
+
+// SwiGLU (Llama): down(silu(gate(x)) * up(x)); the GPT variant drops the gate and uses GELU.
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const ModelConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, int64_t width);
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const ModelConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, int64_t start, const LayerWidths& widths,
+                        const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                        torch::Tensor* cache_k, torch::Tensor* cache_v);
+  Norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// The trunk ("model." in HF names): embeddings, layers, final norm.
+class BackboneImpl : public torch::nn::Module {
+ public:
+  explicit BackboneImpl(const ModelConfig& config);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers;
+  Norm norm{nullptr};
+};
+TORCH_MODULE(Backbone);
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  explicit TransformerImpl(const ModelConfig& config);
+
+  // Logits [batch, T, vocab] for tokens [batch, T] (int64).
+  // Training: cache == nullptr, positions 0..T-1, causal mask, autograd as usual.
+  // Inference: with a cache, tokens sit at positions cache->length.. and the cache advances.
+  // arch: nullptr or empty runs the full model; otherwise each layer's prefix widths.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr,
+                        const Architecture* arch = nullptr);
+
+  // A cache for `batch` sequences of up to `capacity` positions, sized for `arch`'s KV widths.
+  KVCache make_cache(int64_t batch, int64_t capacity, const Architecture* arch = nullptr) const;
+
+  // Parameters by HF name (tied models have no lm_head.weight).
+  io::TensorMap state() const;
+  // Copies `tensors` into the parameters (converting dtype). Throws flextron::Error naming
+  // `where` for a missing tensor or a shape that disagrees with the config.
+  void load_state(const io::TensorMap& tensors, const std::string& where);
+
+  const ModelConfig& config() const { return config_; }
+  torch::Device device() const;
+  torch::Dtype dtype() const;
+
+  Backbone model{nullptr};
+  Linear lm_head{nullptr};  // null when tied to the embedding
+
+ private:
+  ModelConfig config_;
+  // Rotary tables for every position: cos/sin(pos * theta^(-2i/head_dim)), [max_pos, head_dim/2].
+  // Plain fp32 members, not buffers: a bf16 model must not round its angles; forward() moves
+  // them to the model's device on first use.
+  torch::Tensor rope_cos_, rope_sin_;
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace flextron::model

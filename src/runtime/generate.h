@@ -1,0 +1,41 @@
+// Autoregressive generation with a KV cache: one batched prefill of the prompt, then one
+// forward per new token. Prints like llama2.c's run.c: the prompt is echoed, then each piece.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+#include "runtime/sampler.h"
+#include "text/tokenizer.h"
+
+namespace flextron::runtime {
+
+struct GenerateOptions {
+  int64_t max_tokens = 256;  // new tokens after the prompt
+  SamplingOptions sampling;
+  model::Architecture arch;  // empty = full model
+};
+
+struct GenerateResult {
+  std::vector<int64_t> prompt_tokens;  // BOS + encoded prompt
+  std::vector<int64_t> tokens;         // generated tokens (without the stop token)
+  std::string text;                    // decoded generated text (prompt not included)
+  std::string stop_reason;             // "length", "eos" or "context"
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;
+  int64_t decode_steps = 0;  // forwards after the prefill
+
+  double prefill_tokens_per_second() const;
+  double decode_tokens_per_second() const;
+};
+
+// Streams text through on_text (prompt echo first, then every generated piece) as it goes.
+// Throws flextron::Error if the prompt does not fit the model's context.
+GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
+                        const std::string& prompt, const GenerateOptions& options,
+                        const std::function<void(const std::string&)>& on_text = {});
+
+}  // namespace flextron::runtime

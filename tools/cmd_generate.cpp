@@ -1,0 +1,81 @@
+// flextron generate: stream a completion to stdout, or print tokens, text and timings as JSON.
+#include <cstdio>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/error.h"
+#include "device_options.h"
+#include "io/model_dir.h"
+#include "runtime/generate.h"
+
+namespace flextron::cli {
+
+namespace {
+struct GenerateArgs {
+  std::string model;
+  std::string prompt;
+  int64_t max_tokens = 256;
+  runtime::SamplingOptions sampling;
+  bool json = false;
+  DeviceArgs device;
+};
+
+void run_generate(const GenerateArgs& a) {
+  runtime::check_sampling_options(a.sampling);
+  auto loaded = io::load_model_dir(a.model, a.device.load_options());
+  if (!loaded.tokenizer)
+    fail(a.model, "no tokenizer.model or tokenizer.bin in this model directory");
+  runtime::GenerateOptions options;
+  options.max_tokens = a.max_tokens;
+  options.sampling = a.sampling;
+  std::function<void(const std::string&)> stream;
+  if (!a.json) {
+    stream = [](const std::string& piece) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    };
+  }
+  auto r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);
+  if (a.json) {
+    nlohmann::json j;
+    j["prompt"] = a.prompt;
+    j["prompt_tokens"] = r.prompt_tokens;
+    j["tokens"] = r.tokens;
+    j["text"] = r.text;
+    j["stop_reason"] = r.stop_reason;
+    j["timings"] = {{"prefill_tokens", r.prompt_tokens.size()},
+                    {"prefill_seconds", r.prefill_seconds},
+                    {"prefill_tokens_per_second", r.prefill_tokens_per_second()},
+                    {"decode_tokens", r.decode_steps},
+                    {"decode_seconds", r.decode_seconds},
+                    {"decode_tokens_per_second", r.decode_tokens_per_second()}};
+    // Invalid UTF-8 (a byte piece cut mid-character) is replaced rather than aborting the dump.
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return;
+  }
+  std::cout << "\n";
+  std::fprintf(stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s)\n",
+               r.prompt_tokens.size(), r.prefill_tokens_per_second(),
+               static_cast<long long>(r.decode_steps), r.decode_tokens_per_second(),
+               r.stop_reason.c_str());
+}
+}  // namespace
+
+void register_generate(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  auto* cmd = app.add_subcommand("generate", "Generate text from a prompt");
+  cmd->add_option("--model", args->model, "Model directory")->required();
+  cmd->add_option("--prompt", args->prompt, "Prompt text (empty: start from BOS)");
+  cmd->add_option("--max-tokens", args->max_tokens, "New tokens to generate")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--temperature", args->sampling.temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--seed", args->sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_flag("--json", args->json, "Print tokens, text and timings as JSON");
+  args->device.add_to(cmd);
+  cmd->callback([args] { run_generate(*args); });
+}
+
+}  // namespace flextron::cli

@@ -1,0 +1,13 @@
+// The flextron CLI: each subcommand lives in its own file and registers itself here.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace flextron::cli {
+
+void register_import(CLI::App& app);
+void register_export(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_info(CLI::App& app);
+
+}  // namespace flextron::cli

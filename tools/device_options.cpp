@@ -1,0 +1,34 @@
+#include "device_options.h"
+
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace flextron::cli {
+
+void DeviceArgs::add_to(CLI::App* cmd) {
+  cmd->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", dtype, "Weights and activations: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+}
+
+io::LoadOptions DeviceArgs::load_options() const {
+  io::LoadOptions options;
+  try {
+    options.device = torch::Device(device);
+  } catch (const c10::Error&) {
+    fail("--device", "unknown device \"" + device + "\" (use cpu, cuda or cuda:N)");
+  }
+  if (options.device.is_cuda() && !torch::cuda::is_available())
+    fail("--device", "CUDA requested but this LibTorch build or machine has no CUDA device");
+  options.dtype = dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
+  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+  return options;
+}
+
+}  // namespace flextron::cli

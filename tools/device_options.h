@@ -1,0 +1,23 @@
+// Flags shared by every command that runs a model: device, dtype, threads.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <torch/types.h>
+
+#include "io/model_dir.h"
+
+namespace flextron::cli {
+
+struct DeviceArgs {
+  std::string device = "cpu";
+  std::string dtype = "f32";
+  int threads = 0;  // 0 = all cores
+
+  void add_to(CLI::App* cmd);
+  // Applies --threads and turns the flags into load options; checks the device exists.
+  io::LoadOptions load_options() const;
+};
+
+}  // namespace flextron::cli
