@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "flextron_test_paths.h"
+
 namespace flextron::testing {
 
 // ../shared/data beside the project (README there lists the files).

@@ -41,9 +41,9 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", torch::kFloat64, 8},  {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
+    {"F64", torch::kFloat64, 8},   {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
     {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},    {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
+    {"I16", torch::kInt16, 2},     {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
     {"BOOL", torch::kBool, 1},
 };
 
@@ -98,7 +98,8 @@ Entry parse_entry(const std::string& where, const std::string& name, const Json&
   if (dtype_it == value.end()) bad("missing \"dtype\"");
   if (!dtype_it->is_string()) bad("\"dtype\" is not a string");
   e.dtype = dtype_by_name(dtype_it->get<std::string>());
-  if (e.dtype == nullptr) bad("unknown dtype \"" + one_line(dtype_it->get<std::string>(), 40) + "\"");
+  if (e.dtype == nullptr)
+    bad("unknown dtype \"" + one_line(dtype_it->get<std::string>(), 40) + "\"");
 
   auto shape_it = value.find("shape");
   if (shape_it == value.end()) bad("missing \"shape\"");
@@ -140,7 +141,8 @@ Entry parse_entry(const std::string& where, const std::string& name, const Json&
   if (overflow || e.end - e.begin != nbytes)
     bad("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] span " +
         std::to_string(e.end - e.begin) + " bytes but shape " + shape_string(e.shape) + " of " +
-        e.dtype->name + " needs " + (overflow ? "more than 2^64" : std::to_string(nbytes)));
+        e.dtype->name + " needs " + (overflow ? "more than 2^64" : std::to_string(nbytes)) +
+        " bytes");
   if (e.end > data_size)
     bad("file truncated: data ends at byte " + std::to_string(e.end) +
         " of the data section, so the file should be at least " +
@@ -174,6 +176,7 @@ TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata
   const std::string where = path.string();
   std::error_code ec;
   const auto status = fs::status(path, ec);
+  if (status.type() == fs::file_type::none) fail(where, "cannot access: " + ec.message());
   if (!fs::exists(status)) fail(where, "no such file");
   if (fs::is_directory(status)) fail(where, "is a directory, not a safetensors file");
   if (!fs::is_regular_file(status)) fail(where, "is not a regular file");

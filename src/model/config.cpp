@@ -44,7 +44,8 @@ void ModelConfig::validate(const std::string& where) const {
   positive("num_key_value_heads", num_key_value_heads);
   positive("vocab_size", vocab_size);
   positive("max_position_embeddings", max_position_embeddings);
-  if (hidden_size % num_attention_heads != 0)
+  if (head_dim_override < 0) fail(where, "head_dim must be positive");
+  if (head_dim_override == 0 && hidden_size % num_attention_heads != 0)
     fail(where, "hidden_size " + std::to_string(hidden_size) +
                     " is not divisible by num_attention_heads " +
                     std::to_string(num_attention_heads));
@@ -84,6 +85,8 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   } else {
     c.tie_word_embeddings = false;  // HF LlamaConfig's default
   }
+  c.head_dim_override = int_field(j, "head_dim", 0, false, where);
+  if (c.head_dim_override == c.hidden_size / c.num_attention_heads) c.head_dim_override = 0;
   c.bos_token_id = int_field(j, "bos_token_id", 1, false, where);
   c.eos_token_id = int_field(j, "eos_token_id", 2, false, where);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
@@ -106,6 +109,7 @@ nlohmann::json config_to_json(const ModelConfig& c) {
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["head_dim"] = c.head_dim();
   j["bos_token_id"] = c.bos_token_id;
   j["eos_token_id"] = c.eos_token_id;
   j["hidden_act"] = "silu";

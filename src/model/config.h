@@ -29,7 +29,13 @@ struct ModelConfig {
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
 
-  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  // HF's optional "head_dim": set when heads * head_dim != hidden_size (e.g. a model extracted
+  // with fewer heads); 0 means hidden_size / num_attention_heads.
+  int64_t head_dim_override = 0;
+
+  int64_t head_dim() const {
+    return head_dim_override > 0 ? head_dim_override : hidden_size / num_attention_heads;
+  }
   // Query heads per KV head (grouped-query attention).
   int64_t group_size() const { return num_attention_heads / num_key_value_heads; }
 

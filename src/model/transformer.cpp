@@ -19,6 +19,13 @@ std::string shape_str(c10::IntArrayRef shape) {
   return s + "]";
 }
 
+// Reduced-precision activations (bf16/f16) are normalised and soft-maxed in fp32; fp32 and
+// fp64 keep their own precision.
+torch::ScalarType accumulation_type(const torch::Tensor& t) {
+  const auto type = t.scalar_type();
+  return type == torch::kBFloat16 || type == torch::kHalf ? torch::kFloat : type;
+}
+
 // HF's rotate-half convention: the pairs are (i, i + head_dim/2), not adjacent elements.
 // (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin). t: [B, H, T, head_dim]; cos/sin: [T, hd/2].
 torch::Tensor apply_rotary(const torch::Tensor& t, const torch::Tensor& cos,
@@ -80,8 +87,8 @@ NormImpl::NormImpl(int64_t dim, double eps, bool layer_norm) : eps_(eps), layer_
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   if (layer_norm_) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
-  // RMSNorm, computed in fp32 whatever the storage dtype: x / sqrt(mean(x^2) + eps) * w.
-  auto x32 = x.to(torch::kFloat);
+  // RMSNorm, computed in at least fp32 whatever the storage dtype: x / sqrt(mean(x^2) + eps) * w.
+  auto x32 = x.to(accumulation_type(x));
   auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
   return weight * normed.to(x.scalar_type());
 }
@@ -130,7 +137,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int6
                       .triu(start + 1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
-  auto probs = torch::softmax(scores, -1, torch::kFloat).to(v.scalar_type());
+  auto probs = torch::softmax(scores, -1, accumulation_type(scores)).to(v.scalar_type());
   auto out = torch::matmul(probs.view({batch, kv_groups, rep * steps, span}), v);  // [B,kv,rep*T,hd]
   out = out.view({batch, kv_groups, rep, steps, hd}).permute({0, 3, 1, 2, 4}).reshape({batch, steps, heads * hd});
   return o_proj->forward(out, hidden, heads * hd);

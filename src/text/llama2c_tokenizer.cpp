@@ -111,8 +111,8 @@ class Llama2cTokenizer : public Tokenizer {
     const int64_t id = byte + kByteOffset;
     if (id >= vocab_size()) {
       fail(path_.string(), "text needs byte fallback for byte " + std::to_string(byte) +
-                               " but the vocabulary has only " +
-                               std::to_string(vocab_size()) + " tokens");
+                               " but the vocabulary has only " + std::to_string(vocab_size()) +
+                               " tokens");
     }
     return static_cast<int32_t>(id);
   }
@@ -192,8 +192,8 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path& p
     fail(where, "invalid vocab_size " + std::to_string(vocab_size));
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    fail(where, std::filesystem::exists(path) ? "cannot open tokenizer file"
-                                              : "tokenizer file not found");
+    fail(where,
+         std::filesystem::exists(path) ? "cannot open tokenizer file" : "tokenizer file not found");
   }
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) fail(where, "read error");
@@ -248,9 +248,9 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path& p
     while (read_token(piece, score).empty()) ++extra;
     fail(where, "vocab size mismatch: the model's vocab_size is " + std::to_string(vocab_size) +
                     " but the file holds " +
-                    (pos == data.size() ? std::to_string(vocab_size + extra)
-                                        : "more (with " + std::to_string(data.size() - pos) +
-                                              " trailing bytes)") +
+                    (pos == data.size()
+                         ? std::to_string(vocab_size + extra)
+                         : "more (with " + std::to_string(data.size() - pos) + " trailing bytes)") +
                     " tokens");
   }
   return std::make_unique<Llama2cTokenizer>(path, max_token_length, std::move(pieces),

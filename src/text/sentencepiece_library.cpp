@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "flextron_build_paths.h"
 
 namespace flextron::text {
 

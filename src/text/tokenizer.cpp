@@ -41,8 +41,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
     // A model may pad its embedding past the tokenizer's vocabulary, never the reverse.
     if (vocab_size > 0 && tokenizer->vocab_size() > vocab_size) {
       fail(spm.string(), "tokenizer has " + std::to_string(tokenizer->vocab_size()) +
-                             " pieces but the model's vocab_size is " +
-                             std::to_string(vocab_size));
+                             " pieces but the model's vocab_size is " + std::to_string(vocab_size));
     }
     return tokenizer;
   }

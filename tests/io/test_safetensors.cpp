@@ -58,9 +58,10 @@ std::string float_bytes(const std::vector<float>& values) {
     f();
   } catch (const flextron::Error& e) {
     const std::string msg = e.what();
-    for (const auto& w : words)
+    for (const auto& w : words) {
       if (msg.find(w) == std::string::npos)
         return ::testing::AssertionFailure() << "message \"" << msg << "\" lacks \"" << w << "\"";
+    }
     if (msg.find('\n') != std::string::npos)
       return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
     return ::testing::AssertionSuccess() << msg;
@@ -87,9 +88,13 @@ void expect_bit_identical(const torch::Tensor& expected, const torch::Tensor& ac
   EXPECT_TRUE(actual.is_contiguous());
   auto e = expected.contiguous();
   const auto nbytes = static_cast<std::size_t>(e.numel() * e.element_size());
-  if (nbytes > 0) EXPECT_EQ(std::memcmp(e.data_ptr(), actual.data_ptr(), nbytes), 0);
+  if (nbytes > 0) {
+    EXPECT_EQ(std::memcmp(e.data_ptr(), actual.data_ptr(), nbytes), 0);
+  }
   const bool has_nan = e.is_floating_point() && e.isnan().any().item<bool>();
-  if (!has_nan) EXPECT_TRUE(torch::equal(e, actual));
+  if (!has_nan) {
+    EXPECT_TRUE(torch::equal(e, actual));
+  }
 }
 
 TEST(Safetensors, RoundTripIsBitIdentical) {
@@ -102,7 +107,7 @@ TEST(Safetensors, RoundTripIsBitIdentical) {
       {"f32", torch::randn({3, 4})},
       {"f16", torch::randn({5}).to(torch::kHalf)},
       {"bf16", torch::randn({2, 3}).to(torch::kBFloat16)},
-      {"i64", torch::arange(-6, 6, torch::kInt64).reshape({3, 4}) * 1000000000000LL},
+      {"i64", torch::arange(-6, 6, torch::kInt64).reshape({3, 4}) * int64_t{1000000000000}},
       {"i32", torch::arange(-3, 3, torch::kInt32)},
       {"u8", torch::arange(250, 256, torch::kInt64).to(torch::kUInt8)},
       {"bool", torch::tensor({true, false, true})},
@@ -204,7 +209,7 @@ TEST(Safetensors, WriterMatchesHandBuiltBytes) {
 
 TEST(Safetensors, WriterLaysOutTensorsInNameOrderContiguously) {
   auto path = flextron::testing::scratch_dir() / "order.safetensors";
-  save_safetensors(path, {{"z", torch::tensor({int32_t{7}})},
+  save_safetensors(path, {{"z", torch::full({1}, 7, torch::kInt32)},
                           {"a", torch::ones({1}, torch::kHalf)},
                           {"m", torch::empty({0})}});
   const std::string header =
@@ -213,7 +218,7 @@ TEST(Safetensors, WriterLaysOutTensorsInNameOrderContiguously) {
       R"("z":{"dtype":"I32","shape":[1],"data_offsets":[2,6]}})";
   const std::string padded = header + std::string((8 - header.size() % 8) % 8, ' ');
   const std::string expected = u64le(padded.size()) + padded +
-                               std::string("\x00\x3c", 2) +           // 1.0 as F16
+                               std::string("\x00\x3c", 2) +         // 1.0 as F16
                                std::string("\x07\x00\x00\x00", 4);  // 7 as I32
   EXPECT_EQ(read_bytes(path), expected);
 }

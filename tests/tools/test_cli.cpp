@@ -48,8 +48,8 @@ void expect_one_line_error(const flextron::testing::CliResult& r, const std::str
 TEST(Cli, GreedyFromBosPrintsExactlyTheReference) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto model = import_stories(flextron::testing::scratch_dir());
-  // run.c -n 200 covers positions 0..199: BOS plus 199 generated tokens.
-  auto r = run_cli("generate --model '" + model.string() + "' --prompt '' --max-tokens 199 --temperature 0");
+  // run.c -n 200 runs 200 forwards (positions 0..199), each printing the token it predicts.
+  auto r = run_cli("generate --model '" + model.string() + "' --prompt '' --max-tokens 200 --temperature 0");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, read_file(shared_data() / "stories260K/reference_bos_greedy200.txt"));
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);

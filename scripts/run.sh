@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The main job on the embedded default, one pipeline whose finished stages are cached in
+# ${RUN_DIR:-runs/default} and skipped on the next run:
+#   1. install what is missing (scripts/setup.sh) and build
+#   2. corpus: English text installed by Debian's python3.11-doc (the reST sources of the Python
+#      documentation); the FAQ is held out for evaluation
+#   3. pretrain the default base model (preset "small", resumable if killed)
+#   4. report its perplexity on the held-out text, and generate a few samples
+# Pass --preset/--tokens to change the size, or --model DIR to skip pretraining and use your own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PRESET=small
+TOKENS=""
+MODEL=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) PRESET=$2; shift 2 ;;
+    --tokens) TOKENS=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    *) echo "usage: scripts/run.sh [--preset NAME] [--tokens N] [--model DIR]" >&2; exit 2 ;;
+  esac
+done
+
+scripts/setup.sh
+if ! dpkg-query -W -f='${Status}' python3.11-doc 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: installing python3.11-doc (the default training text)" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3.11-doc >/dev/null
+fi
+scripts/build.sh >/dev/null
+FLEXTRON=${BUILD_DIR:-build}/flextron
+RUN_DIR=${RUN_DIR:-runs/default}
+mkdir -p "$RUN_DIR"
+
+stage() { echo; echo "== $* =="; }
+
+stage "corpus"
+SOURCES=/usr/share/doc/python3.11/html/_sources
+if [ ! -f "$RUN_DIR/corpus/train.txt" ]; then
+  mkdir -p "$RUN_DIR/corpus"
+  find "$SOURCES" -name '*.rst.txt' -not -path '*/faq/*' -print0 | sort -z | xargs -0 cat > "$RUN_DIR/corpus/train.txt.tmp"
+  find "$SOURCES/faq" -name '*.rst.txt' -print0 | sort -z | xargs -0 cat > "$RUN_DIR/corpus/heldout.txt"
+  mv "$RUN_DIR/corpus/train.txt.tmp" "$RUN_DIR/corpus/train.txt"
+fi
+ls -l "$RUN_DIR/corpus"
+
+if [ -z "$MODEL" ]; then
+  MODEL="$RUN_DIR/base-$PRESET"
+  stage "pretrain ($PRESET)"
+  if [ -f "$MODEL/training.json" ]; then
+    echo "cached: $MODEL"
+  else
+    RESUME=()
+    [ -d "$MODEL/checkpoint" ] || [ -d "$MODEL/checkpoint.old" ] && RESUME=(--resume)
+    "$FLEXTRON" pretrain --data "$RUN_DIR/corpus/train.txt" --out "$MODEL" --preset "$PRESET" \
+      ${TOKENS:+--tokens "$TOKENS"} "${RESUME[@]}"
+  fi
+fi
+
+stage "perplexity on held-out text (Python FAQ)"
+"$FLEXTRON" perplexity --model "$MODEL" --data "$RUN_DIR/corpus/heldout.txt" --ctx 256
+"$FLEXTRON" perplexity --model "$MODEL" --data "$RUN_DIR/corpus/heldout.txt" --ctx 256 --json > "$RUN_DIR/perplexity.json"
+
+stage "samples"
+for prompt in "The Python interpreter" "A list comprehension" "To install a package"; do
+  "$FLEXTRON" generate --model "$MODEL" --prompt "$prompt" --max-tokens 60 --temperature 0.8 --top-p 0.9 --seed 1
+  echo
+done
+echo "results in $RUN_DIR (perplexity.json, $MODEL/training.json, $MODEL/train_log.jsonl)"
