@@ -9,5 +9,8 @@ void register_import(CLI::App& app);
 void register_export(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_info(CLI::App& app);
+void register_tokenizer(CLI::App& app);
+void register_pretrain(CLI::App& app);
+void register_perplexity(CLI::App& app);
 
 }  // namespace flextron::cli

@@ -15,6 +15,9 @@ int main(int argc, char** argv) {
   flextron::cli::register_export(app);
   flextron::cli::register_generate(app);
   flextron::cli::register_info(app);
+  flextron::cli::register_tokenizer(app);
+  flextron::cli::register_pretrain(app);
+  flextron::cli::register_perplexity(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

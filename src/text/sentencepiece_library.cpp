@@ -1,6 +1,6 @@
 #include "text/sentencepiece_library.h"
 
-#include <dlfcn.h>
+#include <dlfcn.h>  // dlmopen needs _GNU_SOURCE, which g++ defines
 
 #include <cstdlib>
 #include <filesystem>
@@ -46,8 +46,10 @@ SentencePieceLibrary open_library() {
       tried += " " + path.string();
       continue;
     }
-    // RTLD_DEEPBIND: sentencepiece resolves protobuf to its own copy, not LibTorch's.
-    handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    // A link-map namespace of its own: sentencepiece and its protobuf copy see only each other
+    // (and their own libstdc++ instance, so its iostreams are initialised there; RTLD_DEEPBIND
+    // alone leaves std::cerr half-bound and crashes the trainer's logging).
+    handle = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle != nullptr) break;
     tried += " " + path.string() + " (" + dlerror() + ")";
   }

@@ -2,8 +2,8 @@
  *
  * Why a bridge: Debian's libsentencepiece carries its own copy of protobuf-lite and exports
  * its symbols, which clash with the libprotobuf that LibTorch links: a binary linking both
- * crashes during static initialisation. The bridge is loaded with dlopen(RTLD_LOCAL |
- * RTLD_DEEPBIND), so sentencepiece binds to its own protobuf and LibTorch to the system one.
+ * crashes during static initialisation. The bridge is loaded with dlmopen into a link-map
+ * namespace of its own, so sentencepiece binds to its own protobuf and LibTorch to the system one.
  * Only C types cross the boundary. */
 #ifndef FLEXTRON_SPM_BRIDGE_API_H
 #define FLEXTRON_SPM_BRIDGE_API_H

@@ -1,0 +1,18 @@
+// UTF-8 validation: training text with invalid bytes is reported, never silently dropped.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace flextron::text {
+
+// Byte offset of the first invalid UTF-8 sequence in `data`, or nullopt if it is all valid.
+// Rejects overlong encodings, surrogates and code points above U+10FFFF, as the standard says.
+std::optional<size_t> find_invalid_utf8(std::string_view data);
+
+// Throws flextron::Error "<where>: invalid UTF-8 at byte offset N" if `data` is not valid.
+void check_utf8(std::string_view data, const std::string& where, size_t base_offset = 0);
+
+}  // namespace flextron::text
