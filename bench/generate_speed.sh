@@ -16,5 +16,5 @@ rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
 decode = [r[0] for r in rows]
 out = {"runs": len(rows), "decode_tokens_per_second": decode, "median_decode_tokens_per_second": statistics.median(decode)}
 print("run  decode tok/s"); [print(f"{i+1:3d}  {d:10.1f}") for i, d in enumerate(decode)]
-print(f"median decode tok/s: {out[\"median_decode_tokens_per_second\"]:.1f}")
+print("median decode tok/s: %.1f" % out["median_decode_tokens_per_second"])
 json.dump(out, open("bench_generate.json", "w"), indent=2)'

@@ -1,13 +1,13 @@
 // Shared test helpers: where the real test data lives and a scratch directory per test.
 #pragma once
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -16,10 +16,14 @@
 namespace flextron::testing {
 
 // ../shared/data beside the project (README there lists the files).
-inline std::filesystem::path shared_data() { return FLEXTRON_SHARED_DATA; }
+inline std::filesystem::path shared_data() {
+  return FLEXTRON_SHARED_DATA;
+}
 
 // The flextron CLI binary built alongside the tests.
-inline std::string cli() { return FLEXTRON_CLI; }
+inline std::string cli() {
+  return FLEXTRON_CLI;
+}
 
 // A fresh, empty directory under the system temp dir, unique to the running test.
 inline std::filesystem::path scratch_dir() {
@@ -49,8 +53,10 @@ inline CliResult run_cli(const std::string& args) {
   static int counter = 0;
   const auto base = std::filesystem::temp_directory_path() / "flextron_tests";
   std::filesystem::create_directories(base);
-  const auto out_path = base / ("cli_out_" + std::to_string(::getpid()) + "_" + std::to_string(counter));
-  const auto err_path = base / ("cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+  const auto out_path =
+      base / ("cli_out_" + std::to_string(::getpid()) + "_" + std::to_string(counter));
+  const auto err_path =
+      base / ("cli_err_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
   const std::string command = "'" + cli() + "' " + args + " >'" + out_path.string() + "' 2>'" +
                               err_path.string() + "' </dev/null";
   const int status = std::system(command.c_str());
@@ -66,8 +72,8 @@ inline CliResult run_cli(const std::string& args) {
 }  // namespace flextron::testing
 
 // Skips the current test with a clear message when ../shared/data is absent (a user's clone).
-#define FLEXTRON_REQUIRE_SHARED_DATA()                                                 \
-  do {                                                                                 \
-    if (!std::filesystem::exists(flextron::testing::shared_data() / "README.md"))      \
+#define FLEXTRON_REQUIRE_SHARED_DATA()                                                    \
+  do {                                                                                    \
+    if (!std::filesystem::exists(flextron::testing::shared_data() / "README.md"))         \
       GTEST_SKIP() << "../shared/data not found at " << flextron::testing::shared_data(); \
   } while (0)

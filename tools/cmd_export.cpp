@@ -39,9 +39,12 @@ void run_export(const ExportArgs& a) {
 
 void register_export(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
-  auto* cmd = app.add_subcommand("export", "Write a model directory as a HuggingFace directory or a llama2.c checkpoint");
+  auto* cmd = app.add_subcommand(
+      "export", "Write a model directory as a HuggingFace directory or a llama2.c checkpoint");
   cmd->add_option("--model", args->model, "Model directory")->required();
-  cmd->add_option("--to", args->to, "Target format")->required()->check(CLI::IsMember({"hf", "llama2c"}));
+  cmd->add_option("--to", args->to, "Target format")
+      ->required()
+      ->check(CLI::IsMember({"hf", "llama2c"}));
   cmd->add_option("--out", args->out, "Output directory (hf) or .bin file (llama2c)")->required();
   cmd->add_option("--tokenizer-out", args->tokenizer_out,
                   "llama2c: where to write tokenizer.bin (default: beside --out)");

@@ -69,7 +69,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--model", args->model, "Model directory")->required();
   cmd->add_option("--prompt", args->prompt, "Prompt text (empty: start from BOS)");
   cmd->add_option("--max-tokens", args->max_tokens, "New tokens to generate")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--temperature", args->sampling.temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", args->sampling.seed, "Sampling seed")->capture_default_str();

@@ -24,8 +24,10 @@ void run_import(const ImportArgs& a) {
     model::Transformer m(ck.config);
     m->load_state(ck.tensors, a.model);
     std::unique_ptr<text::Tokenizer> tok;
-    if (!a.tokenizer.empty()) tok = text::load_llama2c_tokenizer(a.tokenizer, ck.config.vocab_size);
-    else std::cerr << "note: no --tokenizer given; the model directory will have no tokenizer\n";
+    if (!a.tokenizer.empty())
+      tok = text::load_llama2c_tokenizer(a.tokenizer, ck.config.vocab_size);
+    else
+      std::cerr << "note: no --tokenizer given; the model directory will have no tokenizer\n";
     io::save_model_dir(a.out, *m, tok.get());
   } else {  // hf
     if (!a.tokenizer.empty()) fail("--tokenizer", "only used with --from llama2c");
@@ -39,9 +41,13 @@ void run_import(const ImportArgs& a) {
 
 void register_import(CLI::App& app) {
   auto args = std::make_shared<ImportArgs>();
-  auto* cmd = app.add_subcommand("import", "Convert a llama2.c or HuggingFace checkpoint into a model directory");
-  cmd->add_option("--from", args->from, "Source format")->required()->check(CLI::IsMember({"llama2c", "hf"}));
-  cmd->add_option("--model", args->model, "llama2.c .bin file, or HuggingFace model directory")->required();
+  auto* cmd = app.add_subcommand(
+      "import", "Convert a llama2.c or HuggingFace checkpoint into a model directory");
+  cmd->add_option("--from", args->from, "Source format")
+      ->required()
+      ->check(CLI::IsMember({"llama2c", "hf"}));
+  cmd->add_option("--model", args->model, "llama2.c .bin file, or HuggingFace model directory")
+      ->required();
   cmd->add_option("--tokenizer", args->tokenizer, "llama2.c tokenizer .bin (with --from llama2c)");
   cmd->add_option("--out", args->out, "Output model directory")->required();
   cmd->callback([args] { run_import(*args); });

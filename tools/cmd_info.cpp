@@ -21,7 +21,8 @@ void run_info(const std::string& dir, bool json) {
     return;
   }
   std::cout << dir << "\n";
-  for (const auto& [key, value] : j.items()) std::cout << "  " << key << ": " << value.dump() << "\n";
+  for (const auto& [key, value] : j.items())
+    std::cout << "  " << key << ": " << value.dump() << "\n";
 }
 }  // namespace
 

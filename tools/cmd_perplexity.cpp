@@ -36,19 +36,27 @@ void run_perplexity(const PerplexityArgs& a) {
   if (!loaded.tokenizer) fail(a.model, "no tokenizer in this model directory");
   const auto tokens = loaded.tokenizer->encode(text, /*add_bos=*/true);
   const auto r = eval::perplexity(*loaded.model, *loaded.tokenizer, tokens, a.options);
-  nlohmann::json j = {{"model", a.model},          {"data", a.data},
-                      {"convention", r.convention}, {"ctx", r.ctx},
-                      {"stride", r.stride},         {"windows", r.windows},
-                      {"tokens_scored", r.tokens_scored}, {"bytes_scored", r.bytes_scored},
-                      {"mean_nll", r.mean_nll()},   {"perplexity", r.perplexity()},
+  nlohmann::json j = {{"model", a.model},
+                      {"data", a.data},
+                      {"convention", r.convention},
+                      {"ctx", r.ctx},
+                      {"stride", r.stride},
+                      {"windows", r.windows},
+                      {"tokens_scored", r.tokens_scored},
+                      {"bytes_scored", r.bytes_scored},
+                      {"mean_nll", r.mean_nll()},
+                      {"perplexity", r.perplexity()},
                       {"bits_per_byte", r.bits_per_byte()}};
   if (a.json) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::printf("convention     %s (ctx %lld%s)\n", r.convention.c_str(), static_cast<long long>(r.ctx),
-              r.stride > 0 ? (", stride " + std::to_string(r.stride)).c_str() : ", second half of each window scored");
-  std::printf("tokens scored  %lld in %lld windows\n", static_cast<long long>(r.tokens_scored), static_cast<long long>(r.windows));
+  std::printf("convention     %s (ctx %lld%s)\n", r.convention.c_str(),
+              static_cast<long long>(r.ctx),
+              r.stride > 0 ? (", stride " + std::to_string(r.stride)).c_str()
+                           : ", second half of each window scored");
+  std::printf("tokens scored  %lld in %lld windows\n", static_cast<long long>(r.tokens_scored),
+              static_cast<long long>(r.windows));
   std::printf("mean NLL       %.4f nats\n", r.mean_nll());
   std::printf("perplexity     %.4f\n", r.perplexity());
   std::printf("bits per byte  %.4f\n", r.bits_per_byte());
@@ -57,7 +65,8 @@ void run_perplexity(const PerplexityArgs& a) {
 
 void register_perplexity(CLI::App& app) {
   auto a = std::make_shared<PerplexityArgs>();
-  auto* cmd = app.add_subcommand("perplexity", "Perplexity and bits per byte of a model on a text file");
+  auto* cmd =
+      app.add_subcommand("perplexity", "Perplexity and bits per byte of a model on a text file");
   cmd->add_option("--model", a->model, "Model directory")->required();
   cmd->add_option("--data", a->data, "UTF-8 text file")->required();
   cmd->add_option("--ctx", a->options.ctx, "Window length in tokens")->capture_default_str();

@@ -15,19 +15,26 @@ void register_pretrain(CLI::App& app) {
   auto tokenizer = std::make_shared<std::string>();
   std::string presets_help = "Model size:";
   for (const auto& p : train::presets()) presets_help += " " + p.name + " (" + p.description + ");";
-  auto* cmd = app.add_subcommand("pretrain", "Pretrain a base model from scratch on UTF-8 text files");
+  auto* cmd =
+      app.add_subcommand("pretrain", "Pretrain a base model from scratch on UTF-8 text files");
   cmd->add_option("--data", *data, "Training text files")->required()->expected(1, -1);
-  cmd->add_option("--val", *val, "Validation text files (default: 5% of --data's blocks)")->expected(1, -1);
+  cmd->add_option("--val", *val, "Validation text files (default: 5% of --data's blocks)")
+      ->expected(1, -1);
   cmd->add_option("--out", *out, "Output model directory")->required();
   cmd->add_option("--preset", o->preset, presets_help)->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "Token budget (default: the preset's)");
-  cmd->add_option("--seed", o->seed, "Seed for initialisation, data order and split")->capture_default_str();
-  cmd->add_option("--tokenizer", *tokenizer, "Existing tokenizer.model / tokenizer.bin (default: train one)");
-  cmd->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (default: 10% of the run)");
-  cmd->add_option("--eval-every", o->eval_every, "Steps between validation passes (default: 10% of the run)");
+  cmd->add_option("--seed", o->seed, "Seed for initialisation, data order and split")
+      ->capture_default_str();
+  cmd->add_option("--tokenizer", *tokenizer,
+                  "Existing tokenizer.model / tokenizer.bin (default: train one)");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Steps between checkpoints (default: 10% of the run)");
+  cmd->add_option("--eval-every", o->eval_every,
+                  "Steps between validation passes (default: 10% of the run)");
   cmd->add_flag("--resume", o->resume, "Continue the run whose checkpoint is in --out");
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)");
-  cmd->add_option("--stop-after-steps", o->stop_after_steps, "Stop after N steps as if killed (for testing resume)")
+  cmd->add_option("--stop-after-steps", o->stop_after_steps,
+                  "Stop after N steps as if killed (for testing resume)")
       ->group("");  // hidden
   cmd->callback([=] {
     o->data.assign(data->begin(), data->end());

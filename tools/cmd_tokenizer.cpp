@@ -13,7 +13,8 @@ void register_tokenizer(CLI::App& app) {
   auto files = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();
   auto options = std::make_shared<text::TokenizerTrainOptions>();
-  auto* cmd = group->add_subcommand("train", "Train a SentencePiece BPE tokenizer (byte fallback) on text files");
+  auto* cmd = group->add_subcommand(
+      "train", "Train a SentencePiece BPE tokenizer (byte fallback) on text files");
   cmd->add_option("--data", *files, "Training text files")->required()->expected(1, -1);
   cmd->add_option("--vocab-size", options->vocab_size, "Vocabulary size")->capture_default_str();
   cmd->add_option("--out", *out, "Output directory (gets tokenizer.model)")->required();

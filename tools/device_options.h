@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include <CLI/CLI.hpp>
 #include <torch/types.h>
+#include <CLI/CLI.hpp>
 
 #include "io/model_dir.h"
 

@@ -1,8 +1,8 @@
 // flextron: one binary, one subcommand per stage. Errors are one line on stderr, exit code 1.
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <CLI/CLI.hpp>
 
 #include "commands.h"
 #include "core/error.h"

@@ -2,6 +2,8 @@
 
 namespace flextron {
 
-void fail(const std::string& where, const std::string& what) { throw Error(where + ": " + what); }
+void fail(const std::string& where, const std::string& what) {
+  throw Error(where + ": " + what);
+}
 
 }  // namespace flextron

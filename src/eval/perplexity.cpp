@@ -11,9 +11,12 @@ namespace flextron::eval {
 double PerplexityResult::mean_nll() const {
   return tokens_scored > 0 ? total_nll / static_cast<double>(tokens_scored) : std::nan("");
 }
-double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
+double PerplexityResult::perplexity() const {
+  return std::exp(mean_nll());
+}
 double PerplexityResult::bits_per_byte() const {
-  return bytes_scored > 0 ? total_nll / std::log(2.0) / static_cast<double>(bytes_scored) : std::nan("");
+  return bytes_scored > 0 ? total_nll / std::log(2.0) / static_cast<double>(bytes_scored)
+                          : std::nan("");
 }
 
 namespace {
@@ -26,7 +29,8 @@ struct Window {
 };
 
 void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
-                 const std::vector<Window>& windows, const PerplexityOptions& o, PerplexityResult& r) {
+                 const std::vector<Window>& windows, const PerplexityOptions& o,
+                 PerplexityResult& r) {
   c10::InferenceMode guard;
   const auto* arch = o.arch.empty() ? nullptr : &o.arch;
   for (size_t i = 0; i < windows.size();) {
@@ -38,8 +42,12 @@ void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer
       ++end;
     const auto len = static_cast<int64_t>(windows[i].tokens.size());
     auto input = torch::empty({static_cast<int64_t>(end - i), len}, torch::kLong);
-    for (size_t w = i; w < end; ++w) input[w - i].copy_(torch::tensor(windows[w].tokens, torch::kLong));
-    auto logprobs = torch::log_softmax(model.forward(input.to(model.device()), nullptr, arch).to(torch::kFloat), -1).cpu();
+    for (size_t w = i; w < end; ++w)
+      input[w - i].copy_(torch::tensor(windows[w].tokens, torch::kLong));
+    auto logprobs =
+        torch::log_softmax(model.forward(input.to(model.device()), nullptr, arch).to(torch::kFloat),
+                           -1)
+            .cpu();
     for (size_t w = i; w < end; ++w) {
       const auto& win = windows[w];
       const int64_t count = win.score_to - win.score_from;
@@ -47,10 +55,12 @@ void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer
       auto targets = torch::tensor(std::vector<int64_t>(win.tokens.begin() + win.score_from + 1,
                                                         win.tokens.begin() + win.score_to + 1),
                                    torch::kLong);
-      auto picked = logprobs[w - i].narrow(0, win.score_from, count).gather(1, targets.unsqueeze(1));
+      auto picked =
+          logprobs[w - i].narrow(0, win.score_from, count).gather(1, targets.unsqueeze(1));
       r.total_nll -= picked.to(torch::kDouble).sum().item<double>();
       for (int64_t p = win.score_from; p < win.score_to; ++p)
-        r.bytes_scored += static_cast<int64_t>(tokenizer.decode_piece(win.tokens[p], win.tokens[p + 1]).size());
+        r.bytes_scored +=
+            static_cast<int64_t>(tokenizer.decode_piece(win.tokens[p], win.tokens[p + 1]).size());
       r.tokens_scored += count;
     }
     i = end;
@@ -74,7 +84,8 @@ PerplexityResult perplexity(model::TransformerImpl& model, const text::Tokenizer
   if (o.stride <= 0) {
     r.convention = "llama.cpp";
     if (n < o.ctx)
-      fail("--data", "text has " + std::to_string(n) + " tokens, fewer than one window of --ctx " + std::to_string(o.ctx));
+      fail("--data", "text has " + std::to_string(n) + " tokens, fewer than one window of --ctx " +
+                         std::to_string(o.ctx));
     for (int64_t start = 0; start + o.ctx <= n; start += o.ctx) {
       Window w;
       w.tokens.assign(tokens.begin() + start, tokens.begin() + start + o.ctx);

@@ -20,8 +20,8 @@ namespace flextron::eval {
 
 struct PerplexityOptions {
   int64_t ctx = 512;
-  int64_t stride = 0;  // 0: llama.cpp convention; > 0: rolling windows advancing by stride
-  int64_t batch = 4;   // windows per forward
+  int64_t stride = 0;        // 0: llama.cpp convention; > 0: rolling windows advancing by stride
+  int64_t batch = 4;         // windows per forward
   model::Architecture arch;  // empty: full model
 };
 

@@ -80,7 +80,8 @@ Llama2cCheckpoint read_llama2c_checkpoint(const std::filesystem::path& path) {
   if (!in) fail(where, "cannot open");
   std::array<int32_t, kHeaderInts> h{};
   if (file_size < static_cast<int64_t>(sizeof(h)))
-    fail(where, "file of " + std::to_string(file_size) + " bytes is shorter than the 28-byte llama2.c header");
+    fail(where, "file of " + std::to_string(file_size) +
+                    " bytes is shorter than the 28-byte llama2.c header");
   in.read(reinterpret_cast<char*>(h.data()), sizeof(h));
 
   model::ModelConfig c;
@@ -95,10 +96,10 @@ Llama2cCheckpoint read_llama2c_checkpoint(const std::filesystem::path& path) {
   c.max_position_embeddings = h[6];
   c.rms_norm_eps = 1e-5;  // hard-coded in llama2.c's run.c
   c.rope_theta = 10000.0;
-  c.validate(where + " (llama2.c header: dim=" + std::to_string(h[0]) + " hidden_dim=" +
-             std::to_string(h[1]) + " n_layers=" + std::to_string(h[2]) + " n_heads=" +
-             std::to_string(h[3]) + " n_kv_heads=" + std::to_string(h[4]) + " vocab_size=" +
-             std::to_string(h[5]) + " seq_len=" + std::to_string(h[6]) + ")");
+  c.validate(where + " (llama2.c header: dim=" + std::to_string(h[0]) +
+             " hidden_dim=" + std::to_string(h[1]) + " n_layers=" + std::to_string(h[2]) +
+             " n_heads=" + std::to_string(h[3]) + " n_kv_heads=" + std::to_string(h[4]) +
+             " vocab_size=" + std::to_string(h[5]) + " seq_len=" + std::to_string(h[6]) + ")");
 
   // The file's size is fully determined by the header: check before reading anything.
   const auto entries = layout(c);
@@ -130,7 +131,8 @@ Llama2cCheckpoint read_llama2c_checkpoint(const std::filesystem::path& path) {
       ck.tensors[layer_name(l, e.name.c_str())] = read_tensor(e.shape);
   }
   in.seekg(rope_floats * 4, std::ios::cur);  // RoPE tables: recomputed, not stored
-  if (!c.tie_word_embeddings) ck.tensors["lm_head.weight"] = read_tensor({c.vocab_size, c.hidden_size});
+  if (!c.tie_word_embeddings)
+    ck.tensors["lm_head.weight"] = read_tensor({c.vocab_size, c.hidden_size});
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     auto& wq = ck.tensors[layer_name(l, "self_attn.q_proj.weight")];
@@ -146,22 +148,25 @@ void write_llama2c_checkpoint(const std::filesystem::path& path, const model::Mo
   const std::string where = path.string();
   if (c.family != model::Family::Llama) fail(where, "llama2.c only runs Llama-family models");
   if (c.rope_theta != 10000.0)
-    fail(where, "llama2.c hard-codes rope_theta 10000, this model uses " + std::to_string(c.rope_theta));
+    fail(where,
+         "llama2.c hard-codes rope_theta 10000, this model uses " + std::to_string(c.rope_theta));
   auto get = [&](const std::string& name, const std::vector<int64_t>& shape) {
     auto it = tensors.find(name);
     if (it == tensors.end()) fail(where, "model has no tensor '" + name + "'");
     if (it->second.sizes() != c10::IntArrayRef(shape))
-      fail(where, "tensor '" + name + "' does not have the uniform shape llama2.c needs "
-                  "(per-layer widths cannot be exported to llama2.c)");
+      fail(where, "tensor '" + name +
+                      "' does not have the uniform shape llama2.c needs "
+                      "(per-layer widths cannot be exported to llama2.c)");
     return it->second.to(torch::kCPU, torch::kFloat).contiguous();
   };
-  std::array<int32_t, kHeaderInts> h{static_cast<int32_t>(c.hidden_size),
-                                     static_cast<int32_t>(c.intermediate_size),
-                                     static_cast<int32_t>(c.num_hidden_layers),
-                                     static_cast<int32_t>(c.num_attention_heads),
-                                     static_cast<int32_t>(c.num_key_value_heads),
-                                     static_cast<int32_t>(c.tie_word_embeddings ? c.vocab_size : -c.vocab_size),
-                                     static_cast<int32_t>(c.max_position_embeddings)};
+  std::array<int32_t, kHeaderInts> h{
+      static_cast<int32_t>(c.hidden_size),
+      static_cast<int32_t>(c.intermediate_size),
+      static_cast<int32_t>(c.num_hidden_layers),
+      static_cast<int32_t>(c.num_attention_heads),
+      static_cast<int32_t>(c.num_key_value_heads),
+      static_cast<int32_t>(c.tie_word_embeddings ? c.vocab_size : -c.vocab_size),
+      static_cast<int32_t>(c.max_position_embeddings)};
   write_file_atomically(path, [&](std::ostream& out) {
     auto put = [&](const torch::Tensor& t) {
       out.write(reinterpret_cast<const char*>(t.data_ptr<float>()), t.numel() * 4);
@@ -174,8 +179,10 @@ void write_llama2c_checkpoint(const std::filesystem::path& path, const model::Mo
       }
       for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
         auto t = get(layer_name(l, e.name.c_str()), e.shape);
-        if (e.name == "self_attn.q_proj.weight") t = half_to_interleaved(t, c.num_attention_heads).contiguous();
-        if (e.name == "self_attn.k_proj.weight") t = half_to_interleaved(t, c.num_key_value_heads).contiguous();
+        if (e.name == "self_attn.q_proj.weight")
+          t = half_to_interleaved(t, c.num_attention_heads).contiguous();
+        if (e.name == "self_attn.k_proj.weight")
+          t = half_to_interleaved(t, c.num_key_value_heads).contiguous();
         put(t);
       }
     }

@@ -3,8 +3,8 @@
 #include <fstream>
 #include <set>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 
@@ -27,7 +27,8 @@ TensorMap load_model_tensors(const fs::path& dir) {
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail(index_path.string(), "no \"weight_map\" object");
     std::set<std::string> shards;
-    for (const auto& [name, file] : index["weight_map"].items()) shards.insert(file.get<std::string>());
+    for (const auto& [name, file] : index["weight_map"].items())
+      shards.insert(file.get<std::string>());
     TensorMap all;
     for (const auto& shard : shards) {
       auto part = load_safetensors(dir / shard);
@@ -54,7 +55,8 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   loaded.model->eval();
   // A directory without tokenizer files still loads (the weights alone are useful); commands
   // that need text check for it.
-  const bool has_tokenizer = fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.bin");
+  const bool has_tokenizer =
+      fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.bin");
   if (options.with_tokenizer && has_tokenizer)
     loaded.tokenizer = text::load_tokenizer(dir, config.vocab_size);
   return loaded;

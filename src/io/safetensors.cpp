@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -90,7 +90,9 @@ struct Entry {
 Entry parse_entry(const std::string& where, const std::string& name, const Json& value,
                   std::uint64_t data_size, std::uint64_t file_size) {
   const std::string who = "tensor '" + one_line(name, 80) + "'";
-  auto bad = [&](const std::string& what) { fail(where, who + ": " + what); };
+  auto bad = [&](const std::string& what) {
+    fail(where, who + ": " + what);
+  };
   if (!value.is_object()) bad("header entry is not a JSON object");
 
   Entry e{name, nullptr, {}, 0, 0};

@@ -35,7 +35,8 @@ double number_field(const nlohmann::json& j, const char* key, double fallback,
 
 void ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* name, int64_t value) {
-    if (value <= 0) fail(where, std::string(name) + " must be positive, got " + std::to_string(value));
+    if (value <= 0)
+      fail(where, std::string(name) + " must be positive, got " + std::to_string(value));
   };
   positive("hidden_size", hidden_size);
   positive("intermediate_size", intermediate_size);
@@ -72,8 +73,7 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   c.num_hidden_layers = int_field(j, "num_hidden_layers", 0, true, where);
   c.num_attention_heads = int_field(j, "num_attention_heads", 0, true, where);
   // HF's default: no grouping when the field is absent.
-  c.num_key_value_heads =
-      int_field(j, "num_key_value_heads", c.num_attention_heads, false, where);
+  c.num_key_value_heads = int_field(j, "num_key_value_heads", c.num_attention_heads, false, where);
   c.vocab_size = int_field(j, "vocab_size", 0, true, where);
   c.max_position_embeddings = int_field(j, "max_position_embeddings", 2048, false, where);
   c.rms_norm_eps = number_field(j, "rms_norm_eps", 1e-6, where);

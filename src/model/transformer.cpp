@@ -3,8 +3,8 @@
 #include <cmath>
 #include <limits>
 
-#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -97,10 +97,14 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
 AttentionImpl::AttentionImpl(const ModelConfig& config) : config_(config) {
   const int64_t hd = config.head_dim();
   const bool bias = config.family == Family::Gpt2;
-  q_proj = register_module("q_proj", Linear(config.hidden_size, config.num_attention_heads * hd, bias));
-  k_proj = register_module("k_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
-  v_proj = register_module("v_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
-  o_proj = register_module("o_proj", Linear(config.num_attention_heads * hd, config.hidden_size, bias));
+  q_proj =
+      register_module("q_proj", Linear(config.hidden_size, config.num_attention_heads * hd, bias));
+  k_proj =
+      register_module("k_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
+  v_proj =
+      register_module("v_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
+  o_proj =
+      register_module("o_proj", Linear(config.num_attention_heads * hd, config.hidden_size, bias));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
@@ -112,8 +116,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int6
 
   // [B, T, heads * hd] -> [B, heads, T, hd]; head h's rows are h*hd .. (h+1)*hd.
   auto q = q_proj->forward(x, heads * hd, hidden).view({batch, steps, heads, hd}).transpose(1, 2);
-  auto k = k_proj->forward(x, kv_groups * hd, hidden).view({batch, steps, kv_groups, hd}).transpose(1, 2);
-  auto v = v_proj->forward(x, kv_groups * hd, hidden).view({batch, steps, kv_groups, hd}).transpose(1, 2);
+  auto k = k_proj->forward(x, kv_groups * hd, hidden)
+               .view({batch, steps, kv_groups, hd})
+               .transpose(1, 2);
+  auto v = v_proj->forward(x, kv_groups * hd, hidden)
+               .view({batch, steps, kv_groups, hd})
+               .transpose(1, 2);
   if (rope_cos.defined()) {
     q = apply_rotary(q, rope_cos, rope_sin);
     k = apply_rotary(k, rope_cos, rope_sin);
@@ -133,39 +141,47 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int6
   scores = scores.view({batch, kv_groups, rep, steps, span});
   if (steps > 1) {
     // Query t sits at position start+t and may see keys s <= start+t.
-    auto future = torch::ones({steps, span}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
-                      .triu(start + 1);
+    auto future =
+        torch::ones({steps, span}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
+            .triu(start + 1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
   auto probs = torch::softmax(scores, -1, accumulation_type(scores)).to(v.scalar_type());
-  auto out = torch::matmul(probs.view({batch, kv_groups, rep * steps, span}), v);  // [B,kv,rep*T,hd]
-  out = out.view({batch, kv_groups, rep, steps, hd}).permute({0, 3, 1, 2, 4}).reshape({batch, steps, heads * hd});
+  auto out =
+      torch::matmul(probs.view({batch, kv_groups, rep * steps, span}), v);  // [B,kv,rep*T,hd]
+  out = out.view({batch, kv_groups, rep, steps, hd})
+            .permute({0, 3, 1, 2, 4})
+            .reshape({batch, steps, heads * hd});
   return o_proj->forward(out, hidden, heads * hd);
 }
 
 // ---------------------------------------------------------------------------------------------
 MlpImpl::MlpImpl(const ModelConfig& config) {
   const bool gpt = config.family == Family::Gpt2;
-  if (!gpt) gate_proj = register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, false));
+  if (!gpt)
+    gate_proj =
+        register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, false));
   up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, gpt));
-  down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, gpt));
+  down_proj =
+      register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, gpt));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width) {
   const int64_t hidden = x.size(-1);
   auto up = up_proj->forward(x, width, hidden);
-  auto act = gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up
-                       : torch::gelu(up, "tanh");
+  auto act =
+      gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up : torch::gelu(up, "tanh");
   return down_proj->forward(act, hidden, width);
 }
 
 // ---------------------------------------------------------------------------------------------
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config) {
   const bool layer_norm = config.family == Family::Gpt2;
-  input_layernorm = register_module("input_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
+  input_layernorm =
+      register_module("input_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
   self_attn = register_module("self_attn", Attention(config));
-  post_attention_layernorm =
-      register_module("post_attention_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
   mlp = register_module("mlp", Mlp(config));
 }
 
@@ -180,10 +196,12 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
 
 // ---------------------------------------------------------------------------------------------
 BackboneImpl::BackboneImpl(const ModelConfig& config) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  embed_tokens =
+      register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(DecoderLayer(config));
-  norm = register_module("norm", Norm(config.hidden_size, config.rms_norm_eps, config.family == Family::Gpt2));
+  norm = register_module(
+      "norm", Norm(config.hidden_size, config.rms_norm_eps, config.family == Family::Gpt2));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,21 +214,23 @@ TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
   const int64_t hd = config.head_dim();
   auto inv_freq = 1.0 / torch::pow(static_cast<float>(config.rope_theta),
                                    torch::arange(0, hd, 2, torch::kFloat) / static_cast<float>(hd));
-  auto angles = torch::outer(torch::arange(config.max_position_embeddings, torch::kFloat), inv_freq);
+  auto angles =
+      torch::outer(torch::arange(config.max_position_embeddings, torch::kFloat), inv_freq);
   rope_cos_ = torch::cos(angles);
   rope_sin_ = torch::sin(angles);
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
                                        const Architecture* arch) {
-  if (tokens.dim() != 2) fail("forward", "tokens must be [batch, T], got " + shape_str(tokens.sizes()));
+  if (tokens.dim() != 2)
+    fail("forward", "tokens must be [batch, T], got " + shape_str(tokens.sizes()));
   const int64_t steps = tokens.size(1);
   const int64_t start = cache ? cache->length : 0;
   const int64_t limit = cache ? cache->capacity : config_.max_position_embeddings;
   if (start + steps > limit)
-    fail("forward", "positions " + std::to_string(start) + ".." + std::to_string(start + steps - 1) +
-                        " exceed the " + (cache ? "cache capacity " : "model context ") +
-                        std::to_string(limit));
+    fail("forward", "positions " + std::to_string(start) + ".." +
+                        std::to_string(start + steps - 1) + " exceed the " +
+                        (cache ? "cache capacity " : "model context ") + std::to_string(limit));
   const bool full = arch == nullptr || arch->empty();
   if (!full) check_architecture(config_, *arch, "architecture");
   const Architecture full_arch = full ? full_architecture(config_) : Architecture{};
@@ -241,7 +261,8 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   return lm_head ? lm_head->forward(h) : torch::linear(h, model->embed_tokens->weight);
 }
 
-KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, const Architecture* arch) const {
+KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity,
+                                    const Architecture* arch) const {
   if (capacity < 1 || capacity > config_.max_position_embeddings)
     fail("KV cache", "capacity " + std::to_string(capacity) + " outside [1, " +
                          std::to_string(config_.max_position_embeddings) + "]");
@@ -249,7 +270,8 @@ KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, const Archi
   cache.capacity = capacity;
   auto options = torch::TensorOptions().dtype(dtype()).device(device());
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const int64_t kv = (arch && !arch->empty()) ? (*arch)[l].kv_groups : config_.num_key_value_heads;
+    const int64_t kv =
+        (arch && !arch->empty()) ? (*arch)[l].kv_groups : config_.num_key_value_heads;
     cache.keys.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));
     cache.values.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));
   }
@@ -279,11 +301,16 @@ void TransformerImpl::load_state(const io::TensorMap& tensors, const std::string
     const bool tied_head = name == "lm_head.weight" && config_.tie_word_embeddings;
     if (!rotary && !tied_head)
       fail(where, "unexpected tensor '" + name + "' (not part of a " +
-                      std::string(config_.family == Family::Llama ? "Llama" : "GPT") + " model with this config)");
+                      std::string(config_.family == Family::Llama ? "Llama" : "GPT") +
+                      " model with this config)");
   }
 }
 
-torch::Device TransformerImpl::device() const { return model->embed_tokens->weight.device(); }
-torch::Dtype TransformerImpl::dtype() const { return model->embed_tokens->weight.scalar_type(); }
+torch::Device TransformerImpl::device() const {
+  return model->embed_tokens->weight.device();
+}
+torch::Dtype TransformerImpl::dtype() const {
+  return model->embed_tokens->weight.scalar_type();
+}
 
 }  // namespace flextron::model

@@ -43,7 +43,8 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
     if (!echo.empty()) on_text(echo);
   }
 
-  const int64_t capacity = std::min(config.max_position_embeddings, prompt_len + options.max_tokens);
+  const int64_t capacity =
+      std::min(config.max_position_embeddings, prompt_len + options.max_tokens);
   const auto* arch = options.arch.empty() ? nullptr : &options.arch;
   auto cache = model.make_cache(1, capacity, arch);
   Sampler sampler(options.sampling);
@@ -74,8 +75,9 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
       result.stop_reason = "context";
       break;
     }
-    logits = model.forward(torch::full({1, 1}, next, torch::TensorOptions().dtype(torch::kLong).device(device)),
-                           &cache, arch);
+    logits = model.forward(
+        torch::full({1, 1}, next, torch::TensorOptions().dtype(torch::kLong).device(device)),
+        &cache, arch);
     next = sampler.sample(logits[0][0]);
     ++result.decode_steps;
   }

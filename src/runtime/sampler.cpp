@@ -27,7 +27,8 @@ int64_t Sampler::sample(const torch::Tensor& logits) {
     // least the most likely one), renormalise over the kept set.
     auto [sorted, order] = probs.sort(0, /*descending=*/true);
     auto cumulative = sorted.cumsum(0);
-    const int64_t keep = std::max<int64_t>(1, (cumulative < options_.top_p).sum().item<int64_t>() + 1);
+    const int64_t keep =
+        std::max<int64_t>(1, (cumulative < options_.top_p).sum().item<int64_t>() + 1);
     probs = sorted.narrow(0, 0, std::min(keep, sorted.size(0)));
     ids = order.narrow(0, 0, probs.size(0));
   }

@@ -35,8 +35,8 @@ fs::path train_sentencepiece(const std::vector<fs::path>& files, const fs::path&
       " --normalization_rule_name=identity --remove_extra_whitespaces=false"
       " --allow_whitespace_only_pieces=true --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1"
       " --max_sentence_length=16384 --shuffle_input_sentence=true --minloglevel=1"
-      " --input_sentence_size=" + std::to_string(options.max_sentences) +
-      " --num_threads=" + std::to_string(options.threads);
+      " --input_sentence_size=" +
+      std::to_string(options.max_sentences) + " --num_threads=" + std::to_string(options.threads);
   char err[1024] = {0};
   if (sentencepiece_library().train(args.c_str(), err, sizeof(err)) != 0)
     fail("tokenizer training", err);

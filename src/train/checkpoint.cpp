@@ -15,7 +15,8 @@ namespace fs = std::filesystem;
 
 void save_checkpoint(const fs::path& dir, model::TransformerImpl& model,
                      torch::optim::Optimizer& optimizer, const nlohmann::json& state) {
-  const auto tmp = dir / "checkpoint.tmp", current = dir / "checkpoint", old = dir / "checkpoint.old";
+  const auto tmp = dir / "checkpoint.tmp", current = dir / "checkpoint",
+             old = dir / "checkpoint.old";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   model::save_config(model.config(), tmp / "config.json");

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <optional>
 
-#include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
+#include <nlohmann/json.hpp>
 
 #include "model/transformer.h"
 
@@ -22,7 +22,7 @@ std::optional<std::filesystem::path> find_checkpoint(const std::filesystem::path
 
 // Loads weights and optimizer state into `model`/`optimizer` and returns the state JSON.
 // Throws flextron::Error if the checkpoint's config differs from the model's (naming the field).
-nlohmann::json load_checkpoint(const std::filesystem::path& checkpoint, model::TransformerImpl& model,
-                               torch::optim::Optimizer& optimizer);
+nlohmann::json load_checkpoint(const std::filesystem::path& checkpoint,
+                               model::TransformerImpl& model, torch::optim::Optimizer& optimizer);
 
 }  // namespace flextron::train

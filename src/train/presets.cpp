@@ -6,8 +6,8 @@ namespace flextron::train {
 
 namespace {
 
-model::ModelConfig llama(int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads, int64_t hidden,
-                         int64_t vocab, int64_t context) {
+model::ModelConfig llama(int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads,
+                         int64_t hidden, int64_t vocab, int64_t context) {
   model::ModelConfig c;
   c.hidden_size = dim;
   c.num_hidden_layers = layers;
@@ -49,8 +49,8 @@ const std::vector<Preset>& presets() {
            llama(256, 6, 8, 4, 688, 4096, 512), 256, 8, 1, 2e-3, 480'000),
       make("medium", "~15M parameters, for more cores or a GPU",
            llama(384, 8, 6, 6, 1024, 8192, 512), 256, 32, 2, 1e-3, 300'000'000),
-      make("base", "~110M parameters, for a GPU",
-           llama(768, 12, 12, 4, 2048, 32000, 1024), 1024, 16, 4, 6e-4, 2'000'000'000),
+      make("base", "~110M parameters, for a GPU", llama(768, 12, 12, 4, 2048, 32000, 1024), 1024,
+           16, 4, 6e-4, 2'000'000'000),
   };
   return all;
 }

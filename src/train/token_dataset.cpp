@@ -80,11 +80,13 @@ std::shared_ptr<void> map_file(const fs::path& path, size_t bytes) {
 
 }  // namespace
 
-std::string file_fingerprint(const fs::path& path) { return hex64(fnv1a(read_whole(path))); }
+std::string file_fingerprint(const fs::path& path) {
+  return hex64(fnv1a(read_whole(path)));
+}
 
-TokenDataset TokenDataset::build(const std::vector<fs::path>& files, const text::Tokenizer& tokenizer,
-                                 const fs::path& tokenizer_file, const fs::path& cache_dir,
-                                 bool verbose) {
+TokenDataset TokenDataset::build(const std::vector<fs::path>& files,
+                                 const text::Tokenizer& tokenizer, const fs::path& tokenizer_file,
+                                 const fs::path& cache_dir, bool verbose) {
   if (files.empty()) fail("--data", "no data files given");
   nlohmann::json manifest;
   manifest["version"] = kCacheVersion;
@@ -94,9 +96,8 @@ TokenDataset TokenDataset::build(const std::vector<fs::path>& files, const text:
   for (const auto& f : files) {
     check_source(f);
     const auto hash = file_fingerprint(f);
-    manifest["sources"].push_back({{"path", fs::absolute(f).string()},
-                                   {"bytes", fs::file_size(f)},
-                                   {"hash", hash}});
+    manifest["sources"].push_back(
+        {{"path", fs::absolute(f).string()}, {"bytes", fs::file_size(f)}, {"hash", hash}});
     key = fnv1a(hash, key);
   }
   fs::create_directories(cache_dir);
@@ -127,7 +128,8 @@ TokenDataset TokenDataset::build(const std::vector<fs::path>& files, const text:
           for (auto id : tokenizer.encode(std::string(piece), /*add_bos=*/false))
             ids.push_back(static_cast<int32_t>(id));
         }
-        out.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * 4));
+        out.write(reinterpret_cast<const char*>(ids.data()),
+                  static_cast<std::streamsize>(ids.size() * 4));
         total += static_cast<int64_t>(ids.size());
         total_bytes += static_cast<int64_t>(text.size());
         if (verbose)
@@ -166,7 +168,8 @@ Split split_blocks(int64_t n, int64_t block_size, double val_fraction, uint64_t 
   for (int64_t b = 0; b < blocks; ++b) order[b] = b;
   std::mt19937_64 rng(seed);
   std::shuffle(order.begin(), order.end(), rng);
-  int64_t n_val = blocks > 1 ? std::max<int64_t>(1, static_cast<int64_t>(val_fraction * blocks)) : 0;
+  int64_t n_val =
+      blocks > 1 ? std::max<int64_t>(1, static_cast<int64_t>(val_fraction * blocks)) : 0;
   if (val_fraction <= 0) n_val = 0;
   std::vector<bool> is_val(blocks, false);
   for (int64_t i = 0; i < n_val; ++i) is_val[order[i]] = true;
@@ -190,7 +193,8 @@ Batch sample_batch(const TokenDataset& data, const Ranges& ranges, int64_t batch
     total += starts;
     cumulative.push_back(total);
   }
-  if (total == 0) fail("data", "no training range holds a window of " + std::to_string(seq_len + 1) + " tokens");
+  if (total == 0)
+    fail("data", "no training range holds a window of " + std::to_string(seq_len + 1) + " tokens");
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step));
   std::uniform_int_distribution<int64_t> pick(0, total - 1);
   auto inputs = torch::empty({batch, seq_len}, torch::kLong);
@@ -207,7 +211,8 @@ Batch sample_batch(const TokenDataset& data, const Ranges& ranges, int64_t batch
   return {inputs, targets};
 }
 
-std::vector<int64_t> validation_windows(const Ranges& ranges, int64_t seq_len, int64_t max_windows) {
+std::vector<int64_t> validation_windows(const Ranges& ranges, int64_t seq_len,
+                                        int64_t max_windows) {
   std::vector<int64_t> starts;
   for (const auto& [begin, end] : ranges) {
     for (int64_t s = begin; s + seq_len + 1 <= end; s += seq_len) {

@@ -26,12 +26,14 @@ Stories load() {
   s.model = flextron::model::Transformer(ck.config);
   s.model->load_state(ck.tensors, "stories260K.bin");
   s.model->eval();
-  s.tokenizer = flextron::text::load_llama2c_tokenizer(shared_data() / "stories260K/tok512.bin", 512);
+  s.tokenizer =
+      flextron::text::load_llama2c_tokenizer(shared_data() / "stories260K/tok512.bin", 512);
   return s;
 }
 
 // -sum log p(tokens[p+1] | tokens[begin..p]) for p in [from, to), in double precision.
-double direct_nll(flextron::model::TransformerImpl& m, const std::vector<int64_t>& window, int64_t from, int64_t to) {
+double direct_nll(flextron::model::TransformerImpl& m, const std::vector<int64_t>& window,
+                  int64_t from, int64_t to) {
   torch::NoGradGuard no_grad;
   auto logits = m.forward(torch::tensor(window).unsqueeze(0))[0].to(torch::kDouble);
   double nll = 0.0;
@@ -59,7 +61,8 @@ TEST(Perplexity, RollingSingleWindowEqualsDirectComputation) {
   auto r = flextron::eval::perplexity(*s.model, *s.tokenizer, tokens, o);
   const auto n = static_cast<int64_t>(tokens.size());
   EXPECT_EQ(r.tokens_scored, n - 1);
-  const double expected = std::exp(direct_nll(*s.model, tokens, 0, n - 1) / static_cast<double>(n - 1));
+  const double expected =
+      std::exp(direct_nll(*s.model, tokens, 0, n - 1) / static_cast<double>(n - 1));
   EXPECT_NEAR(r.perplexity(), expected, 1e-4 * expected);
   EXPECT_LT(r.perplexity(), 20.0);  // a story model finds a story predictable
   // Bytes scored = the text's bytes (the first piece after BOS loses its leading space).

@@ -66,8 +66,8 @@ std::string float_bytes(const std::vector<float>& values) {
       return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
     return ::testing::AssertionSuccess() << msg;
   } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw something other than flextron::Error: "
-                                         << e.what();
+    return ::testing::AssertionFailure()
+           << "threw something other than flextron::Error: " << e.what();
   }
   return ::testing::AssertionFailure() << "did not throw";
 }
@@ -147,9 +147,8 @@ TEST(Safetensors, EmptyTensorMapRoundTrips) {
 
 TEST(Safetensors, MetadataRoundTrips) {
   auto path = flextron::testing::scratch_dir() / "meta.safetensors";
-  Metadata metadata{{"format", "pt"},
-                    {"note", "h\xc3\xa9llo \"quoted\"\nsecond line"},
-                    {"empty", ""}};
+  Metadata metadata{
+      {"format", "pt"}, {"note", "h\xc3\xa9llo \"quoted\"\nsecond line"}, {"empty", ""}};
   save_safetensors(path, {{"w", torch::ones({2})}}, metadata);
   Metadata loaded_meta{{"stale", "should be replaced"}};
   auto loaded = load_safetensors(path, &loaded_meta);
@@ -161,11 +160,10 @@ TEST(Safetensors, ReadsHandBuiltFile) {
   auto path = flextron::testing::scratch_dir() / "hand.safetensors";
   // Written the way another tool might: entries out of order, fields reordered, metadata last,
   // no padding, and "b" stored before "a" in the data section.
-  const std::string header =
-      R"({"a":{"shape":[2],"dtype":"F32","data_offsets":[8,16]},)"
-      R"("b":{"data_offsets":[0,8],"dtype":"F32","shape":[1,2]},)"
-      R"("c":{"dtype":"I64","shape":[],"data_offsets":[16,24]},)"
-      R"("__metadata__":{"format":"pt"}})";
+  const std::string header = R"({"a":{"shape":[2],"dtype":"F32","data_offsets":[8,16]},)"
+                             R"("b":{"data_offsets":[0,8],"dtype":"F32","shape":[1,2]},)"
+                             R"("c":{"dtype":"I64","shape":[],"data_offsets":[16,24]},)"
+                             R"("__metadata__":{"format":"pt"}})";
   const std::string data = float_bytes({0.1f, -0.0f}) + float_bytes({1.5f, -2.0f}) +
                            std::string("\xfe\xff\xff\xff\xff\xff\xff\xff", 8);  // -2
   write_bytes(path, file_bytes(header, data));
@@ -212,10 +210,9 @@ TEST(Safetensors, WriterLaysOutTensorsInNameOrderContiguously) {
   save_safetensors(path, {{"z", torch::full({1}, 7, torch::kInt32)},
                           {"a", torch::ones({1}, torch::kHalf)},
                           {"m", torch::empty({0})}});
-  const std::string header =
-      R"({"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},)"
-      R"("m":{"dtype":"F32","shape":[0],"data_offsets":[2,2]},)"
-      R"("z":{"dtype":"I32","shape":[1],"data_offsets":[2,6]}})";
+  const std::string header = R"({"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},)"
+                             R"("m":{"dtype":"F32","shape":[0],"data_offsets":[2,2]},)"
+                             R"("z":{"dtype":"I32","shape":[1],"data_offsets":[2,6]}})";
   const std::string padded = header + std::string((8 - header.size() % 8) % 8, ' ');
   const std::string expected = u64le(padded.size()) + padded +
                                std::string("\x00\x3c", 2) +         // 1.0 as F16
@@ -229,8 +226,8 @@ TEST(Safetensors, TruncatedFileFails) {
   save_safetensors(path, {{"a", torch::ones({4})}, {"b", torch::ones({8})}});
   const auto bytes = read_bytes(path);
   write_bytes(path, bytes.substr(0, bytes.size() - 3));
-  EXPECT_TRUE(load_fails(path, {"truncated", "'b'", std::to_string(bytes.size()),
-                                std::to_string(bytes.size() - 3)}));
+  EXPECT_TRUE(load_fails(
+      path, {"truncated", "'b'", std::to_string(bytes.size()), std::to_string(bytes.size() - 3)}));
 }
 
 TEST(Safetensors, HeaderLengthLargerThanFileFails) {
@@ -262,10 +259,9 @@ TEST(Safetensors, ShapeDisagreeingWithOffsetsFails) {
                                float_bytes({1, 2, 3})));
   EXPECT_TRUE(load_fails(path, {"'x'", "data_offsets", "12"}));
   // A shape whose byte count overflows 64 bits must not wrap around to match.
-  write_bytes(path,
-              file_bytes(R"({"x":{"dtype":"F32","shape":[4611686018427387904],)"
-                         R"("data_offsets":[0,0]}})",
-                         ""));
+  write_bytes(path, file_bytes(R"({"x":{"dtype":"F32","shape":[4611686018427387904],)"
+                               R"("data_offsets":[0,0]}})",
+                               ""));
   EXPECT_TRUE(load_fails(path, {"'x'", "data_offsets"}));
 }
 
@@ -336,12 +332,20 @@ TEST(Safetensors, EmptyTensorsMayShareOffsets) {
 TEST(Safetensors, WriterRejectsUnsupportedTensors) {
   auto path = flextron::testing::scratch_dir() / "bad.safetensors";
   EXPECT_TRUE(throws_error(
-      [&] { save_safetensors(path, {{"cplx", torch::zeros({2}, torch::kComplexFloat)}}); },
+      [&] {
+        save_safetensors(path, {{"cplx", torch::zeros({2}, torch::kComplexFloat)}});
+      },
       {path.string(), "'cplx'", "dtype"}));
-  EXPECT_TRUE(throws_error([&] { save_safetensors(path, {{"undef", torch::Tensor()}}); },
-                           {path.string(), "'undef'"}));
-  EXPECT_TRUE(throws_error([&] { save_safetensors(path, {{"__metadata__", torch::ones({1})}}); },
-                           {path.string(), "__metadata__"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        save_safetensors(path, {{"undef", torch::Tensor()}});
+      },
+      {path.string(), "'undef'"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        save_safetensors(path, {{"__metadata__", torch::ones({1})}});
+      },
+      {path.string(), "__metadata__"}));
   EXPECT_FALSE(fs::exists(path));
   EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
 }

@@ -1,6 +1,6 @@
 // The transformer against llama2.c's reference forward pass on a real checkpoint.
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/llama2c_checkpoint.h"
@@ -69,7 +69,9 @@ TEST(Stories260K, GreedyContinuationMatchesReference) {
     while (got.size() < expected.size()) {
       got.push_back(next);
       if (cache.length >= cache.capacity) break;
-      next = m->forward(torch::full({1, 1}, next, torch::kLong), &cache)[0][0].argmax().item<int64_t>();
+      next = m->forward(torch::full({1, 1}, next, torch::kLong), &cache)[0][0]
+                 .argmax()
+                 .item<int64_t>();
     }
     EXPECT_EQ(got, expected) << file;
   }
@@ -98,14 +100,17 @@ TEST_P(CachedDecoding, EqualsFullForward) {
     // A prefill of 5 tokens, then one token at a time, then a chunk of 7.
     std::vector<torch::Tensor> parts;
     parts.push_back(m->forward(tokens.narrow(1, 0, 5), &cache, arch));
-    for (int64_t t = 5; t < 41; ++t) parts.push_back(m->forward(tokens.narrow(1, t, 1), &cache, arch));
+    for (int64_t t = 5; t < 41; ++t)
+      parts.push_back(m->forward(tokens.narrow(1, t, 1), &cache, arch));
     parts.push_back(m->forward(tokens.narrow(1, 41, 7), &cache, arch));
     auto incremental = torch::cat(parts, 1);
-    EXPECT_LT((incremental - full).abs().max().item<double>(), tolerance) << (arch ? "reduced" : "full");
+    EXPECT_LT((incremental - full).abs().max().item<double>(), tolerance)
+        << (arch ? "reduced" : "full");
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Stories260K, CachedDecoding, ::testing::Values(torch::kDouble, torch::kFloat));
+INSTANTIATE_TEST_SUITE_P(Stories260K, CachedDecoding,
+                         ::testing::Values(torch::kDouble, torch::kFloat));
 
 // A reduced architecture really is a smaller network: it equals a dense model built from the
 // sliced weights (the identity extraction relies on).
@@ -152,7 +157,8 @@ TEST(Stories260K, ArchitectureOutsideTheModelIsRejected) {
   flextron::model::Architecture too_wide(5, {173, 4});
   EXPECT_THROW(flextron::model::check_architecture(m->config(), too_wide, "arch"), flextron::Error);
   flextron::model::Architecture zero_heads(5, {172, 0});
-  EXPECT_THROW(flextron::model::check_architecture(m->config(), zero_heads, "arch"), flextron::Error);
+  EXPECT_THROW(flextron::model::check_architecture(m->config(), zero_heads, "arch"),
+               flextron::Error);
 }
 
 }  // namespace

@@ -19,7 +19,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path tok512_path() { return testing::shared_data() / "stories260K" / "tok512.bin"; }
+fs::path tok512_path() {
+  return testing::shared_data() / "stories260K" / "tok512.bin";
+}
 fs::path llama2_spm_path() {
   return testing::shared_data() / "tokenizers" / "llama2_tokenizer.model";
 }
@@ -35,7 +37,9 @@ void write_bytes(const fs::path& path, const std::string& data) {
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
-nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(read_bytes(path)); }
+nlohmann::json read_json(const fs::path& path) {
+  return nlohmann::json::parse(read_bytes(path));
+}
 
 std::string ids_to_string(const std::vector<int64_t>& ids) {
   std::string s;

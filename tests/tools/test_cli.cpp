@@ -18,8 +18,9 @@ using flextron::testing::shared_data;
 // Imports stories260K into `dir` through the CLI.
 fs::path import_stories(const fs::path& dir) {
   const auto out = dir / "stories";
-  auto r = run_cli("import --from llama2c --model '" + (shared_data() / "stories260K/stories260K.bin").string() +
-                   "' --tokenizer '" + (shared_data() / "stories260K/tok512.bin").string() + "' --out '" +
+  auto r = run_cli("import --from llama2c --model '" +
+                   (shared_data() / "stories260K/stories260K.bin").string() + "' --tokenizer '" +
+                   (shared_data() / "stories260K/tok512.bin").string() + "' --out '" +
                    out.string() + "'");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return out;
@@ -49,7 +50,8 @@ TEST(Cli, GreedyFromBosPrintsExactlyTheReference) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto model = import_stories(flextron::testing::scratch_dir());
   // run.c -n 200 runs 200 forwards (positions 0..199), each printing the token it predicts.
-  auto r = run_cli("generate --model '" + model.string() + "' --prompt '' --max-tokens 200 --temperature 0");
+  auto r = run_cli("generate --model '" + model.string() +
+                   "' --prompt '' --max-tokens 200 --temperature 0");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, read_file(shared_data() / "stories260K/reference_bos_greedy200.txt"));
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);
@@ -62,8 +64,10 @@ TEST(Cli, GenerateJsonHasTokensAndTimings) {
                    "' --prompt 'Once upon a time' --max-tokens 20 --temperature 0 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["prompt_tokens"].get<std::vector<int64_t>>(), (std::vector<int64_t>{1, 403, 407, 261, 378}));
-  auto ref = nlohmann::json::parse(read_file(shared_data() / "stories260K/reference_once_upon_a_time.json"));
+  EXPECT_EQ(j["prompt_tokens"].get<std::vector<int64_t>>(),
+            (std::vector<int64_t>{1, 403, 407, 261, 378}));
+  auto ref = nlohmann::json::parse(
+      read_file(shared_data() / "stories260K/reference_once_upon_a_time.json"));
   auto expected = ref["greedy_continuation"].get<std::vector<int64_t>>();
   expected.resize(20);
   EXPECT_EQ(j["tokens"].get<std::vector<int64_t>>(), expected);
@@ -73,7 +77,8 @@ TEST(Cli, GenerateJsonHasTokensAndTimings) {
 TEST(Cli, SampledGenerationIsReproducibleFromSeed) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto model = import_stories(flextron::testing::scratch_dir());
-  const std::string cmd = "generate --model '" + model.string() + "' --max-tokens 40 --temperature 0.9 --top-p 0.9 --json --seed ";
+  const std::string cmd = "generate --model '" + model.string() +
+                          "' --max-tokens 40 --temperature 0.9 --top-p 0.9 --json --seed ";
   auto a = nlohmann::json::parse(run_cli(cmd + "7").out);
   auto b = nlohmann::json::parse(run_cli(cmd + "7").out);
   auto c = nlohmann::json::parse(run_cli(cmd + "8").out);
@@ -86,16 +91,29 @@ TEST(Cli, RoundTripsThroughHfAndLlama2cAreLossless) {
   const auto dir = flextron::testing::scratch_dir();
   const auto model = import_stories(dir);
   // hf: export, re-import.
-  ASSERT_EQ(run_cli("export --model '" + model.string() + "' --to hf --out '" + (dir / "hf").string() + "'").exit_code, 0);
-  ASSERT_EQ(run_cli("import --from hf --model '" + (dir / "hf").string() + "' --out '" + (dir / "from_hf").string() + "'").exit_code, 0);
+  ASSERT_EQ(run_cli("export --model '" + model.string() + "' --to hf --out '" +
+                    (dir / "hf").string() + "'")
+                .exit_code,
+            0);
+  ASSERT_EQ(run_cli("import --from hf --model '" + (dir / "hf").string() + "' --out '" +
+                    (dir / "from_hf").string() + "'")
+                .exit_code,
+            0);
   expect_same_tensors(model, dir / "from_hf");
   // llama2c: export, re-import; the re-exported file is byte-identical to the first export.
-  auto r = run_cli("export --model '" + model.string() + "' --to llama2c --out '" + (dir / "l2c/model.bin").string() + "'");
+  auto r = run_cli("export --model '" + model.string() + "' --to llama2c --out '" +
+                   (dir / "l2c/model.bin").string() + "'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  ASSERT_EQ(run_cli("import --from llama2c --model '" + (dir / "l2c/model.bin").string() + "' --tokenizer '" +
-                    (dir / "l2c/tokenizer.bin").string() + "' --out '" + (dir / "from_l2c").string() + "'").exit_code, 0);
+  ASSERT_EQ(run_cli("import --from llama2c --model '" + (dir / "l2c/model.bin").string() +
+                    "' --tokenizer '" + (dir / "l2c/tokenizer.bin").string() + "' --out '" +
+                    (dir / "from_l2c").string() + "'")
+                .exit_code,
+            0);
   expect_same_tensors(model, dir / "from_l2c");
-  ASSERT_EQ(run_cli("export --model '" + (dir / "from_l2c").string() + "' --to llama2c --out '" + (dir / "again.bin").string() + "'").exit_code, 0);
+  ASSERT_EQ(run_cli("export --model '" + (dir / "from_l2c").string() + "' --to llama2c --out '" +
+                    (dir / "again.bin").string() + "'")
+                .exit_code,
+            0);
   EXPECT_EQ(read_file(dir / "l2c/model.bin"), read_file(dir / "again.bin"));
   // The weights in the original file are reproduced exactly (only the RoPE tables, which we
   // recompute, may differ in the last bits): compare everything before the tables.
@@ -103,12 +121,15 @@ TEST(Cli, RoundTripsThroughHfAndLlama2cAreLossless) {
   const auto exported = read_file(dir / "l2c/model.bin");
   ASSERT_EQ(original.size(), exported.size());
   const size_t rope_bytes = 512 * 8 * 4;  // seq_len * head_dim * sizeof(float), cos + sin
-  EXPECT_EQ(original.substr(0, original.size() - rope_bytes), exported.substr(0, exported.size() - rope_bytes));
+  EXPECT_EQ(original.substr(0, original.size() - rope_bytes),
+            exported.substr(0, exported.size() - rope_bytes));
   // Same outputs from every copy.
   const std::string gen = "' --max-tokens 30 --temperature 0 --json";
   auto base = nlohmann::json::parse(run_cli("generate --model '" + model.string() + gen).out);
   for (const char* copy : {"from_hf", "from_l2c"})
-    EXPECT_EQ(nlohmann::json::parse(run_cli("generate --model '" + (dir / copy).string() + gen).out)["tokens"], base["tokens"]);
+    EXPECT_EQ(nlohmann::json::parse(
+                  run_cli("generate --model '" + (dir / copy).string() + gen).out)["tokens"],
+              base["tokens"]);
 }
 
 // ----- bad input: one-line errors naming the file and the problem -------------------------------
@@ -121,7 +142,9 @@ class CliBadInput : public ::testing::Test {
     weights_ = model_ / "model.safetensors";
     bytes_ = read_file(weights_);
   }
-  void write_weights(const std::string& bytes) { std::ofstream(weights_, std::ios::binary) << bytes; }
+  void write_weights(const std::string& bytes) {
+    std::ofstream(weights_, std::ios::binary) << bytes;
+  }
   flextron::testing::CliResult generate() {
     return run_cli("generate --model '" + model_.string() + "' --max-tokens 2");
   }
@@ -160,14 +183,16 @@ TEST_F(CliBadInput, MissingTensor) {
   auto tensors = flextron::io::load_safetensors(weights_);
   tensors.erase("model.layers.3.mlp.up_proj.weight");
   flextron::io::save_safetensors(weights_, tensors);
-  expect_one_line_error(generate(), weights_.string(), "missing tensor 'model.layers.3.mlp.up_proj.weight'");
+  expect_one_line_error(generate(), weights_.string(),
+                        "missing tensor 'model.layers.3.mlp.up_proj.weight'");
 }
 
 TEST_F(CliBadInput, Llama2cSizeDisagreesWithHeader) {
   auto bin = read_file(shared_data() / "stories260K/stories260K.bin");
   const auto bad = dir_ / "short.bin";
   std::ofstream(bad, std::ios::binary) << bin.substr(0, bin.size() - 4);
-  auto r = run_cli("import --from llama2c --model '" + bad.string() + "' --out '" + (dir_ / "x").string() + "'");
+  auto r = run_cli("import --from llama2c --model '" + bad.string() + "' --out '" +
+                   (dir_ / "x").string() + "'");
   expect_one_line_error(r, bad.string(), "header implies");
 }
 

@@ -29,7 +29,8 @@ fs::path shakespeare_excerpt(const fs::path& dir, size_t bytes) {
   return path;
 }
 
-flextron::train::PretrainOptions tiny_options(const fs::path& data, const fs::path& out, int64_t tokens) {
+flextron::train::PretrainOptions tiny_options(const fs::path& data, const fs::path& out,
+                                              int64_t tokens) {
   flextron::train::PretrainOptions o;
   o.data = {data};
   o.out = out;
@@ -60,8 +61,8 @@ TEST(Pretrain, TinyPresetLearnsBeyondUnigramStatistics) {
   auto result = flextron::train::pretrain(tiny_options(data, dir / "model", 200'000));
   ASSERT_TRUE(result.completed);
   auto tokenizer = flextron::text::load_sentencepiece_tokenizer(dir / "model/tokenizer.model");
-  auto tokens = flextron::train::TokenDataset::build({data}, *tokenizer, dir / "model/tokenizer.model",
-                                                     dir / "model/cache", false);
+  auto tokens = flextron::train::TokenDataset::build(
+      {data}, *tokenizer, dir / "model/tokenizer.model", dir / "model/cache", false);
   const double entropy = unigram_entropy(tokens);
   EXPECT_LT(result.final_val_loss, entropy - 0.5) << "unigram entropy " << entropy;
   // The directory is a normal model directory with the budget recorded.
@@ -110,7 +111,8 @@ void expect_error(const flextron::train::PretrainOptions& o, const std::string& 
 TEST(PretrainBadInput, EmptyFile) {
   const auto dir = flextron::testing::scratch_dir();
   std::ofstream(dir / "empty.txt").close();
-  expect_error(tiny_options(dir / "empty.txt", dir / "out", 100'000), (dir / "empty.txt").string() + ": empty file");
+  expect_error(tiny_options(dir / "empty.txt", dir / "out", 100'000),
+               (dir / "empty.txt").string() + ": empty file");
 }
 
 TEST(PretrainBadInput, Directory) {

@@ -34,7 +34,9 @@ fx_spm* fx_spm_load(const char* path, char* err, size_t err_size) {
   return model;
 }
 
-void fx_spm_free(fx_spm* model) { delete model; }
+void fx_spm_free(fx_spm* model) {
+  delete model;
+}
 
 long fx_spm_encode(fx_spm* model, const char* text, size_t length, int* ids, size_t capacity) {
   std::vector<int> out;
@@ -43,7 +45,9 @@ long fx_spm_encode(fx_spm* model, const char* text, size_t length, int* ids, siz
   return static_cast<long>(out.size());
 }
 
-int fx_spm_piece_size(const fx_spm* model) { return model->processor.GetPieceSize(); }
+int fx_spm_piece_size(const fx_spm* model) {
+  return model->processor.GetPieceSize();
+}
 
 const char* fx_spm_id_to_piece(const fx_spm* model, int id, size_t* length) {
   const std::string& piece = model->processor.IdToPiece(id);
@@ -51,10 +55,18 @@ const char* fx_spm_id_to_piece(const fx_spm* model, int id, size_t* length) {
   return piece.data();
 }
 
-float fx_spm_score(const fx_spm* model, int id) { return model->processor.GetScore(id); }
-int fx_spm_is_control(const fx_spm* model, int id) { return model->processor.IsControl(id) ? 1 : 0; }
-int fx_spm_bos_id(const fx_spm* model) { return model->processor.bos_id(); }
-int fx_spm_eos_id(const fx_spm* model) { return model->processor.eos_id(); }
+float fx_spm_score(const fx_spm* model, int id) {
+  return model->processor.GetScore(id);
+}
+int fx_spm_is_control(const fx_spm* model, int id) {
+  return model->processor.IsControl(id) ? 1 : 0;
+}
+int fx_spm_bos_id(const fx_spm* model) {
+  return model->processor.bos_id();
+}
+int fx_spm_eos_id(const fx_spm* model) {
+  return model->processor.eos_id();
+}
 
 const char* fx_spm_serialized(const fx_spm* model, size_t* length) {
   *length = model->serialized.size();
