@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "model/transformer.h"
 
 namespace flextron::io {
 
@@ -59,15 +60,6 @@ int64_t numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (auto d : shape) n *= d;
   return n;
-}
-
-// RoPE tables as llama2.c's export writes them (fp32 maths, theta 10000).
-std::pair<torch::Tensor, torch::Tensor> rope_tables(const model::ModelConfig& c) {
-  const int64_t hd = c.head_dim();
-  auto inv_freq = 1.0 / torch::pow(static_cast<float>(c.rope_theta),
-                                   torch::arange(0, hd, 2, torch::kFloat) / static_cast<float>(hd));
-  auto angles = torch::outer(torch::arange(c.max_position_embeddings, torch::kFloat), inv_freq);
-  return {torch::cos(angles), torch::sin(angles)};
 }
 
 }  // namespace
@@ -186,7 +178,7 @@ void write_llama2c_checkpoint(const std::filesystem::path& path, const model::Mo
         put(t);
       }
     }
-    auto [cos, sin] = rope_tables(c);
+    auto [cos, sin] = model::rope_tables(c);  // as llama2.c's export writes them
     put(cos.contiguous());
     put(sin.contiguous());
     if (!c.tie_word_embeddings) put(get("lm_head.weight", {c.vocab_size, c.hidden_size}));

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
@@ -204,20 +205,23 @@ BackboneImpl::BackboneImpl(const ModelConfig& config) {
       "norm", Norm(config.hidden_size, config.rms_norm_eps, config.family == Family::Gpt2));
 }
 
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config) {
+  const int64_t hd = config.head_dim();
+  auto inv_freq = 1.0 / torch::pow(static_cast<float>(config.rope_theta),
+                                   torch::arange(0, hd, 2, torch::kFloat) / static_cast<float>(hd));
+  auto angles =
+      torch::outer(torch::arange(config.max_position_embeddings, torch::kFloat), inv_freq);
+  return {torch::cos(angles), torch::sin(angles)};
+}
+
 // ---------------------------------------------------------------------------------------------
 TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
   config.validate("model config");
   model = register_module("model", Backbone(config));
   if (!config.tie_word_embeddings)
     lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false));
-  // Rotary tables in fp32 as HF and llama2.c compute them: inv_freq_i = theta^(-2i/hd).
-  const int64_t hd = config.head_dim();
-  auto inv_freq = 1.0 / torch::pow(static_cast<float>(config.rope_theta),
-                                   torch::arange(0, hd, 2, torch::kFloat) / static_cast<float>(hd));
-  auto angles =
-      torch::outer(torch::arange(config.max_position_embeddings, torch::kFloat), inv_freq);
-  rope_cos_ = torch::cos(angles);
-  rope_sin_ = torch::sin(angles);
+  full_arch_ = full_architecture(config);
+  std::tie(rope_cos_, rope_sin_) = rope_tables(config);
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
@@ -233,8 +237,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
                         (cache ? "cache capacity " : "model context ") + std::to_string(limit));
   const bool full = arch == nullptr || arch->empty();
   if (!full) check_architecture(config_, *arch, "architecture");
-  const Architecture full_arch = full ? full_architecture(config_) : Architecture{};
-  const Architecture& widths = full ? full_arch : *arch;
+  const Architecture& widths = full ? full_arch_ : *arch;
 
   // Rotary tables are stored in fp32; cast once per call to the activation dtype.
   const auto act_dtype = dtype();

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -37,6 +38,10 @@ using Architecture = std::vector<LayerWidths>;
 
 // The full-width architecture of `config`.
 Architecture full_architecture(const ModelConfig& config);
+
+// RoPE tables for every position, in fp32 as HF and llama2.c compute them:
+// cos/sin(pos * theta^(-2i/head_dim)), each [max_position_embeddings, head_dim / 2].
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config);
 
 // Throws flextron::Error naming `where` if `arch` has the wrong layer count or widths outside
 // [1, full].
@@ -153,6 +158,7 @@ class TransformerImpl : public torch::nn::Module {
 
  private:
   ModelConfig config_;
+  Architecture full_arch_;  // what a null architecture means, built once
   // Rotary tables for every position: cos/sin(pos * theta^(-2i/head_dim)), [max_pos, head_dim/2].
   // Plain fp32 members, not buffers: a bf16 model must not round its angles; forward() moves
   // them to the model's device on first use.
