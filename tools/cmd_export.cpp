@@ -20,7 +20,7 @@ struct ExportArgs {
 void run_export(const ExportArgs& a) {
   auto loaded = io::load_model_dir(a.model);
   if (a.to == "hf") {
-    io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get());
+    io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get(), &loaded.space);
     std::cout << "exported " << a.model << " -> " << a.out << " (HuggingFace Llama)\n";
     return;
   }

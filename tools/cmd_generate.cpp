@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "arch_options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "device_options.h"
@@ -20,6 +21,7 @@ struct GenerateArgs {
   runtime::SamplingOptions sampling;
   bool json = false;
   DeviceArgs device;
+  ArchArgs arch;
 };
 
 void run_generate(const GenerateArgs& a) {
@@ -30,6 +32,7 @@ void run_generate(const GenerateArgs& a) {
   runtime::GenerateOptions options;
   options.max_tokens = a.max_tokens;
   options.sampling = a.sampling;
+  options.arch = a.arch.resolve(loaded);
   std::function<void(const std::string&)> stream;
   if (!a.json) {
     stream = [](const std::string& piece) {
@@ -45,6 +48,8 @@ void run_generate(const GenerateArgs& a) {
     j["tokens"] = r.tokens;
     j["text"] = r.text;
     j["stop_reason"] = r.stop_reason;
+    j["architecture"] = model::architecture_to_json(
+        options.arch.empty() ? model::full_architecture(loaded.model->config()) : options.arch);
     j["timings"] = {{"prefill_tokens", r.prompt_tokens.size()},
                     {"prefill_seconds", r.prefill_seconds},
                     {"prefill_tokens_per_second", r.prefill_tokens_per_second()},
@@ -55,7 +60,7 @@ void run_generate(const GenerateArgs& a) {
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
-  std::cout << "\n";
+  std::cout << "\n" << std::flush;  // the text before the timing line on a shared terminal
   std::fprintf(stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s)\n",
                r.prompt_tokens.size(), r.prefill_tokens_per_second(),
                static_cast<long long>(r.decode_steps), r.decode_tokens_per_second(),
@@ -76,6 +81,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", args->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print tokens, text and timings as JSON");
   args->device.add_to(cmd);
+  args->arch.add_to(cmd);
   cmd->callback([args] { run_generate(*args); });
 }
 

@@ -16,6 +16,7 @@ void run_info(const std::string& dir, bool json) {
   auto j = model::config_to_json(loaded.model->config());
   j["parameters"] = params;
   j["tokenizer"] = loaded.tokenizer ? loaded.tokenizer->file_name() : "";
+  j["elastic_space"] = model::elastic_space_to_json(loaded.space);
   if (json) {
     std::cout << j.dump(2) << "\n";
     return;

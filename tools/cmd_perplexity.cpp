@@ -1,11 +1,10 @@
 // flextron perplexity: mean NLL, perplexity and bits per byte of a model on a text file.
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "arch_options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "device_options.h"
@@ -22,35 +21,36 @@ struct PerplexityArgs {
   eval::PerplexityOptions options;
   bool json = false;
   DeviceArgs device;
+  ArchArgs arch;
 };
 
 void run_perplexity(const PerplexityArgs& a) {
-  if (!std::filesystem::is_regular_file(a.data)) fail(a.data, "not a readable text file");
-  std::ifstream in(a.data, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  if (text.empty()) fail(a.data, "empty file");
-  text::check_utf8(text, a.data);
+  const std::string text = text::read_utf8_file(a.data);
   auto loaded = io::load_model_dir(a.model, a.device.load_options());
   if (!loaded.tokenizer) fail(a.model, "no tokenizer in this model directory");
   const auto tokens = loaded.tokenizer->encode(text, /*add_bos=*/true);
-  const auto r = eval::perplexity(*loaded.model, *loaded.tokenizer, tokens, a.options);
-  nlohmann::json j = {{"model", a.model},
-                      {"data", a.data},
-                      {"convention", r.convention},
-                      {"ctx", r.ctx},
-                      {"stride", r.stride},
-                      {"windows", r.windows},
-                      {"tokens_scored", r.tokens_scored},
-                      {"bytes_scored", r.bytes_scored},
-                      {"mean_nll", r.mean_nll()},
-                      {"perplexity", r.perplexity()},
-                      {"bits_per_byte", r.bits_per_byte()}};
+  auto options = a.options;
+  options.arch = a.arch.resolve(loaded);
+  const auto r = eval::perplexity(*loaded.model, *loaded.tokenizer, tokens, options);
+  nlohmann::json j = {
+      {"model", a.model},
+      {"data", a.data},
+      {"convention", r.convention},
+      {"ctx", r.ctx},
+      {"stride", r.stride},
+      {"windows", r.windows},
+      {"tokens_scored", r.tokens_scored},
+      {"bytes_scored", r.bytes_scored},
+      {"mean_nll", r.mean_nll()},
+      {"perplexity", r.perplexity()},
+      {"bits_per_byte", r.bits_per_byte()},
+      {"architecture", model::describe_architecture(options.arch, loaded.model->config())}};
   if (a.json) {
     std::cout << j.dump(2) << "\n";
     return;
   }
+  std::printf("architecture   %s\n",
+              model::describe_architecture(options.arch, loaded.model->config()).c_str());
   std::printf("convention     %s (ctx %lld%s)\n", r.convention.c_str(),
               static_cast<long long>(r.ctx),
               r.stride > 0 ? (", stride " + std::to_string(r.stride)).c_str()
@@ -75,6 +75,7 @@ void register_perplexity(CLI::App& app) {
   cmd->add_option("--batch", a->options.batch, "Windows per forward pass")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON");
   a->device.add_to(cmd);
+  a->arch.add_to(cmd);
   cmd->callback([a] { run_perplexity(*a); });
 }
 

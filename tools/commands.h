@@ -12,5 +12,8 @@ void register_info(CLI::App& app);
 void register_tokenizer(CLI::App& app);
 void register_pretrain(CLI::App& app);
 void register_perplexity(CLI::App& app);
+void register_space(CLI::App& app);
+void register_rank(CLI::App& app);
+void register_extract(CLI::App& app);
 
 }  // namespace flextron::cli

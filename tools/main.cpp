@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   flextron::cli::register_tokenizer(app);
   flextron::cli::register_pretrain(app);
   flextron::cli::register_perplexity(app);
+  flextron::cli::register_space(app);
+  flextron::cli::register_rank(app);
+  flextron::cli::register_extract(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -139,6 +139,8 @@ void write_llama2c_checkpoint(const std::filesystem::path& path, const model::Mo
                               const TensorMap& tensors) {
   const std::string where = path.string();
   if (c.family != model::Family::Llama) fail(where, "llama2.c only runs Llama-family models");
+  if (c.heterogeneous())
+    fail(where, "llama2.c needs the same widths in every layer; this model has per-layer widths");
   if (c.rope_theta != 10000.0)
     fail(where,
          "llama2.c hard-codes rope_theta 10000, this model uses " + std::to_string(c.rope_theta));

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/files.h"
 
 namespace flextron::io {
 
@@ -17,13 +18,7 @@ TensorMap load_model_tensors(const fs::path& dir) {
   if (fs::exists(single)) return load_safetensors(single);
   const auto index_path = dir / "model.safetensors.index.json";
   if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    nlohmann::json index;
-    try {
-      in >> index;
-    } catch (const nlohmann::json::exception& e) {
-      fail(index_path.string(), std::string("invalid JSON: ") + e.what());
-    }
+    const auto index = read_json_file(index_path);
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail(index_path.string(), "no \"weight_map\" object");
     std::set<std::string> shards;
@@ -53,6 +48,7 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   loaded.model->load_state(load_model_tensors(dir), weights_name);
   loaded.model->to(options.device, options.dtype);
   loaded.model->eval();
+  loaded.space = model::load_elastic_space(dir, config);
   // A directory without tokenizer files still loads (the weights alone are useful); commands
   // that need text check for it.
   const bool has_tokenizer =
@@ -63,11 +59,15 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
 }
 
 void save_model_dir(const fs::path& dir, model::TransformerImpl& model,
-                    const text::Tokenizer* tokenizer) {
+                    const text::Tokenizer* tokenizer, const model::ElasticSpace* space) {
   fs::create_directories(dir);
   model::save_config(model.config(), dir / "config.json");
   save_safetensors(dir / "model.safetensors", model.state(), {{"format", "pt"}});
   if (tokenizer != nullptr) tokenizer->save(dir / tokenizer->file_name());
+  if (space != nullptr) {
+    model::check_elastic_space(*space, model.config(), (dir / model::kElasticSpaceFile).string());
+    model::save_elastic_space(dir, *space);
+  }
 }
 
 }  // namespace flextron::io

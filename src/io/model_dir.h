@@ -8,6 +8,7 @@
 
 #include <torch/types.h>
 
+#include "model/elastic_space.h"
 #include "model/transformer.h"
 #include "text/tokenizer.h"
 
@@ -16,6 +17,7 @@ namespace flextron::io {
 struct LoadedModel {
   model::Transformer model{nullptr};
   std::unique_ptr<text::Tokenizer> tokenizer;  // null when the directory has none
+  model::ElasticSpace space;                   // flextron.json, or the default space when absent
 };
 
 struct LoadOptions {
@@ -31,8 +33,9 @@ LoadedModel load_model_dir(const std::filesystem::path& dir, const LoadOptions& 
 // All tensors of a directory's weights (single file or shards), as stored.
 TensorMap load_model_tensors(const std::filesystem::path& dir);
 
-// Writes config.json, model.safetensors and the tokenizer's file into `dir` (created if needed).
+// Writes config.json, model.safetensors, the tokenizer's file and (when given) flextron.json
+// into `dir` (created if needed).
 void save_model_dir(const std::filesystem::path& dir, model::TransformerImpl& model,
-                    const text::Tokenizer* tokenizer);
+                    const text::Tokenizer* tokenizer, const model::ElasticSpace* space = nullptr);
 
 }  // namespace flextron::io

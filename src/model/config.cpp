@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/files.h"
 
 namespace flextron::model {
 
@@ -57,6 +58,18 @@ void ModelConfig::validate(const std::string& where) const {
   if (head_dim() % 2 != 0) fail(where, "head dimension must be even for rotary embeddings");
   if (rms_norm_eps <= 0) fail(where, "rms_norm_eps must be positive");
   if (rope_theta <= 0) fail(where, "rope_theta must be positive");
+  auto check_layers = [&](const char* name, const std::vector<int64_t>& values, int64_t max) {
+    if (values.empty()) return;
+    if (static_cast<int64_t>(values.size()) != num_hidden_layers)
+      fail(where, std::string(name) + " has " + std::to_string(values.size()) + " entries for " +
+                      std::to_string(num_hidden_layers) + " layers");
+    for (size_t l = 0; l < values.size(); ++l)
+      if (values[l] < 1 || values[l] > max)
+        fail(where, std::string(name) + "[" + std::to_string(l) + "] = " +
+                        std::to_string(values[l]) + " outside [1, " + std::to_string(max) + "]");
+  };
+  check_layers("layer_intermediate_sizes", layer_intermediate_sizes, intermediate_size);
+  check_layers("layer_num_key_value_heads", layer_key_value_heads, num_key_value_heads);
 }
 
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
@@ -89,6 +102,19 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   if (c.head_dim_override == c.hidden_size / c.num_attention_heads) c.head_dim_override = 0;
   c.bos_token_id = int_field(j, "bos_token_id", 1, false, where);
   c.eos_token_id = int_field(j, "eos_token_id", 2, false, where);
+  auto int_list = [&](const char* key) {
+    std::vector<int64_t> values;
+    if (!j.contains(key) || j[key].is_null()) return values;
+    if (!j[key].is_array()) fail(where, std::string("field \"") + key + "\" must be a list");
+    for (const auto& v : j[key]) {
+      if (!v.is_number_integer())
+        fail(where, std::string("field \"") + key + "\" must hold integers, got " + v.dump());
+      values.push_back(v.get<int64_t>());
+    }
+    return values;
+  };
+  c.layer_intermediate_sizes = int_list("layer_intermediate_sizes");
+  c.layer_key_value_heads = int_list("layer_num_key_value_heads");
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     fail(where, "rope_scaling is not supported yet");
   c.validate(where);
@@ -113,19 +139,14 @@ nlohmann::json config_to_json(const ModelConfig& c) {
   j["bos_token_id"] = c.bos_token_id;
   j["eos_token_id"] = c.eos_token_id;
   j["hidden_act"] = "silu";
+  if (!c.layer_intermediate_sizes.empty())
+    j["layer_intermediate_sizes"] = c.layer_intermediate_sizes;
+  if (!c.layer_key_value_heads.empty()) j["layer_num_key_value_heads"] = c.layer_key_value_heads;
   return j;
 }
 
 ModelConfig load_config(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) fail(path.string(), "cannot open config (missing file?)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path.string(), std::string("invalid JSON: ") + e.what());
-  }
-  return config_from_json(j, path.string());
+  return config_from_json(io::read_json_file(path), path.string());
 }
 
 void save_config(const ModelConfig& config, const std::filesystem::path& path) {

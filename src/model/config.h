@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -33,11 +34,29 @@ struct ModelConfig {
   // with fewer heads); 0 means hidden_size / num_attention_heads.
   int64_t head_dim_override = 0;
 
+  // Per-layer widths of a heterogeneous model (an extracted sub-network): MLP neurons and KV
+  // heads of each layer. Empty means every layer has intermediate_size / num_key_value_heads,
+  // which then are the per-layer maxima. Stored in config.json as "layer_intermediate_sizes" and
+  // "layer_num_key_value_heads" (GGUF keeps the same as feed_forward_length / head_count_kv
+  // arrays); a uniform model keeps a plain HF config.
+  std::vector<int64_t> layer_intermediate_sizes;
+  std::vector<int64_t> layer_key_value_heads;
+
   int64_t head_dim() const {
     return head_dim_override > 0 ? head_dim_override : hidden_size / num_attention_heads;
   }
   // Query heads per KV head (grouped-query attention).
   int64_t group_size() const { return num_attention_heads / num_key_value_heads; }
+  // MLP neurons and KV heads of layer l.
+  int64_t layer_mlp(int64_t l) const {
+    return layer_intermediate_sizes.empty() ? intermediate_size : layer_intermediate_sizes[l];
+  }
+  int64_t layer_kv_heads(int64_t l) const {
+    return layer_key_value_heads.empty() ? num_key_value_heads : layer_key_value_heads[l];
+  }
+  bool heterogeneous() const {
+    return !layer_intermediate_sizes.empty() || !layer_key_value_heads.empty();
+  }
 
   // Throws flextron::Error naming `where` if sizes are non-positive or inconsistent.
   void validate(const std::string& where) const;

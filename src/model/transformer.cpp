@@ -40,8 +40,10 @@ torch::Tensor apply_rotary(const torch::Tensor& t, const torch::Tensor& cos,
 }  // namespace
 
 Architecture full_architecture(const ModelConfig& config) {
-  return Architecture(config.num_hidden_layers,
-                      LayerWidths{config.intermediate_size, config.num_key_value_heads});
+  Architecture arch;
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l)
+    arch.push_back(LayerWidths{config.layer_mlp(l), config.layer_kv_heads(l)});
+  return arch;
 }
 
 void check_architecture(const ModelConfig& config, const Architecture& arch,
@@ -51,13 +53,15 @@ void check_architecture(const ModelConfig& config, const Architecture& arch,
                     std::to_string(config.num_hidden_layers));
   for (size_t l = 0; l < arch.size(); ++l) {
     const auto& w = arch[l];
-    if (w.mlp < 1 || w.mlp > config.intermediate_size)
+    const int64_t mlp = config.layer_mlp(static_cast<int64_t>(l));
+    const int64_t kv = config.layer_kv_heads(static_cast<int64_t>(l));
+    if (w.mlp < 1 || w.mlp > mlp)
       fail(where, "layer " + std::to_string(l) + ": MLP width " + std::to_string(w.mlp) +
-                      " outside [1, " + std::to_string(config.intermediate_size) + "]");
-    if (w.kv_groups < 1 || w.kv_groups > config.num_key_value_heads)
+                      " outside [1, " + std::to_string(mlp) + "]");
+    if (w.kv_groups < 1 || w.kv_groups > kv)
       fail(where, "layer " + std::to_string(l) + ": attention width " +
-                      std::to_string(w.kv_groups) + " KV groups outside [1, " +
-                      std::to_string(config.num_key_value_heads) + "]");
+                      std::to_string(w.kv_groups) + " KV groups outside [1, " + std::to_string(kv) +
+                      "]");
   }
 }
 
@@ -95,17 +99,16 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-AttentionImpl::AttentionImpl(const ModelConfig& config) : config_(config) {
+AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer)
+    : config_(config), layer_(layer) {
   const int64_t hd = config.head_dim();
+  const int64_t kv_dim = config.layer_kv_heads(layer) * hd;
+  const int64_t q_dim = kv_dim * config.group_size();
   const bool bias = config.family == Family::Gpt2;
-  q_proj =
-      register_module("q_proj", Linear(config.hidden_size, config.num_attention_heads * hd, bias));
-  k_proj =
-      register_module("k_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
-  v_proj =
-      register_module("v_proj", Linear(config.hidden_size, config.num_key_value_heads * hd, bias));
-  o_proj =
-      register_module("o_proj", Linear(config.num_attention_heads * hd, config.hidden_size, bias));
+  q_proj = register_module("q_proj", Linear(config.hidden_size, q_dim, bias));
+  k_proj = register_module("k_proj", Linear(config.hidden_size, kv_dim, bias));
+  v_proj = register_module("v_proj", Linear(config.hidden_size, kv_dim, bias));
+  o_proj = register_module("o_proj", Linear(q_dim, config.hidden_size, bias));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
@@ -153,18 +156,17 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int6
   out = out.view({batch, kv_groups, rep, steps, hd})
             .permute({0, 3, 1, 2, 4})
             .reshape({batch, steps, heads * hd});
+  if (observer != nullptr) observer->attention_heads(layer_, out.view({batch, steps, heads, hd}));
   return o_proj->forward(out, hidden, heads * hd);
 }
 
 // ---------------------------------------------------------------------------------------------
-MlpImpl::MlpImpl(const ModelConfig& config) {
+MlpImpl::MlpImpl(const ModelConfig& config, int64_t layer) : layer_(layer) {
   const bool gpt = config.family == Family::Gpt2;
-  if (!gpt)
-    gate_proj =
-        register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, false));
-  up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, gpt));
-  down_proj =
-      register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, gpt));
+  const int64_t neurons = config.layer_mlp(layer);
+  if (!gpt) gate_proj = register_module("gate_proj", Linear(config.hidden_size, neurons, false));
+  up_proj = register_module("up_proj", Linear(config.hidden_size, neurons, gpt));
+  down_proj = register_module("down_proj", Linear(neurons, config.hidden_size, gpt));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width) {
@@ -172,18 +174,19 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width) {
   auto up = up_proj->forward(x, width, hidden);
   auto act =
       gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up : torch::gelu(up, "tanh");
+  if (observer != nullptr) observer->mlp_hidden(layer_, act);
   return down_proj->forward(act, hidden, width);
 }
 
 // ---------------------------------------------------------------------------------------------
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config) {
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer) {
   const bool layer_norm = config.family == Family::Gpt2;
   input_layernorm =
       register_module("input_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
-  self_attn = register_module("self_attn", Attention(config));
+  self_attn = register_module("self_attn", Attention(config, layer));
   post_attention_layernorm = register_module(
       "post_attention_layernorm", Norm(config.hidden_size, config.rms_norm_eps, layer_norm));
-  mlp = register_module("mlp", Mlp(config));
+  mlp = register_module("mlp", Mlp(config, layer));
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
@@ -200,7 +203,7 @@ BackboneImpl::BackboneImpl(const ModelConfig& config) {
   embed_tokens =
       register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(DecoderLayer(config));
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(DecoderLayer(config, l));
   norm = register_module(
       "norm", Norm(config.hidden_size, config.rms_norm_eps, config.family == Family::Gpt2));
 }
@@ -273,12 +276,19 @@ KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity,
   cache.capacity = capacity;
   auto options = torch::TensorOptions().dtype(dtype()).device(device());
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const int64_t kv =
-        (arch && !arch->empty()) ? (*arch)[l].kv_groups : config_.num_key_value_heads;
+    const int64_t kv = (arch && !arch->empty()) ? (*arch)[l].kv_groups : full_arch_[l].kv_groups;
     cache.keys.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));
     cache.values.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));
   }
   return cache;
+}
+
+void TransformerImpl::set_observer(ActivationObserver* observer) {
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    auto layer = model->layers->ptr<DecoderLayerImpl>(l);
+    layer->self_attn->observer = observer;
+    layer->mlp->observer = observer;
+  }
 }
 
 io::TensorMap TransformerImpl::state() const {

@@ -48,6 +48,17 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config);
 void check_architecture(const ModelConfig& config, const Architecture& arch,
                         const std::string& where);
 
+// Sees the activations that importance ranking scores (FLEXTRON.md section 2) as the forward
+// pass computes them. Installed with TransformerImpl::set_observer; costs nothing when absent.
+class ActivationObserver {
+ public:
+  virtual ~ActivationObserver() = default;
+  // act: [batch, T, width], the activations entering layer l's down projection.
+  virtual void mlp_hidden(int64_t layer, const torch::Tensor& act) = 0;
+  // heads: [batch, T, heads, head_dim], each query head's attention output before o_proj.
+  virtual void attention_heads(int64_t layer, const torch::Tensor& heads) = 0;
+};
+
 // Keys and values of past positions, one [batch, kv_heads, capacity, head_dim] pair per layer,
 // allocated once for a fixed batch and capacity (and for the KV widths of one architecture).
 struct KVCache {
@@ -84,7 +95,7 @@ TORCH_MODULE(Norm);
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const ModelConfig& config);
+  AttentionImpl(const ModelConfig& config, int64_t layer);
   // x: [batch, T, hidden]; positions start at `start`. With a cache, keys/values of this call are
   // stored at [start, start+T) and attention covers [0, start+T).
   // rope_cos / rope_sin: [T, head_dim / 2] for these positions (see Rotary).
@@ -92,24 +103,30 @@ class AttentionImpl : public torch::nn::Module {
                         const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
                         torch::Tensor* cache_k, torch::Tensor* cache_v);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  ActivationObserver* observer = nullptr;
 
  private:
   ModelConfig config_;
+  int64_t layer_;
 };
 TORCH_MODULE(Attention);
 
 // SwiGLU (Llama): down(silu(gate(x)) * up(x)); the GPT variant drops the gate and uses GELU.
 class MlpImpl : public torch::nn::Module {
  public:
-  explicit MlpImpl(const ModelConfig& config);
+  MlpImpl(const ModelConfig& config, int64_t layer);
   torch::Tensor forward(const torch::Tensor& x, int64_t width);
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  ActivationObserver* observer = nullptr;
+
+ private:
+  int64_t layer_;
 };
 TORCH_MODULE(Mlp);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit DecoderLayerImpl(const ModelConfig& config);
+  DecoderLayerImpl(const ModelConfig& config, int64_t layer);
   torch::Tensor forward(const torch::Tensor& x, int64_t start, const LayerWidths& widths,
                         const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
                         torch::Tensor* cache_k, torch::Tensor* cache_v);
@@ -142,6 +159,9 @@ class TransformerImpl : public torch::nn::Module {
 
   // A cache for `batch` sequences of up to `capacity` positions, sized for `arch`'s KV widths.
   KVCache make_cache(int64_t batch, int64_t capacity, const Architecture* arch = nullptr) const;
+
+  // Routes every layer's ranking activations to `observer` (nullptr to stop); not owned.
+  void set_observer(ActivationObserver* observer);
 
   // Parameters by HF name (tied models have no lm_head.weight).
   io::TensorMap state() const;

@@ -1,6 +1,7 @@
 #include "text/utf8.h"
 
 #include "core/error.h"
+#include "io/files.h"
 
 namespace flextron::text {
 
@@ -39,6 +40,13 @@ std::optional<size_t> find_invalid_utf8(std::string_view data) {
 void check_utf8(std::string_view data, const std::string& where, size_t base_offset) {
   if (auto bad = find_invalid_utf8(data))
     fail(where, "invalid UTF-8 at byte offset " + std::to_string(base_offset + *bad));
+}
+
+std::string read_utf8_file(const std::filesystem::path& path) {
+  std::string text = io::read_file(path);
+  if (text.empty()) fail(path.string(), "empty file");
+  check_utf8(text, path.string());
+  return text;
 }
 
 }  // namespace flextron::text

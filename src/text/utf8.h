@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,5 +15,9 @@ std::optional<size_t> find_invalid_utf8(std::string_view data);
 
 // Throws flextron::Error "<where>: invalid UTF-8 at byte offset N" if `data` is not valid.
 void check_utf8(std::string_view data, const std::string& where, size_t base_offset = 0);
+
+// A whole text file, checked: throws flextron::Error naming the path for a missing or empty file
+// or invalid UTF-8.
+std::string read_utf8_file(const std::filesystem::path& path);
 
 }  // namespace flextron::text

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 
 namespace flextron::train {
@@ -56,8 +57,7 @@ nlohmann::json load_checkpoint(const fs::path& checkpoint, model::TransformerImp
   torch::serialize::InputArchive archive;
   archive.load_from((checkpoint / "optimizer.pt").string());
   optimizer.load(archive);
-  std::ifstream in(checkpoint / "state.json");
-  return nlohmann::json::parse(in);
+  return io::read_json_file(checkpoint / "state.json");
 }
 
 }  // namespace flextron::train

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/files.h"
 #include "text/utf8.h"
 
 namespace flextron::train {
@@ -23,14 +24,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kCacheVersion = 1;
-
-std::string read_whole(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), "cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string hex64(uint64_t v) {
   char buf[17];
@@ -81,7 +74,7 @@ std::shared_ptr<void> map_file(const fs::path& path, size_t bytes) {
 }  // namespace
 
 std::string file_fingerprint(const fs::path& path) {
-  return hex64(fnv1a(read_whole(path)));
+  return hex64(fnv1a(io::read_file(path)));
 }
 
 TokenDataset TokenDataset::build(const std::vector<fs::path>& files,
@@ -108,7 +101,7 @@ TokenDataset TokenDataset::build(const std::vector<fs::path>& files,
   bool cached = false;
   if (fs::exists(manifest_path) && fs::exists(tokens_path)) {
     try {
-      auto old = nlohmann::json::parse(read_whole(manifest_path));
+      auto old = nlohmann::json::parse(io::read_file(manifest_path));
       cached = old["sources"] == manifest["sources"] && old["tokenizer"] == manifest["tokenizer"] &&
                old["version"] == kCacheVersion &&
                old["tokens"].get<int64_t>() * 4 == static_cast<int64_t>(fs::file_size(tokens_path));
@@ -121,7 +114,7 @@ TokenDataset TokenDataset::build(const std::vector<fs::path>& files,
     int64_t total = 0, total_bytes = 0;
     io::write_file_atomically(tokens_path, [&](std::ostream& out) {
       for (const auto& f : files) {
-        const std::string text = read_whole(f);
+        const std::string text = io::read_file(f);
         text::check_utf8(text, f.string());
         std::vector<int32_t> ids{static_cast<int32_t>(tokenizer.bos_id())};
         for (auto piece : chunks(text)) {

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "io/llama2c_checkpoint.h"
 #include "model/transformer.h"
+#include "stories260k.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
 
@@ -12,13 +13,7 @@ namespace {
 
 using flextron::testing::shared_data;
 
-flextron::model::Transformer load_stories() {
-  auto ck = flextron::io::read_llama2c_checkpoint(shared_data() / "stories260K/stories260K.bin");
-  flextron::model::Transformer m(ck.config);
-  m->load_state(ck.tensors, "stories260K.bin");
-  m->eval();
-  return m;
-}
+using flextron::testing::load_stories260k;
 
 nlohmann::json read_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(flextron::testing::read_file(path));
@@ -41,7 +36,7 @@ TEST(Stories260K, HeaderIsReadAsDocumented) {
 TEST(Stories260K, PromptLogitsMatchReference) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   auto ref = read_json(shared_data() / "stories260K/reference_once_upon_a_time.json");
-  auto m = load_stories();
+  auto m = load_stories260k();
   torch::NoGradGuard no_grad;
   auto tokens = ref["prompt_tokens"].get<std::vector<int64_t>>();
   auto logits = m->forward(torch::tensor(tokens).unsqueeze(0))[0];
@@ -58,7 +53,7 @@ TEST(Stories260K, GreedyContinuationMatchesReference) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   for (const char* file : {"reference_once_upon_a_time.json", "reference_bos_greedy200.json"}) {
     auto ref = read_json(shared_data() / "stories260K" / file);
-    auto m = load_stories();
+    auto m = load_stories260k();
     c10::InferenceMode guard;
     auto prompt = ref["prompt_tokens"].get<std::vector<int64_t>>();
     auto expected = ref["greedy_continuation"].get<std::vector<int64_t>>();
@@ -85,7 +80,7 @@ class CachedDecoding : public ::testing::TestWithParam<torch::Dtype> {};
 
 TEST_P(CachedDecoding, EqualsFullForward) {
   FLEXTRON_REQUIRE_SHARED_DATA();
-  auto m = load_stories();
+  auto m = load_stories260k();
   m->to(GetParam());
   const double tolerance = GetParam() == torch::kDouble ? 1e-10 : 1e-4;
   torch::NoGradGuard no_grad;
@@ -116,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(Stories260K, CachedDecoding,
 // sliced weights (the identity extraction relies on).
 TEST(Stories260K, PrefixArchitectureEqualsSlicedDenseModel) {
   FLEXTRON_REQUIRE_SHARED_DATA();
-  auto m = load_stories();
+  auto m = load_stories260k();
   torch::NoGradGuard no_grad;
   auto config = m->config();
   config.intermediate_size = 96;
@@ -150,7 +145,7 @@ TEST(Stories260K, PrefixArchitectureEqualsSlicedDenseModel) {
 
 TEST(Stories260K, ArchitectureOutsideTheModelIsRejected) {
   FLEXTRON_REQUIRE_SHARED_DATA();
-  auto m = load_stories();
+  auto m = load_stories260k();
   auto tokens = torch::zeros({1, 4}, torch::kLong);
   flextron::model::Architecture too_few(4, {172, 4});
   EXPECT_THROW(flextron::model::check_architecture(m->config(), too_few, "arch"), flextron::Error);

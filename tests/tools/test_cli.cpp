@@ -7,24 +7,16 @@
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "tools/cli_fixtures.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using flextron::testing::expect_one_line_error;
+using flextron::testing::import_stories;
 using flextron::testing::read_file;
 using flextron::testing::run_cli;
 using flextron::testing::shared_data;
-
-// Imports stories260K into `dir` through the CLI.
-fs::path import_stories(const fs::path& dir) {
-  const auto out = dir / "stories";
-  auto r = run_cli("import --from llama2c --model '" +
-                   (shared_data() / "stories260K/stories260K.bin").string() + "' --tokenizer '" +
-                   (shared_data() / "stories260K/tok512.bin").string() + "' --out '" +
-                   out.string() + "'");
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return out;
-}
 
 void expect_same_tensors(const fs::path& a, const fs::path& b) {
   auto ta = flextron::io::load_model_tensors(a);
@@ -34,16 +26,6 @@ void expect_same_tensors(const fs::path& a, const fs::path& b) {
     ASSERT_TRUE(tb.count(name)) << name;
     EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;  // bit-identical
   }
-}
-
-// One line on stderr that names `where`, non-zero exit.
-void expect_one_line_error(const flextron::testing::CliResult& r, const std::string& where,
-                           const std::string& what) {
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(where), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
 }
 
 TEST(Cli, GreedyFromBosPrintsExactlyTheReference) {

@@ -1,0 +1,54 @@
+#include "model/extract.h"
+
+#include <algorithm>
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace flextron::model {
+
+ModelConfig extracted_config(const ModelConfig& config, const Architecture& arch) {
+  check_architecture(config, arch, "extract");
+  ModelConfig c = config;
+  const bool uniform = std::all_of(arch.begin(), arch.end(),
+                                   [&](const LayerWidths& w) { return w == arch.front(); });
+  int64_t max_mlp = 0, max_kv = 0;
+  for (const auto& w : arch) {
+    max_mlp = std::max(max_mlp, w.mlp);
+    max_kv = std::max(max_kv, w.kv_groups);
+  }
+  c.head_dim_override = config.head_dim();  // heads may shrink; the head size does not
+  c.intermediate_size = max_mlp;
+  c.num_key_value_heads = max_kv;
+  c.num_attention_heads = max_kv * config.group_size();
+  c.layer_intermediate_sizes.clear();
+  c.layer_key_value_heads.clear();
+  if (!uniform) {
+    for (const auto& w : arch) {
+      c.layer_intermediate_sizes.push_back(w.mlp);
+      c.layer_key_value_heads.push_back(w.kv_groups);
+    }
+  }
+  c.validate("extracted config");
+  return c;
+}
+
+Transformer extract_subnetwork(TransformerImpl& model, const Architecture& arch) {
+  Transformer dense(extracted_config(model.config(), arch));
+  dense->to(model.device(), model.dtype());
+  // Every elastic slice is a prefix along each dimension, so each dense tensor is the leading
+  // block of the elastic tensor of the same name.
+  const auto source = model.state();
+  io::TensorMap sliced;
+  for (const auto& [name, target] : dense->state()) {
+    auto t = source.at(name);
+    for (int64_t d = 0; d < t.dim(); ++d) t = t.narrow(d, 0, target.size(d));
+    sliced[name] = t;
+  }
+  dense->load_state(sliced, "extract");
+  dense->train(model.is_training());
+  return dense;
+}
+
+}  // namespace flextron::model

@@ -1,0 +1,18 @@
+// Extraction (FLEXTRON.md section 6): one architecture of the elastic model written out as a
+// standalone dense model with per-layer widths, computing what the elastic model computes at
+// that architecture.
+#pragma once
+
+#include "model/transformer.h"
+
+namespace flextron::model {
+
+// The config of the dense model for `arch`: a plain HF Llama config when every layer has the
+// same widths, else per-layer lists (ModelConfig::layer_intermediate_sizes and friends).
+ModelConfig extracted_config(const ModelConfig& config, const Architecture& arch);
+
+// A new model on the same device and dtype holding copies of the prefix slices of `model` at
+// `arch` (checked with check_architecture).
+Transformer extract_subnetwork(TransformerImpl& model, const Architecture& arch);
+
+}  // namespace flextron::model

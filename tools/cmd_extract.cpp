@@ -1,0 +1,53 @@
+// flextron extract: one architecture of an elastic model as a standalone dense model directory.
+#include <cstdio>
+#include <iostream>
+
+#include "arch_options.h"
+#include "commands.h"
+#include "core/error.h"
+#include "io/model_dir.h"
+#include "model/extract.h"
+
+namespace flextron::cli {
+
+namespace {
+struct ExtractArgs {
+  std::string model;
+  std::string out;
+  ArchArgs arch;
+};
+
+int64_t parameter_count(model::TransformerImpl& m) {
+  int64_t n = 0;
+  for (const auto& [name, t] : m.state()) n += t.numel();
+  return n;
+}
+
+void run_extract(const ExtractArgs& a) {
+  if (!a.arch.given()) fail("extract", "give the sub-network with --arch or --arch-layers");
+  auto loaded = io::load_model_dir(a.model);
+  const auto arch = a.arch.resolve(loaded);
+  auto dense = model::extract_subnetwork(*loaded.model, arch);
+  // The dense model is elastic again: its own default grid, and its units keep their order
+  // (a prefix of a ranked order is ranked).
+  auto space = model::default_elastic_space(dense->config());
+  space.ranked = loaded.space.ranked;
+  io::save_model_dir(a.out, *dense, loaded.tokenizer.get(), &space);
+  const auto full = parameter_count(*loaded.model), kept = parameter_count(*dense);
+  std::printf("extracted %s: %lld of %lld parameters (%.1f%%) -> %s\n",
+              model::describe_architecture(arch, loaded.model->config()).c_str(),
+              static_cast<long long>(kept), static_cast<long long>(full),
+              100.0 * static_cast<double>(kept) / static_cast<double>(full), a.out.c_str());
+}
+}  // namespace
+
+void register_extract(CLI::App& app) {
+  auto a = std::make_shared<ExtractArgs>();
+  auto* cmd = app.add_subcommand("extract", "Write one sub-network as a standalone dense model");
+  cmd->add_option("--model", a->model, "Elastic (ranked) model directory")->required();
+  cmd->add_option("--out", a->out, "Output model directory")->required();
+  a->arch.add_to(cmd);
+  cmd->callback([a] { run_extract(*a); });
+}
+
+}  // namespace flextron::cli
