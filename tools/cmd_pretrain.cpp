@@ -32,7 +32,8 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--eval-every", o->eval_every,
                   "Steps between validation passes (default: 10% of the run)");
   cmd->add_flag("--resume", o->resume, "Continue the run whose checkpoint is in --out");
-  cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)");
+  cmd->add_option("--threads", o->threads,
+                  "CPU threads (0 = LibTorch default: one per physical core)");
   cmd->add_option("--stop-after-steps", o->stop_after_steps,
                   "Stop after N steps as if killed (for testing resume)")
       ->group("");  // hidden

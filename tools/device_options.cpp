@@ -1,10 +1,9 @@
 #include "device_options.h"
 
-#include <thread>
-
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "runtime/threads.h"
 
 namespace flextron::cli {
 
@@ -13,7 +12,7 @@ void DeviceArgs::add_to(CLI::App* cmd) {
   cmd->add_option("--dtype", dtype, "Weights and activations: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
-  cmd->add_option("--threads", threads, "CPU threads (0 = all cores)")
+  cmd->add_option("--threads", threads, "CPU threads (0 = LibTorch default: one per physical core)")
       ->check(CLI::NonNegativeNumber);
 }
 
@@ -27,9 +26,7 @@ io::LoadOptions DeviceArgs::load_options() const {
   if (options.device.is_cuda() && !torch::cuda::is_available())
     fail("--device", "CUDA requested but this LibTorch build or machine has no CUDA device");
   options.dtype = dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
-  const int n =
-      threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(n);
+  runtime::use_threads(threads);
   return options;
 }
 

@@ -13,7 +13,7 @@ namespace flextron::cli {
 struct DeviceArgs {
   std::string device = "cpu";
   std::string dtype = "f32";
-  int threads = 0;  // 0 = all cores
+  int threads = 0;  // 0 = LibTorch default (one per physical core)
 
   void add_to(CLI::App* cmd);
   // Applies --threads and turns the flags into load options; checks the device exists.

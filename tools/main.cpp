@@ -6,8 +6,10 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "runtime/allocator.h"
 
 int main(int argc, char** argv) {
+  flextron::runtime::keep_freed_memory();
   CLI::App app{"flextron: one trained LLM, many nested sub-networks, any budget on demand"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "flextron 0.1.0");

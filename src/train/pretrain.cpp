@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <thread>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -11,6 +10,7 @@
 #include "io/atomic_file.h"
 #include "io/model_dir.h"
 #include "model/transformer.h"
+#include "runtime/threads.h"
 #include "text/sentencepiece_trainer.h"
 #include "train/checkpoint.h"
 #include "train/presets.h"
@@ -71,10 +71,7 @@ double validation_loss(model::TransformerImpl& m, const TokenDataset& data,
 PretrainResult pretrain(const PretrainOptions& o) {
   const Preset& preset = find_preset(o.preset);
   if (o.out.empty()) fail("--out", "an output directory is required");
-  const int threads = o.threads > 0
-                          ? o.threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
+  const int threads = runtime::use_threads(o.threads);
   const int64_t tokens = o.tokens > 0 ? o.tokens : preset.default_tokens;
   const int64_t per_step = preset.tokens_per_step();
   if (tokens < per_step)

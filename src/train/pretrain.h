@@ -21,7 +21,7 @@ struct PretrainOptions {
   int64_t eval_every = 0;           // steps; 0: about every 10% of the run
   int64_t eval_windows = 32;        // validation windows per evaluation
   bool resume = false;
-  int threads = 0;               // 0: all cores
+  int threads = 0;               // 0: LibTorch default (one per physical core)
   int64_t stop_after_steps = 0;  // testing aid: exit after this many steps, as if killed
 };
 
