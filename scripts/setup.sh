@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev              # LibTorch (PyTorch C++ API)
+  libgloo-dev               # headers of c10d's gloo backend (data-parallel training)
   libsentencepiece-dev      # SentencePiece tokenizers
   nlohmann-json3-dev        # JSON
   libcli11-dev              # command line

@@ -15,5 +15,7 @@ void register_perplexity(CLI::App& app);
 void register_space(CLI::App& app);
 void register_rank(CLI::App& app);
 void register_extract(CLI::App& app);
+void register_train_elastic(CLI::App& app);
+void register_launch(CLI::App& app);
 
 }  // namespace flextron::cli

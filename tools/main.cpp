@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   flextron::cli::register_space(app);
   flextron::cli::register_rank(app);
   flextron::cli::register_extract(app);
+  flextron::cli::register_train_elastic(app);
+  flextron::cli::register_launch(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,66 @@
+// flextron train-elastic: continue training a ranked model so every sub-network of its elastic
+// space is good (run it under `flextron launch` for data parallelism).
+#include "commands.h"
+#include "train/elastic_training.h"
+
+namespace flextron::cli {
+
+void register_train_elastic(CLI::App& app) {
+  auto o = std::make_shared<train::ElasticTrainOptions>();
+  auto model = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto teacher = std::make_shared<std::string>();
+  auto sampling = std::make_shared<std::string>("random");
+  auto data = std::make_shared<std::vector<std::string>>();
+  auto val = std::make_shared<std::vector<std::string>>();
+  auto* cmd = app.add_subcommand(
+      "train-elastic", "Elastic continued training of a ranked model (all sub-networks at once)");
+  cmd->add_option("--model", *model, "Ranked model directory")->required();
+  cmd->add_option("--data", *data, "Training text files")->required()->expected(1, -1);
+  cmd->add_option("--val", *val, "Validation text files (default: 5% of --data's blocks)")
+      ->expected(1, -1);
+  cmd->add_option("--out", *out, "Output model directory")->required();
+  auto* tokens = cmd->add_option("--tokens", o->tokens, "Token budget");
+  auto* fraction = cmd->add_option("--token-fraction", o->token_fraction,
+                                   "Budget as a fraction of the base model's pretraining tokens "
+                                   "(its training.json), e.g. 0.0763");
+  tokens->excludes(fraction);
+  cmd->add_option("--sampling", *sampling,
+                  "random (full with --p-full, else random per layer) or sandwich "
+                  "(full + smallest + random)")
+      ->capture_default_str();
+  cmd->add_option("--p-full", o->p_full, "Probability of the full model per step")
+      ->capture_default_str();
+  cmd->add_flag("--distill", o->distill, "Add KL to a frozen teacher's logits");
+  cmd->add_option("--teacher", *teacher, "Teacher model directory (default: --model)");
+  cmd->add_option("--distill-weight", o->distill_weight, "Loss = w * KL + (1 - w) * cross-entropy")
+      ->capture_default_str();
+  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Sequences per step, over all processes")
+      ->capture_default_str();
+  cmd->add_option("--lr", o->lr, "Peak learning rate (warm-up 5%, cosine to 10%)")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed for data order, split and architecture sampling")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Steps between checkpoints (default: 10% of the run)");
+  cmd->add_option("--eval-every", o->eval_every,
+                  "Steps between validation of the probe architectures (default: 10%)");
+  cmd->add_flag("--resume", o->resume, "Continue the run whose checkpoint is in --out");
+  cmd->add_option("--threads", o->threads,
+                  "CPU threads per process (0 = LibTorch default: one per physical core)");
+  cmd->add_option("--stop-after-steps", o->stop_after_steps,
+                  "Stop after N steps as if killed (for testing resume)")
+      ->group("");
+  cmd->callback([=] {
+    o->model = *model;
+    o->out = *out;
+    o->teacher = *teacher;
+    o->sampling = train::parse_arch_sampling(*sampling);
+    o->data.assign(data->begin(), data->end());
+    o->val.assign(val->begin(), val->end());
+    train::train_elastic(*o);
+  });
+}
+
+}  // namespace flextron::cli
