@@ -11,6 +11,7 @@ void register_train_elastic(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto teacher = std::make_shared<std::string>();
   auto sampling = std::make_shared<std::string>("random");
+  auto dtype = std::make_shared<std::string>("f32");
   auto data = std::make_shared<std::vector<std::string>>();
   auto val = std::make_shared<std::vector<std::string>>();
   auto* cmd = app.add_subcommand(
@@ -46,6 +47,9 @@ void register_train_elastic(CLI::App& app) {
                   "Steps between checkpoints (default: 10% of the run)");
   cmd->add_option("--eval-every", o->eval_every,
                   "Steps between validation of the probe architectures (default: 10%)");
+  cmd->add_option("--dtype", *dtype, "Training precision: f32, bf16 or f64")
+      ->check(CLI::IsMember({"f32", "bf16", "f64"}))
+      ->capture_default_str();
   cmd->add_flag("--resume", o->resume, "Continue the run whose checkpoint is in --out");
   cmd->add_option("--threads", o->threads,
                   "CPU threads per process (0 = LibTorch default: one per physical core)");
@@ -57,6 +61,9 @@ void register_train_elastic(CLI::App& app) {
     o->out = *out;
     o->teacher = *teacher;
     o->sampling = train::parse_arch_sampling(*sampling);
+    o->dtype = *dtype == "f64"    ? torch::kDouble
+               : *dtype == "bf16" ? torch::kBFloat16
+                                  : torch::kFloat;
     o->data.assign(data->begin(), data->end());
     o->val.assign(val->begin(), val->end());
     train::train_elastic(*o);

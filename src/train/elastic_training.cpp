@@ -101,7 +101,9 @@ ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
   if (o.batch < 1 || o.seq_len < 1) fail("--batch/--seq-len", "must be positive");
   const int threads = runtime::use_threads(o.threads);
 
-  auto loaded = io::load_model_dir(o.model);
+  io::LoadOptions load;
+  load.dtype = o.dtype;
+  auto loaded = io::load_model_dir(o.model, load);
   if (!loaded.tokenizer) fail(o.model.string(), "no tokenizer in this model directory");
   auto& m = loaded.model;
   const auto& config = m->config();
@@ -154,6 +156,7 @@ ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
   if (o.distill) {
     io::LoadOptions options;
     options.with_tokenizer = false;
+    options.dtype = o.dtype;
     const fs::path teacher_dir = o.teacher.empty() ? o.model : o.teacher;
     teacher = io::load_model_dir(teacher_dir, options).model;
     if (teacher->config().vocab_size != config.vocab_size)
@@ -239,6 +242,7 @@ ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
   result.tokens = total_steps * per_step;
   result.tokens_per_second = r.tokens_per_second;
   if (main_process) {
+    m->to(torch::kFloat);  // checkpoints are float32 whatever the training precision
     io::save_model_dir(o.out, *m, loaded.tokenizer.get(), &loaded.space);
     const int64_t base_tokens =
         base_training.value("base_pretraining_tokens", base_training.value("tokens", int64_t{0}));

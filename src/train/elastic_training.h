@@ -64,6 +64,7 @@ struct ElasticTrainOptions {
   int64_t eval_windows = 16;
   bool resume = false;
   int threads = 0;
+  torch::Dtype dtype = torch::kFloat;  // of weights, optimizer state and activations
   int64_t stop_after_steps = 0;
 };
 
