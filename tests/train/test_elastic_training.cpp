@@ -75,14 +75,13 @@ TEST(ElasticTraining, DistillationIsZeroForIdenticalTeacherAtFullWidth) {
       1e-2);
 }
 
-// A ranked stories260K and in-distribution text sampled from it, shared by the CLI tests below.
+// A ranked stories260K and in-distribution text sampled from it, made per test (ctest runs tests
+// in parallel processes, so nothing is shared between them).
 class ElasticTrainingCli : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (!fs::exists(shared_data() / "README.md")) return;
-    dir_ = fs::temp_directory_path() / "flextron_tests" / "ElasticTrainingCli";
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+  void SetUp() override {
+    FLEXTRON_REQUIRE_SHARED_DATA();
+    dir_ = flextron::testing::scratch_dir();
     auto m = flextron::testing::load_stories260k();
     auto tok =
         flextron::text::load_llama2c_tokenizer(shared_data() / "stories260K/tok512.bin", 512);
@@ -107,8 +106,7 @@ class ElasticTrainingCli : public ::testing::Test {
     flextron::io::write_text_atomically(dir_ / "ranked" / "training.json",
                                         R"({"kind": "pretrain", "tokens": 100000})");
   }
-  void SetUp() override { FLEXTRON_REQUIRE_SHARED_DATA(); }
-  static std::string train_args(const fs::path& out, const std::string& extra, int batch = 4) {
+  std::string train_args(const fs::path& out, const std::string& extra, int batch = 4) {
     return "train-elastic --model " + q(dir_ / "ranked") + " --data " + q(dir_ / "train.txt") +
            " --val " + q(dir_ / "val.txt") + " --out " + q(out) + " --seq-len 64 --batch " +
            std::to_string(batch) + " " + extra;
@@ -121,9 +119,8 @@ class ElasticTrainingCli : public ::testing::Test {
       worst = std::max(worst, (t - tb.at(name)).abs().max().item<double>());
     EXPECT_LT(worst, tolerance);
   }
-  static fs::path dir_;
+  fs::path dir_;
 };
-fs::path ElasticTrainingCli::dir_;
 
 // In float64, so that the summation order of a split batch cannot reach 1e-5 through Adam's
 // sign-like first steps; the float32 path is the same code.
