@@ -23,7 +23,8 @@ runs = {"elastic": [], "dense": []}
 for line in sys.stdin:
     mode, rate = line.split(); runs[mode].append(float(rate))
 e, d = statistics.median(runs["elastic"]), statistics.median(runs["dense"])
-print("mode     tokens/s (median)   runs"); print(f"elastic  {e:17.1f}   {runs[\"elastic\"]}"); print(f"dense    {d:17.1f}   {runs[\"dense\"]}")
+print("mode     tokens/s (median)   runs")
+for mode, med in (("elastic", e), ("dense", d)): print(f"{mode:8s} {med:17.1f}   {runs[mode]}")
 print(f"elastic / dense throughput: {e / d:.2f}")
 json.dump({"elastic_tokens_per_second": runs["elastic"], "dense_tokens_per_second": runs["dense"],
            "median_ratio": e / d}, open("bench_elastic_training.json", "w"), indent=2)'
