@@ -17,12 +17,6 @@ struct ExtractArgs {
   ArchArgs arch;
 };
 
-int64_t parameter_count(model::TransformerImpl& m) {
-  int64_t n = 0;
-  for (const auto& [name, t] : m.state()) n += t.numel();
-  return n;
-}
-
 void run_extract(const ExtractArgs& a) {
   if (!a.arch.given()) fail("extract", "give the sub-network with --arch or --arch-layers");
   auto loaded = io::load_model_dir(a.model);
@@ -33,7 +27,7 @@ void run_extract(const ExtractArgs& a) {
   auto space = model::default_elastic_space(dense->config());
   space.ranked = loaded.space.ranked;
   io::save_model_dir(a.out, *dense, loaded.tokenizer.get(), &space);
-  const auto full = parameter_count(*loaded.model), kept = parameter_count(*dense);
+  const auto full = loaded.model->parameter_count(), kept = dense->parameter_count();
   std::printf("extracted %s: %lld of %lld parameters (%.1f%%) -> %s\n",
               model::describe_architecture(arch, loaded.model->config()).c_str(),
               static_cast<long long>(kept), static_cast<long long>(full),

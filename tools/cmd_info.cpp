@@ -11,10 +11,8 @@ namespace flextron::cli {
 namespace {
 void run_info(const std::string& dir, bool json) {
   auto loaded = io::load_model_dir(dir);
-  int64_t params = 0;
-  for (const auto& [name, t] : loaded.model->state()) params += t.numel();
   auto j = model::config_to_json(loaded.model->config());
-  j["parameters"] = params;
+  j["parameters"] = loaded.model->parameter_count();
   j["tokenizer"] = loaded.tokenizer ? loaded.tokenizer->file_name() : "";
   j["elastic_space"] = model::elastic_space_to_json(loaded.space);
   if (json) {

@@ -19,12 +19,6 @@ struct SpaceArgs {
   bool json = false;
 };
 
-std::string join(const std::vector<int64_t>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-  return s;
-}
-
 void run_space(const SpaceArgs& a, bool new_space) {
   io::LoadOptions load;
   load.with_tokenizer = false;
@@ -46,8 +40,8 @@ void run_space(const SpaceArgs& a, bool new_space) {
               space.ranked ? "ranked by importance" : "NOT ranked: run `flextron rank` first");
   std::printf("%-6s %-40s %s\n", "layer", "MLP widths (neurons)", "attention widths (KV groups)");
   for (size_t l = 0; l < space.mlp.size(); ++l)
-    std::printf("%-6zu %-40s %s\n", l, join(space.mlp[l]).c_str(),
-                join(space.kv_groups[l]).c_str());
+    std::printf("%-6zu %-40s %s\n", l, model::format_widths(space.mlp[l]).c_str(),
+                model::format_widths(space.kv_groups[l]).c_str());
 }
 }  // namespace
 

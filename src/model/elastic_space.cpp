@@ -17,12 +17,6 @@ namespace {
 
 constexpr int kSpaceVersion = 1;
 
-std::string join(const std::vector<int64_t>& values) {
-  std::string s;
-  for (size_t i = 0; i < values.size(); ++i) s += (i ? ", " : "") + std::to_string(values[i]);
-  return s;
-}
-
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> parts;
   std::stringstream ss(text);
@@ -76,11 +70,11 @@ void check_sorted_widths(const std::vector<int64_t>& widths, int64_t full, const
       fail(where, what + " width " + std::to_string(widths[i]) + " outside [1, " +
                       std::to_string(full) + "] (the weights' size)");
     if (i > 0 && widths[i] <= widths[i - 1])
-      fail(where, what + " widths must be strictly ascending, got " + join(widths));
+      fail(where, what + " widths must be strictly ascending, got " + format_widths(widths));
   }
   if (widths.back() != full)
-    fail(where,
-         what + " must include the full width " + std::to_string(full) + ", got " + join(widths));
+    fail(where, what + " must include the full width " + std::to_string(full) + ", got " +
+                    format_widths(widths));
 }
 
 std::vector<int64_t> int_list(const nlohmann::json& j, const std::string& where) {
@@ -105,6 +99,12 @@ std::vector<std::vector<int64_t>> per_layer_lists(const nlohmann::json& j, int64
 }
 
 }  // namespace
+
+std::string format_widths(const std::vector<int64_t>& widths) {
+  std::string s;
+  for (size_t i = 0; i < widths.size(); ++i) s += (i ? ", " : "") + std::to_string(widths[i]);
+  return s;
+}
 
 int64_t mlp_width_for_fraction(double fraction, int64_t full, int64_t multiple) {
   if (fraction >= 1.0 || multiple >= full) return full;
@@ -218,11 +218,12 @@ void check_in_space(const Architecture& arch, const ElasticSpace& space, const M
     const auto& allowed_kv = space.kv_groups[l];
     if (std::find(allowed_mlp.begin(), allowed_mlp.end(), arch[l].mlp) == allowed_mlp.end())
       fail(where, "layer " + std::to_string(l) + ": MLP width " + std::to_string(arch[l].mlp) +
-                      " is not in the elastic space (allowed: " + join(allowed_mlp) + ")");
+                      " is not in the elastic space (allowed: " + format_widths(allowed_mlp) + ")");
     if (std::find(allowed_kv.begin(), allowed_kv.end(), arch[l].kv_groups) == allowed_kv.end())
-      fail(where, "layer " + std::to_string(l) + ": attention width " +
-                      std::to_string(arch[l].kv_groups) +
-                      " KV groups is not in the elastic space (allowed: " + join(allowed_kv) + ")");
+      fail(where,
+           "layer " + std::to_string(l) + ": attention width " + std::to_string(arch[l].kv_groups) +
+               " KV groups is not in the elastic space (allowed: " + format_widths(allowed_kv) +
+               ")");
   }
 }
 
@@ -299,9 +300,7 @@ Architecture architecture_from_json(const nlohmann::json& j, const std::string& 
 
 std::string describe_architecture(const Architecture& arch, const ModelConfig& config) {
   if (arch.empty()) return "full";
-  const bool uniform = std::all_of(arch.begin(), arch.end(),
-                                   [&](const LayerWidths& w) { return w == arch.front(); }) &&
-                       !config.heterogeneous();
+  const bool uniform = is_uniform(arch) && !config.heterogeneous();
   char buf[160];
   if (uniform) {
     std::snprintf(
@@ -317,7 +316,7 @@ std::string describe_architecture(const Architecture& arch, const ModelConfig& c
     mlp.push_back(w.mlp);
     kv.push_back(w.kv_groups);
   }
-  return "mlp [" + join(mlp) + "], attn [" + join(kv) + "]";
+  return "mlp [" + format_widths(mlp) + "], attn [" + format_widths(kv) + "]";
 }
 
 double forward_macs_per_token(const ModelConfig& config, const Architecture& arch,

@@ -61,6 +61,9 @@ ElasticSpace elastic_space_from_json(const nlohmann::json& j, const ModelConfig&
 ElasticSpace load_elastic_space(const std::filesystem::path& dir, const ModelConfig& config);
 void save_elastic_space(const std::filesystem::path& dir, const ElasticSpace& space);
 
+// "40, 64, 88": a width list as errors and tables print it.
+std::string format_widths(const std::vector<int64_t>& widths);
+
 // Throws flextron::Error naming the layer and the allowed widths if `arch` leaves the space.
 void check_in_space(const Architecture& arch, const ElasticSpace& space, const ModelConfig& config,
                     const std::string& where);

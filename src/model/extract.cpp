@@ -11,8 +11,7 @@ namespace flextron::model {
 ModelConfig extracted_config(const ModelConfig& config, const Architecture& arch) {
   check_architecture(config, arch, "extract");
   ModelConfig c = config;
-  const bool uniform = std::all_of(arch.begin(), arch.end(),
-                                   [&](const LayerWidths& w) { return w == arch.front(); });
+  const bool uniform = is_uniform(arch);
   int64_t max_mlp = 0, max_kv = 0;
   for (const auto& w : arch) {
     max_mlp = std::max(max_mlp, w.mlp);

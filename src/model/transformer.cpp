@@ -46,6 +46,12 @@ Architecture full_architecture(const ModelConfig& config) {
   return arch;
 }
 
+bool is_uniform(const Architecture& arch) {
+  for (const auto& w : arch)
+    if (!(w == arch.front())) return false;
+  return true;
+}
+
 void check_architecture(const ModelConfig& config, const Architecture& arch,
                         const std::string& where) {
   if (static_cast<int64_t>(arch.size()) != config.num_hidden_layers)
@@ -317,6 +323,12 @@ void TransformerImpl::load_state(const io::TensorMap& tensors, const std::string
                       std::string(config_.family == Family::Llama ? "Llama" : "GPT") +
                       " model with this config)");
   }
+}
+
+int64_t TransformerImpl::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
 }
 
 torch::Device TransformerImpl::device() const {

@@ -43,6 +43,9 @@ Architecture full_architecture(const ModelConfig& config);
 // cos/sin(pos * theta^(-2i/head_dim)), each [max_position_embeddings, head_dim / 2].
 std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config);
 
+// Whether every layer of `arch` has the same widths.
+bool is_uniform(const Architecture& arch);
+
 // Throws flextron::Error naming `where` if `arch` has the wrong layer count or widths outside
 // [1, full].
 void check_architecture(const ModelConfig& config, const Architecture& arch,
@@ -170,6 +173,7 @@ class TransformerImpl : public torch::nn::Module {
   void load_state(const io::TensorMap& tensors, const std::string& where);
 
   const ModelConfig& config() const { return config_; }
+  int64_t parameter_count() const;
   torch::Device device() const;
   torch::Dtype dtype() const;
 

@@ -180,7 +180,7 @@ ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
     std::fprintf(stderr,
                  "elastic training %s: %lld parameters, %lld steps x %lld tokens = %lld tokens, "
                  "sampling %s%s, %d process%s x %d threads\n",
-                 o.model.string().c_str(), static_cast<long long>(parameter_count(*m)),
+                 o.model.string().c_str(), static_cast<long long>(m->parameter_count()),
                  static_cast<long long>(total_steps), static_cast<long long>(per_step),
                  static_cast<long long>(total_steps * per_step),
                  o.sampling == ArchSampling::Sandwich ? "sandwich" : "random",

@@ -95,7 +95,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   std::fprintf(stderr,
                "pretraining preset %s: %lld parameters, %lld steps x %lld tokens = %lld tokens, %d "
                "threads\n",
-               preset.name.c_str(), static_cast<long long>(parameter_count(*m)),
+               preset.name.c_str(), static_cast<long long>(m->parameter_count()),
                static_cast<long long>(total_steps), static_cast<long long>(per_step),
                static_cast<long long>(total_steps * per_step), threads);
 

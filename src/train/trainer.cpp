@@ -94,12 +94,6 @@ void check_resume(const fs::path& out, bool resume) {
          "--out");
 }
 
-int64_t parameter_count(model::TransformerImpl& model) {
-  int64_t n = 0;
-  for (const auto& p : model.parameters()) n += p.numel();
-  return n;
-}
-
 LoopResult run_training_loop(model::TransformerImpl& m, torch::optim::AdamW& optimizer,
                              const LoopSettings& s, const LoopHooks& hooks,
                              DataParallel* parallel) {
@@ -145,7 +139,7 @@ LoopResult run_training_loop(model::TransformerImpl& m, torch::optim::AdamW& opt
     result.final_train_loss = loss;
     if (progress) progress->step(step, loss, lr, grad_norm);
     const bool last = step + 1 == s.total_steps;
-    if ((step + 1) % s.eval_every == 0 || last) {
+    if (((step + 1) % s.eval_every == 0 || last) && main_process) {
       result.final_eval = hooks.evaluate(step + 1);
       result.final_eval["step"] = step + 1;
       if (progress) progress->event("eval", result.final_eval);

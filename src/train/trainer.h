@@ -68,7 +68,7 @@ struct LoopHooks {
   // parameters; the loop zeroes them before). Returns the loss to report.
   std::function<double(int64_t step)> accumulate_gradients;
   // Validation after step `step` (1-based count of steps done): fields for the log, including
-  // "val_loss". Called on every process (each may evaluate; only rank 0 prints).
+  // "val_loss". Called on rank 0 only (it needs no other rank).
   std::function<nlohmann::json(int64_t step)> evaluate;
 };
 
@@ -89,7 +89,5 @@ LoopResult run_training_loop(model::TransformerImpl& model, torch::optim::AdamW&
 
 // Fails naming `out` if it holds a checkpoint and `resume` is false, or none and it is true.
 void check_resume(const std::filesystem::path& out, bool resume);
-
-int64_t parameter_count(model::TransformerImpl& model);
 
 }  // namespace flextron::train

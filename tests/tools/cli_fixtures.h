@@ -10,6 +10,11 @@
 
 namespace flextron::testing {
 
+// A path as one shell word for run_cli.
+inline std::string quote(const std::filesystem::path& p) {
+  return "'" + p.string() + "'";
+}
+
 // Imports stories260K into `dir` through the CLI.
 inline std::filesystem::path import_stories(const std::filesystem::path& dir) {
   const auto out = dir / "stories";

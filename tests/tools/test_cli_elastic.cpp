@@ -10,18 +10,15 @@ namespace {
 namespace fs = std::filesystem;
 using flextron::testing::expect_one_line_error;
 using flextron::testing::import_stories;
+using flextron::testing::quote;
 using flextron::testing::run_cli;
-
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
 
 // Sampled stories from the model itself: in-distribution calibration text.
 fs::path write_calibration_text(const fs::path& model, const fs::path& dir) {
   std::string text;
   for (int seed = 1; seed <= 6; ++seed) {
-    auto r = run_cli("generate --model " + q(model) + " --max-tokens 300 --temperature 1 --seed " +
-                     std::to_string(seed));
+    auto r = run_cli("generate --model " + quote(model) +
+                     " --max-tokens 300 --temperature 1 --seed " + std::to_string(seed));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     text += r.out;
   }
@@ -31,7 +28,7 @@ fs::path write_calibration_text(const fs::path& model, const fs::path& dir) {
 }
 
 nlohmann::json generate_json(const fs::path& model, const std::string& extra) {
-  auto r = run_cli("generate --model " + q(model) +
+  auto r = run_cli("generate --model " + quote(model) +
                    " --prompt 'Once upon a time' --max-tokens 40 --json " + extra);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return nlohmann::json::parse(r.out);
@@ -43,8 +40,8 @@ TEST(CliElastic, RankExtractAndGenerate) {
   const auto model = import_stories(dir);
   const auto text = write_calibration_text(model, dir);
   const auto ranked = dir / "ranked";
-  auto r = run_cli("rank --model " + q(model) + " --data " + q(text) + " --out " + q(ranked) +
-                   " --samples 16 --seq-len 64");
+  auto r = run_cli("rank --model " + quote(model) + " --data " + quote(text) + " --out " +
+                   quote(ranked) + " --samples 16 --seq-len 64");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("ranked 16 sequences x 64 tokens (l2)"), std::string::npos) << r.out;
   auto importance = nlohmann::json::parse(flextron::testing::read_file(ranked / "importance.json"));
@@ -59,7 +56,7 @@ TEST(CliElastic, RankExtractAndGenerate) {
   // The extracted model generates what the elastic model generates at that architecture.
   const std::string layers = "--arch-layers 'mlp:0.5,0.25,1,0.75,0.5;attn:1,0.5,0.25,1,0.75'";
   const auto extracted = dir / "extracted";
-  r = run_cli("extract --model " + q(ranked) + " " + layers + " --out " + q(extracted));
+  r = run_cli("extract --model " + quote(ranked) + " " + layers + " --out " + quote(extracted));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("mlp [88, 40, 172, 128, 88], attn [4, 2, 1, 4, 3]"), std::string::npos)
       << r.out;
@@ -70,7 +67,7 @@ TEST(CliElastic, RankExtractAndGenerate) {
             fs::file_size(ranked / "model.safetensors"));
 
   // perplexity at a sub-network names it.
-  r = run_cli("perplexity --model " + q(ranked) + " --data " + q(text) +
+  r = run_cli("perplexity --model " + quote(ranked) + " --data " + quote(text) +
               " --ctx 64 --arch mlp=0.5 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(nlohmann::json::parse(r.out)["architecture"].get<std::string>().find("mlp 88/172"),
@@ -80,17 +77,18 @@ TEST(CliElastic, RankExtractAndGenerate) {
 TEST(CliElastic, SpaceShowsAndWritesTheGrid) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto model = import_stories(flextron::testing::scratch_dir());
-  auto r = run_cli("space --model " + q(model) + " --json");
+  auto r = run_cli("space --model " + quote(model) + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["mlp_widths"][0],
             nlohmann::json({40, 64, 88, 104, 128, 152, 172}));
-  r = run_cli("space --model " + q(model) + " --mlp-fractions 0.5,1 --attn-fractions 0.5 --write");
+  r = run_cli("space --model " + quote(model) +
+              " --mlp-fractions 0.5,1 --attn-fractions 0.5 --write");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // The new space rules what --arch accepts.
-  r = run_cli("generate --model " + q(model) + " --max-tokens 2 --arch mlp=0.75");
+  r = run_cli("generate --model " + quote(model) + " --max-tokens 2 --arch mlp=0.75");
   expect_one_line_error(r, "mlp=0.75",
                         "MLP width 128 is not in the elastic space (allowed: 88, 172)");
-  r = run_cli("generate --model " + q(model) + " --max-tokens 2 --arch mlp=0.5,attn=0.5");
+  r = run_cli("generate --model " + quote(model) + " --max-tokens 2 --arch mlp=0.5,attn=0.5");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
@@ -98,12 +96,12 @@ TEST(CliElastic, BadArchitecturesAndSpacesAreOneLineErrors) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto dir = flextron::testing::scratch_dir();
   const auto model = import_stories(dir);
-  const std::string gen = "generate --model " + q(model) + " --max-tokens 2 ";
+  const std::string gen = "generate --model " + quote(model) + " --max-tokens 2 ";
   expect_one_line_error(run_cli(gen + "--arch mlp=0.55"), "mlp=0.55", "not in the elastic space");
   expect_one_line_error(run_cli(gen + "--arch-layers 'mlp:0.5,0.5'"), "mlp:0.5,0.5",
                         "mlp lists 2 widths, the model has 5 layers");
   expect_one_line_error(run_cli(gen + "--arch attn=8"), "attn=8", "outside [1, 4]");
-  expect_one_line_error(run_cli("extract --model " + q(model) + " --out " + q(dir / "x")),
+  expect_one_line_error(run_cli("extract --model " + quote(model) + " --out " + quote(dir / "x")),
                         "extract", "--arch");
   flextron::io::write_text_atomically(model / "flextron.json", "{\"format\": ");
   expect_one_line_error(run_cli(gen), (model / "flextron.json").string(), "invalid JSON");

@@ -21,12 +21,9 @@ namespace {
 namespace fs = std::filesystem;
 namespace fm = flextron::model;
 namespace ft = flextron::train;
+using flextron::testing::quote;
 using flextron::testing::run_cli;
 using flextron::testing::shared_data;
-
-std::string q(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
 
 TEST(ElasticTraining, ArchitectureSamplingIsSeededAndStaysInTheSpace) {
   fm::ModelConfig c;
@@ -107,9 +104,9 @@ class ElasticTrainingCli : public ::testing::Test {
                                         R"({"kind": "pretrain", "tokens": 100000})");
   }
   std::string train_args(const fs::path& out, const std::string& extra, int batch = 4) {
-    return "train-elastic --model " + q(dir_ / "ranked") + " --data " + q(dir_ / "train.txt") +
-           " --val " + q(dir_ / "val.txt") + " --out " + q(out) + " --seq-len 64 --batch " +
-           std::to_string(batch) + " " + extra;
+    return "train-elastic --model " + quote(dir_ / "ranked") + " --data " +
+           quote(dir_ / "train.txt") + " --val " + quote(dir_ / "val.txt") + " --out " +
+           quote(out) + " --seq-len 64 --batch " + std::to_string(batch) + " " + extra;
   }
   static void expect_close(const fs::path& a, const fs::path& b, double tolerance) {
     auto ta = flextron::io::load_model_tensors(a), tb = flextron::io::load_model_tensors(b);
@@ -190,18 +187,18 @@ TEST_F(ElasticTrainingCli, BadInputIsAOneLineError) {
   fm::Transformer teacher(other);
   flextron::io::save_model_dir(dir_ / "teacher256", *teacher, nullptr);
   expect_one_line_error(
-      run_cli(train_args(out, "--tokens 1000 --distill --teacher " + q(dir_ / "teacher256"))),
+      run_cli(train_args(out, "--tokens 1000 --distill --teacher " + quote(dir_ / "teacher256"))),
       "teacher256", "teacher vocabulary has 256 tokens, the student's 512");
 
   // --token-fraction without the base's training.json.
-  const std::string base_args = "train-elastic --model " + q(dir_ / "base") + " --data " +
-                                q(dir_ / "train.txt") + " --out " + q(out) +
+  const std::string base_args = "train-elastic --model " + quote(dir_ / "base") + " --data " +
+                                quote(dir_ / "train.txt") + " --out " + quote(out) +
                                 " --seq-len 64 --batch 4 ";
   expect_one_line_error(run_cli(base_args + "--token-fraction 0.1"), "training.json",
                         "pretraining token count");
 
   // An unranked model trains, with a warning that points at `flextron rank`.
-  r = run_cli(base_args + "--tokens 512 --val " + q(dir_ / "val.txt"));
+  r = run_cli(base_args + "--tokens 512 --val " + quote(dir_ / "val.txt"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("is not ranked"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("flextron rank"), std::string::npos) << r.err;
