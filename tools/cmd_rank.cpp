@@ -70,6 +70,11 @@ void run_rank(const RankArgs& a) {
 
   loaded.space.ranked = true;
   io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get(), &loaded.space);
+  // Same function, same history: train-elastic --token-fraction reads the pretraining budget.
+  const auto history = std::filesystem::path(a.model) / "training.json";
+  if (std::filesystem::exists(history))
+    std::filesystem::copy_file(history, std::filesystem::path(a.out) / "training.json",
+                               std::filesystem::copy_options::overwrite_existing);
   auto report = train::importance_to_json(ranked.scores, ranked.order);
   report["model"] = a.model;
   report["data"] = a.data;

@@ -40,6 +40,7 @@ TEST(CliElastic, RankExtractAndGenerate) {
   const auto model = import_stories(dir);
   const auto text = write_calibration_text(model, dir);
   const auto ranked = dir / "ranked";
+  flextron::io::write_text_atomically(model / "training.json", R"({"tokens": 1000})");
   auto r = run_cli("rank --model " + quote(model) + " --data " + quote(text) + " --out " +
                    quote(ranked) + " --samples 16 --seq-len 64");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -49,6 +50,8 @@ TEST(CliElastic, RankExtractAndGenerate) {
   EXPECT_EQ(importance["layers"][0]["mlp_scores"].size(), 172u);
   auto space = nlohmann::json::parse(flextron::testing::read_file(ranked / "flextron.json"));
   EXPECT_TRUE(space["ranked"].get<bool>());
+  // The pretraining record travels with the ranked model (train-elastic --token-fraction).
+  EXPECT_EQ(flextron::testing::read_file(ranked / "training.json"), R"({"tokens": 1000})");
 
   // Ranking keeps the full model's greedy output.
   EXPECT_EQ(generate_json(ranked, "")["tokens"], generate_json(model, "")["tokens"]);
