@@ -1,22 +1,75 @@
 #include "arch_options.h"
 
+#include <cstdio>
+
 #include "core/error.h"
 
 namespace flextron::cli {
 
-void ArchArgs::add_to(CLI::App* cmd) {
+std::string Selection::describe(const model::ModelConfig& config) const {
+  std::string text = model::describe_architecture(arch, config);
+  if (!plan) return text;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, " [%s router, %s; predicted %.3f of full latency, %.3f ms/token]",
+                route::router_kind_name(plan->kind).c_str(),
+                route::describe_budget(plan->budget).c_str(), plan->predicted_latency_fraction,
+                plan->predicted_decode_ms);
+  return text + buf;
+}
+
+nlohmann::json Selection::to_json(const model::ModelConfig& config) const {
+  if (plan) return plan->to_json(config);
+  return {{"architecture", model::architecture_to_json(arch.empty() ? model::full_architecture(config)
+                                                                    : arch)},
+          {"architecture_summary", model::describe_architecture(arch, config)}};
+}
+
+void ArchArgs::add_to(CLI::App* cmd, bool with_dynamic) {
   auto* uniform = cmd->add_option(
       "--arch", arch,
       "Sub-network: \"mlp=F,attn=F\" (fractions in (0,1] or unit counts) or a .json file");
   auto* layers = cmd->add_option("--arch-layers", arch_layers,
                                  "Per-layer widths: \"mlp:F1,F2,...;attn:F1,F2,...\"");
+  auto* budget_opt = cmd->add_option(
+      "--budget", budget,
+      "Run at a budget instead: a fraction of full latency (default kind), see --budget-kind");
+  cmd->add_option("--budget-kind", budget_kind,
+                  "latency (fraction), ms (per token), params (fraction) or memory (MiB)")
+      ->capture_default_str();
+  cmd->add_option("--router", router,
+                  with_dynamic ? "How a budget picks widths: static, dynamic or uniform"
+                               : "How a budget picks widths: static or uniform")
+      ->capture_default_str();
   uniform->excludes(layers);
+  uniform->excludes(budget_opt);
+  layers->excludes(budget_opt);
+  with_dynamic_ = with_dynamic;
 }
 
-model::Architecture ArchArgs::resolve(const io::LoadedModel& loaded) const {
-  if (!given()) return {};
-  return model::parse_architecture(arch.empty() ? arch_layers : arch, loaded.model->config(),
-                                   loaded.space);
+Selection ArchArgs::resolve(io::LoadedModel& loaded, const std::filesystem::path& dir) const {
+  Selection s;
+  if (!budget.empty()) {
+    route::Budget b;
+    b.kind = route::parse_budget_kind(budget_kind);
+    try {
+      size_t used = 0;
+      b.value = std::stod(budget, &used);
+      if (used != budget.size()) throw std::invalid_argument(budget);
+    } catch (const std::exception&) {
+      fail("--budget", "not a number: \"" + budget + "\"");
+    }
+    const auto kind = route::parse_router_kind(router);
+    if (kind == route::RouterKind::Dynamic && !with_dynamic_)
+      fail("--router", "dynamic routing varies widths per token; this command needs one "
+                       "architecture (use static or uniform)");
+    s.plan = route::plan_budget(dir, *loaded.model, loaded.space, b, kind);
+    s.arch = s.plan->arch;
+    return s;
+  }
+  if (!arch.empty() || !arch_layers.empty())
+    s.arch = model::parse_architecture(arch.empty() ? arch_layers : arch, loaded.model->config(),
+                                       loaded.space);
+  return s;
 }
 
 }  // namespace flextron::cli

@@ -18,9 +18,11 @@ struct ExtractArgs {
 };
 
 void run_extract(const ExtractArgs& a) {
-  if (!a.arch.given()) fail("extract", "give the sub-network with --arch or --arch-layers");
+  if (!a.arch.given())
+    fail("extract", "give the sub-network with --arch, --arch-layers or --budget");
   auto loaded = io::load_model_dir(a.model);
-  const auto arch = a.arch.resolve(loaded);
+  const auto selection = a.arch.resolve(loaded, a.model);
+  const auto& arch = selection.arch;
   auto dense = model::extract_subnetwork(*loaded.model, arch);
   // The dense model is elastic again: its own default grid, and its units keep their order
   // (a prefix of a ranked order is ranked).
@@ -29,7 +31,7 @@ void run_extract(const ExtractArgs& a) {
   io::save_model_dir(a.out, *dense, loaded.tokenizer.get(), &space);
   const auto full = loaded.model->parameter_count(), kept = dense->parameter_count();
   std::printf("extracted %s: %lld of %lld parameters (%.1f%%) -> %s\n",
-              model::describe_architecture(arch, loaded.model->config()).c_str(),
+              selection.describe(loaded.model->config()).c_str(),
               static_cast<long long>(kept), static_cast<long long>(full),
               100.0 * static_cast<double>(kept) / static_cast<double>(full), a.out.c_str());
 }
@@ -40,7 +42,7 @@ void register_extract(CLI::App& app) {
   auto* cmd = app.add_subcommand("extract", "Write one sub-network as a standalone dense model");
   cmd->add_option("--model", a->model, "Elastic (ranked) model directory")->required();
   cmd->add_option("--out", a->out, "Output model directory")->required();
-  a->arch.add_to(cmd);
+  a->arch.add_to(cmd, /*with_dynamic=*/false);
   cmd->callback([a] { run_extract(*a); });
 }
 

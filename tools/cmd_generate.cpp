@@ -32,7 +32,12 @@ void run_generate(const GenerateArgs& a) {
   runtime::GenerateOptions options;
   options.max_tokens = a.max_tokens;
   options.sampling = a.sampling;
-  options.arch = a.arch.resolve(loaded);
+  auto selection = a.arch.resolve(loaded, a.model);
+  options.arch = selection.arch;
+  options.router = selection.router();
+  const auto& config = loaded.model->config();
+  if (selection.plan && !a.json)
+    std::fprintf(stderr, "budget: %s\n", selection.describe(config).c_str());
   std::function<void(const std::string&)> stream;
   if (!a.json) {
     stream = [](const std::string& piece) {
@@ -49,7 +54,8 @@ void run_generate(const GenerateArgs& a) {
     j["text"] = r.text;
     j["stop_reason"] = r.stop_reason;
     j["architecture"] = model::architecture_to_json(
-        options.arch.empty() ? model::full_architecture(loaded.model->config()) : options.arch);
+        options.arch.empty() ? model::full_architecture(config) : options.arch);
+    j["selection"] = selection.to_json(config);
     j["timings"] = {{"prefill_tokens", r.prompt_tokens.size()},
                     {"prefill_seconds", r.prefill_seconds},
                     {"prefill_tokens_per_second", r.prefill_tokens_per_second()},

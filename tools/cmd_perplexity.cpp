@@ -30,7 +30,9 @@ void run_perplexity(const PerplexityArgs& a) {
   if (!loaded.tokenizer) fail(a.model, "no tokenizer in this model directory");
   const auto tokens = loaded.tokenizer->encode(text, /*add_bos=*/true);
   auto options = a.options;
-  options.arch = a.arch.resolve(loaded);
+  auto selection = a.arch.resolve(loaded, a.model);
+  options.arch = selection.arch;
+  options.router = selection.router();
   const auto r = eval::perplexity(*loaded.model, *loaded.tokenizer, tokens, options);
   nlohmann::json j = {
       {"model", a.model},
@@ -44,13 +46,13 @@ void run_perplexity(const PerplexityArgs& a) {
       {"mean_nll", r.mean_nll()},
       {"perplexity", r.perplexity()},
       {"bits_per_byte", r.bits_per_byte()},
-      {"architecture", model::describe_architecture(options.arch, loaded.model->config())}};
+      {"architecture", model::describe_architecture(options.arch, loaded.model->config())},
+      {"selection", selection.to_json(loaded.model->config())}};
   if (a.json) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::printf("architecture   %s\n",
-              model::describe_architecture(options.arch, loaded.model->config()).c_str());
+  std::printf("architecture   %s\n", selection.describe(loaded.model->config()).c_str());
   std::printf("convention     %s (ctx %lld%s)\n", r.convention.c_str(),
               static_cast<long long>(r.ctx),
               r.stride > 0 ? (", stride " + std::to_string(r.stride)).c_str()

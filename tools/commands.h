@@ -17,5 +17,7 @@ void register_rank(CLI::App& app);
 void register_extract(CLI::App& app);
 void register_train_elastic(CLI::App& app);
 void register_launch(CLI::App& app);
+void register_profile(CLI::App& app);
+void register_train_router(CLI::App& app);
 
 }  // namespace flextron::cli

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   flextron::cli::register_extract(app);
   flextron::cli::register_train_elastic(app);
   flextron::cli::register_launch(app);
+  flextron::cli::register_profile(app);
+  flextron::cli::register_train_router(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -33,11 +33,13 @@ void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer
                  PerplexityResult& r) {
   c10::InferenceMode guard;
   const auto* arch = o.arch.empty() ? nullptr : &o.arch;
+  // A router picks attention widths per sequence (route/dynamic_router.h): one window per call.
+  const size_t batch = o.router != nullptr ? 1 : static_cast<size_t>(o.batch);
   for (size_t i = 0; i < windows.size();) {
     // Windows in one batch have equal length except possibly the last of a rolling pass: group
     // only equal lengths.
     size_t end = i + 1;
-    while (end < windows.size() && end - i < static_cast<size_t>(o.batch) &&
+    while (end < windows.size() && end - i < batch &&
            windows[end].tokens.size() == windows[i].tokens.size())
       ++end;
     const auto len = static_cast<int64_t>(windows[i].tokens.size());
@@ -45,7 +47,7 @@ void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer
     for (size_t w = i; w < end; ++w)
       input[w - i].copy_(torch::tensor(windows[w].tokens, torch::kLong));
     auto logprobs =
-        torch::log_softmax(model.forward(input.to(model.device()), nullptr, arch).to(torch::kFloat),
+        torch::log_softmax(model.forward(input.to(model.device()), nullptr, arch, o.router).to(torch::kFloat),
                            -1)
             .cpu();
     for (size_t w = i; w < end; ++w) {

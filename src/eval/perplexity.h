@@ -23,6 +23,7 @@ struct PerplexityOptions {
   int64_t stride = 0;        // 0: llama.cpp convention; > 0: rolling windows advancing by stride
   int64_t batch = 4;         // windows per forward
   model::Architecture arch;  // empty: full model
+  model::LayerRouter* router = nullptr;  // when set, routes instead of `arch`; not owned
 };
 
 struct PerplexityResult {

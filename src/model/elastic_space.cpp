@@ -337,4 +337,18 @@ double forward_macs_per_token(const ModelConfig& config, const Architecture& arc
   return macs;
 }
 
+Architecture widest_architecture(const ElasticSpace& space) {
+  Architecture arch;
+  for (size_t l = 0; l < space.mlp.size(); ++l)
+    arch.push_back({space.mlp[l].back(), space.kv_groups[l].back()});
+  return arch;
+}
+
+Architecture narrowest_architecture(const ElasticSpace& space) {
+  Architecture arch;
+  for (size_t l = 0; l < space.mlp.size(); ++l)
+    arch.push_back({space.mlp[l].front(), space.kv_groups[l].front()});
+  return arch;
+}
+
 }  // namespace flextron::model

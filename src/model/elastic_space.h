@@ -61,6 +61,10 @@ ElasticSpace elastic_space_from_json(const nlohmann::json& j, const ModelConfig&
 ElasticSpace load_elastic_space(const std::filesystem::path& dir, const ModelConfig& config);
 void save_elastic_space(const std::filesystem::path& dir, const ElasticSpace& space);
 
+// The widest (every layer's last choice) and the narrowest (every first) architecture.
+Architecture widest_architecture(const ElasticSpace& space);
+Architecture narrowest_architecture(const ElasticSpace& space);
+
 // "40, 64, 88": a width list as errors and tables print it.
 std::string format_widths(const std::vector<int64_t>& widths);
 

@@ -50,4 +50,19 @@ Transformer extract_subnetwork(TransformerImpl& model, const Architecture& arch)
   return dense;
 }
 
+int64_t subnetwork_parameter_count(const ModelConfig& config, const Architecture& arch) {
+  const Architecture widths = arch.empty() ? full_architecture(config) : arch;
+  const bool gpt = config.family == Family::Gpt2;
+  const int64_t d = config.hidden_size, hd = config.head_dim(), rep = config.group_size();
+  const int64_t norm = gpt ? 2 * d : d;  // LayerNorm has a bias
+  int64_t n = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + norm;
+  for (const auto& w : widths) {
+    const int64_t q = w.kv_groups * rep * hd, kv = w.kv_groups * hd;
+    n += d * q + 2 * d * kv + q * d + (gpt ? q + 2 * kv + d : 0);  // q, k, v, o (+ biases)
+    n += (gpt ? 2 : 3) * d * w.mlp + (gpt ? w.mlp + d : 0);         // MLP (+ biases)
+    n += 2 * norm;
+  }
+  return n;
+}
+
 }  // namespace flextron::model

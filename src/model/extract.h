@@ -15,4 +15,7 @@ ModelConfig extracted_config(const ModelConfig& config, const Architecture& arch
 // `arch` (checked with check_architecture).
 Transformer extract_subnetwork(TransformerImpl& model, const Architecture& arch);
 
+// Parameters of the sub-network at `arch` (empty: full), i.e. of its extracted model.
+int64_t subnetwork_parameter_count(const ModelConfig& config, const Architecture& arch);
+
 }  // namespace flextron::model

@@ -175,11 +175,12 @@ MlpImpl::MlpImpl(const ModelConfig& config, int64_t layer) : layer_(layer) {
   down_proj = register_module("down_proj", Linear(neurons, config.hidden_size, gpt));
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width) {
+torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width, const torch::Tensor& mask) {
   const int64_t hidden = x.size(-1);
   auto up = up_proj->forward(x, width, hidden);
   auto act =
       gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up : torch::gelu(up, "tanh");
+  if (mask.defined()) act = act * mask;
   if (observer != nullptr) observer->mlp_hidden(layer_, act);
   return down_proj->forward(act, hidden, width);
 }
@@ -195,13 +196,37 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer) {
   mlp = register_module("mlp", Mlp(config, layer));
 }
 
+torch::Tensor DecoderLayerImpl::attention_block(const torch::Tensor& x, int64_t start,
+                                                int64_t kv_groups, const torch::Tensor& rope_cos,
+                                                const torch::Tensor& rope_sin,
+                                                torch::Tensor* cache_k, torch::Tensor* cache_v) {
+  return x + self_attn->forward(input_layernorm->forward(x), start, kv_groups, rope_cos, rope_sin,
+                                cache_k, cache_v);
+}
+
+torch::Tensor DecoderLayerImpl::mlp_block(const torch::Tensor& h, int64_t width) {
+  return h + mlp->forward(post_attention_layernorm->forward(h), width);
+}
+
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
-                                        const LayerWidths& widths, const torch::Tensor& rope_cos,
+                                        const LayerDecision& decision,
+                                        const torch::Tensor& rope_cos,
                                         const torch::Tensor& rope_sin, torch::Tensor* cache_k,
                                         torch::Tensor* cache_v) {
-  auto h = x + self_attn->forward(input_layernorm->forward(x), start, widths.kv_groups, rope_cos,
-                                  rope_sin, cache_k, cache_v);
-  return h + mlp->forward(post_attention_layernorm->forward(h), widths.mlp);
+  if (!decision.attention_scale.defined() && !decision.mlp_scale.defined() &&
+      !decision.mlp_mask.defined()) {
+    return mlp_block(attention_block(x, start, decision.widths.kv_groups, rope_cos, rope_sin,
+                                     cache_k, cache_v),
+                     decision.widths.mlp);
+  }
+  auto attn = self_attn->forward(input_layernorm->forward(x), start, decision.widths.kv_groups,
+                                 rope_cos, rope_sin, cache_k, cache_v);
+  if (decision.attention_scale.defined()) attn = attn * decision.attention_scale;
+  auto h = x + attn;
+  auto out = mlp->forward(post_attention_layernorm->forward(h), decision.widths.mlp,
+                          decision.mlp_mask);
+  if (decision.mlp_scale.defined()) out = out * decision.mlp_scale;
+  return h + out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,7 +259,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
-                                       const Architecture* arch) {
+                                       const Architecture* arch, LayerRouter* router) {
   if (tokens.dim() != 2)
     fail("forward", "tokens must be [batch, T], got " + shape_str(tokens.sizes()));
   const int64_t steps = tokens.size(1);
@@ -245,42 +270,73 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
                         std::to_string(start + steps - 1) + " exceed the " +
                         (cache ? "cache capacity " : "model context ") + std::to_string(limit));
   const bool full = arch == nullptr || arch->empty();
-  if (!full) check_architecture(config_, *arch, "architecture");
+  if (!full && router == nullptr) check_architecture(config_, *arch, "architecture");
   const Architecture& widths = full ? full_arch_ : *arch;
 
+  auto [cos, sin] = rope(start, steps);
+  auto h = embed(tokens);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    LayerDecision decision;
+    if (router != nullptr) {
+      decision = router->route(l, h, cache == nullptr || start == 0);
+    } else {
+      decision.widths = widths[l];
+    }
+    torch::Tensor* ck = cache ? &cache->keys[l] : nullptr;
+    torch::Tensor* cv = cache ? &cache->values[l] : nullptr;
+    const int64_t kv = decision.widths.kv_groups;
+    if (cache && !ck->defined()) {
+      auto options = torch::TensorOptions().dtype(dtype()).device(device());
+      *ck = torch::zeros({tokens.size(0), kv, cache->capacity, config_.head_dim()}, options);
+      *cv = torch::zeros_like(*ck);
+    }
+    if (cache && ck->size(1) != kv)
+      fail("forward", "KV cache was made for " + std::to_string(ck->size(1)) +
+                          " KV groups at layer " + std::to_string(l) + ", architecture asks for " +
+                          std::to_string(kv));
+    h = layer(l).forward(h, start, decision, cos, sin, ck, cv);
+  }
+  if (cache) cache->length += steps;
+  return head(h);
+}
+
+torch::Tensor TransformerImpl::embed(const torch::Tensor& tokens) {
+  return model->embed_tokens->forward(tokens);
+}
+
+torch::Tensor TransformerImpl::head(const torch::Tensor& hidden) {
+  auto h = model->norm->forward(hidden);
+  return lm_head ? lm_head->forward(h) : torch::linear(h, model->embed_tokens->weight);
+}
+
+std::pair<torch::Tensor, torch::Tensor> TransformerImpl::rope(int64_t start, int64_t steps) {
   // Rotary tables are stored in fp32; cast once per call to the activation dtype.
   const auto act_dtype = dtype();
   if (rope_cos_.device() != device()) {
     rope_cos_ = rope_cos_.to(device());
     rope_sin_ = rope_sin_.to(device());
   }
-  auto cos = rope_cos_.narrow(0, start, steps).to(act_dtype);
-  auto sin = rope_sin_.narrow(0, start, steps).to(act_dtype);
-
-  auto h = model->embed_tokens->forward(tokens);
-  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    auto layer = model->layers->ptr<DecoderLayerImpl>(l);
-    torch::Tensor* ck = cache ? &cache->keys[l] : nullptr;
-    torch::Tensor* cv = cache ? &cache->values[l] : nullptr;
-    if (cache && ck->size(1) != widths[l].kv_groups)
-      fail("forward", "KV cache was made for " + std::to_string(ck->size(1)) +
-                          " KV groups at layer " + std::to_string(l) + ", architecture asks for " +
-                          std::to_string(widths[l].kv_groups));
-    h = layer->forward(h, start, widths[l], cos, sin, ck, cv);
-  }
-  h = model->norm->forward(h);
-  if (cache) cache->length += steps;
-  return lm_head ? lm_head->forward(h) : torch::linear(h, model->embed_tokens->weight);
+  return {rope_cos_.narrow(0, start, steps).to(act_dtype),
+          rope_sin_.narrow(0, start, steps).to(act_dtype)};
 }
 
-KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity,
-                                    const Architecture* arch) const {
+DecoderLayerImpl& TransformerImpl::layer(int64_t l) {
+  return *model->layers->ptr<DecoderLayerImpl>(l);
+}
+
+KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, const Architecture* arch,
+                                    bool lazy) const {
   if (capacity < 1 || capacity > config_.max_position_embeddings)
     fail("KV cache", "capacity " + std::to_string(capacity) + " outside [1, " +
                          std::to_string(config_.max_position_embeddings) + "]");
   KVCache cache;
   cache.capacity = capacity;
   auto options = torch::TensorOptions().dtype(dtype()).device(device());
+  if (lazy) {
+    cache.keys.resize(config_.num_hidden_layers);
+    cache.values.resize(config_.num_hidden_layers);
+    return cache;
+  }
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const int64_t kv = (arch && !arch->empty()) ? (*arch)[l].kv_groups : full_arch_[l].kv_groups;
     cache.keys.push_back(torch::zeros({batch, kv, capacity, config_.head_dim()}, options));

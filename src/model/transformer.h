@@ -62,8 +62,32 @@ class ActivationObserver {
   virtual void attention_heads(int64_t layer, const torch::Tensor& heads) = 0;
 };
 
+// What a router decides for one layer (FLEXTRON.md section 5). widths.mlp is the widest neuron
+// prefix any token uses; the tensors are optional (undefined = not used):
+//  - mlp_mask [batch, T, widths.mlp]: 1 for the neurons each token keeps (per-token widths);
+//  - attention_scale / mlp_scale, broadcastable to [batch, T, 1]: the chosen choice's probability
+//    under a straight-through estimator (value 1, gradient to the router), multiplying the block's
+//    output so the router learns from the LM loss.
+struct LayerDecision {
+  LayerWidths widths;
+  torch::Tensor mlp_mask;
+  torch::Tensor attention_scale;
+  torch::Tensor mlp_scale;
+};
+
+// Chooses each layer's widths during the forward pass, from the hidden state entering it.
+class LayerRouter {
+ public:
+  virtual ~LayerRouter() = default;
+  // hidden: [batch, T, hidden_size] entering layer l; `prefill` is false for the single-token
+  // steps of cached decoding (attention widths must then stay what the cache was filled with).
+  virtual LayerDecision route(int64_t layer, const torch::Tensor& hidden, bool prefill) = 0;
+};
+
 // Keys and values of past positions, one [batch, kv_heads, capacity, head_dim] pair per layer,
 // allocated once for a fixed batch and capacity (and for the KV widths of one architecture).
+// An undefined pair is allocated by the first forward that reaches the layer, at the KV width
+// chosen then (how a router picks attention widths per sequence at prefill).
 struct KVCache {
   std::vector<torch::Tensor> keys;
   std::vector<torch::Tensor> values;
@@ -118,7 +142,9 @@ TORCH_MODULE(Attention);
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(const ModelConfig& config, int64_t layer);
-  torch::Tensor forward(const torch::Tensor& x, int64_t width);
+  // mask: optional [batch, T, width] multiplier of the activations (per-token widths).
+  torch::Tensor forward(const torch::Tensor& x, int64_t width,
+                        const torch::Tensor& mask = torch::Tensor());
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   ActivationObserver* observer = nullptr;
 
@@ -130,9 +156,16 @@ TORCH_MODULE(Mlp);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, int64_t layer);
-  torch::Tensor forward(const torch::Tensor& x, int64_t start, const LayerWidths& widths,
+  // x + attention_block + mlp_block, with the router's masks and scales when given.
+  torch::Tensor forward(const torch::Tensor& x, int64_t start, const LayerDecision& decision,
                         const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
                         torch::Tensor* cache_k, torch::Tensor* cache_v);
+  // The two residual halves on their own (the latency profiler times each):
+  // x + attn(norm(x)) and h + mlp(norm(h)).
+  torch::Tensor attention_block(const torch::Tensor& x, int64_t start, int64_t kv_groups,
+                                const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                                torch::Tensor* cache_k, torch::Tensor* cache_v);
+  torch::Tensor mlp_block(const torch::Tensor& h, int64_t width);
   Norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
@@ -157,11 +190,21 @@ class TransformerImpl : public torch::nn::Module {
   // Training: cache == nullptr, positions 0..T-1, causal mask, autograd as usual.
   // Inference: with a cache, tokens sit at positions cache->length.. and the cache advances.
   // arch: nullptr or empty runs the full model; otherwise each layer's prefix widths.
+  // router: when given, it chooses every layer's widths instead of `arch`.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr,
-                        const Architecture* arch = nullptr);
+                        const Architecture* arch = nullptr, LayerRouter* router = nullptr);
+
+  // Embedding of tokens [batch, T] (the profiler times it) and the final norm + LM head.
+  torch::Tensor embed(const torch::Tensor& tokens);
+  torch::Tensor head(const torch::Tensor& hidden);
+  // cos/sin rows for positions [start, start + steps), on the model's device and dtype.
+  std::pair<torch::Tensor, torch::Tensor> rope(int64_t start, int64_t steps);
+  DecoderLayerImpl& layer(int64_t l);
 
   // A cache for `batch` sequences of up to `capacity` positions, sized for `arch`'s KV widths.
-  KVCache make_cache(int64_t batch, int64_t capacity, const Architecture* arch = nullptr) const;
+  // With `lazy`, the layers' tensors are allocated by the first forward (router-chosen widths).
+  KVCache make_cache(int64_t batch, int64_t capacity, const Architecture* arch = nullptr,
+                     bool lazy = false) const;
 
   // Routes every layer's ranking activations to `observer` (nullptr to stop); not owned.
   void set_observer(ActivationObserver* observer);

@@ -46,13 +46,14 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
   const int64_t capacity =
       std::min(config.max_position_embeddings, prompt_len + options.max_tokens);
   const auto* arch = options.arch.empty() ? nullptr : &options.arch;
-  auto cache = model.make_cache(1, capacity, arch);
+  // A router picks attention widths at prefill, so its cache is allocated then.
+  auto cache = model.make_cache(1, capacity, arch, /*lazy=*/options.router != nullptr);
   Sampler sampler(options.sampling);
   const auto device = model.device();
 
   auto start = std::chrono::steady_clock::now();
   auto input = torch::tensor(result.prompt_tokens, torch::kLong).to(device).unsqueeze(0);
-  auto logits = model.forward(input, &cache, arch);
+  auto logits = model.forward(input, &cache, arch, options.router);
   int64_t next = sampler.sample(logits[0][prompt_len - 1]);
   result.prefill_seconds = seconds_since(start);
 
@@ -77,7 +78,7 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
     }
     logits = model.forward(
         torch::full({1, 1}, next, torch::TensorOptions().dtype(torch::kLong).device(device)),
-        &cache, arch);
+        &cache, arch, options.router);
     next = sampler.sample(logits[0][0]);
     ++result.decode_steps;
   }

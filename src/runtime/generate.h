@@ -17,6 +17,8 @@ struct GenerateOptions {
   int64_t max_tokens = 256;  // new tokens after the prompt
   SamplingOptions sampling;
   model::Architecture arch;  // empty = full model
+  // When set, chooses widths layer by layer instead of `arch` (a dynamic router); not owned.
+  model::LayerRouter* router = nullptr;
 };
 
 struct GenerateResult {

@@ -57,7 +57,7 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(model::TransformerImpl& model, d
 
 double validation_loss(model::TransformerImpl& m, const TokenDataset& data,
                        const std::vector<int64_t>& windows, int64_t seq_len, int64_t batch,
-                       const model::Architecture& arch) {
+                       const model::Architecture& arch, model::LayerRouter* router) {
   torch::NoGradGuard no_grad;
   const bool was_training = m.is_training();
   m.eval();
@@ -71,7 +71,7 @@ double validation_loss(model::TransformerImpl& m, const TokenDataset& data,
       x[k].copy_(w.narrow(0, 0, seq_len));
       y[k].copy_(w.narrow(0, 1, seq_len));
     }
-    auto logits = m.forward(x.to(m.device()), nullptr, &arch);
+    auto logits = m.forward(x.to(m.device()), nullptr, &arch, router);
     total +=
         torch::nn::functional::cross_entropy(
             logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), y.to(m.device()).reshape({-1}),

@@ -1,0 +1,136 @@
+#include "route/dynamic_router.h"
+
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace flextron::route {
+
+namespace {
+torch::nn::Sequential correction_net(int64_t inputs, int64_t hidden, int64_t outputs) {
+  torch::nn::Sequential net(torch::nn::Linear(inputs, hidden),
+                            torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.01)),
+                            torch::nn::Linear(hidden, outputs));
+  // Zero last layer: the correction starts at nothing, so routing starts as the static router's.
+  torch::NoGradGuard no_grad;
+  auto last = net->ptr<torch::nn::LinearImpl>(2);
+  last->weight.zero_();
+  last->bias.zero_();
+  return net;
+}
+}  // namespace
+
+torch::Tensor base_logits(const ChoiceLayout& layout, const model::Architecture& arch) {
+  return layout.encode(arch) * kBaseLogit;
+}
+
+DynamicRouterImpl::DynamicRouterImpl(const ChoiceLayout& layout, int64_t hidden_size,
+                                     int64_t budget_dims, int64_t hidden)
+    : layout_(layout) {
+  mlp_nets = register_module("mlp", torch::nn::ModuleList());
+  attn_nets = register_module("attn", torch::nn::ModuleList());
+  for (int64_t l = 0; l < layout.layers(); ++l) {
+    mlp_nets->push_back(correction_net(hidden_size + budget_dims, hidden, layout.mlp_segment(l).size));
+    attn_nets->push_back(
+        correction_net(hidden_size + budget_dims, hidden, layout.attn_segment(l).size));
+  }
+  attn_choice_.assign(static_cast<size_t>(layout.layers()), -1);
+  reset_usage();
+}
+
+void DynamicRouterImpl::set_budget(const torch::Tensor& code, const torch::Tensor& base) {
+  code_ = code.reshape({-1});
+  static_logits_ = base.reshape({-1});
+}
+
+void DynamicRouterImpl::set_sampling(bool sample, double tau) {
+  sample_ = sample;
+  tau_ = tau;
+}
+
+void DynamicRouterImpl::set_costs(const torch::Tensor& cost_ms) { cost_ = cost_ms.reshape({-1}); }
+
+void DynamicRouterImpl::reset_usage() {
+  usage_ = torch::Tensor();
+  width_sum_.assign(static_cast<size_t>(layout_.layers()), 0.0);
+  width_count_.assign(static_cast<size_t>(layout_.layers()), 0);
+  forwards_ = 0;
+}
+
+torch::Tensor DynamicRouterImpl::usage_ms() const {
+  return usage_.defined() ? usage_ : torch::zeros({});
+}
+
+std::vector<double> DynamicRouterImpl::mean_mlp_widths() const {
+  std::vector<double> out;
+  for (size_t l = 0; l < width_sum_.size(); ++l)
+    out.push_back(width_count_[l] ? width_sum_[l] / static_cast<double>(width_count_[l]) : 0.0);
+  return out;
+}
+
+model::LayerDecision DynamicRouterImpl::route(int64_t layer, const torch::Tensor& hidden,
+                                              bool prefill) {
+  if (!code_.defined() || !cost_.defined())
+    fail("dynamic router", "set_budget and set_costs must be called before routing");
+  const auto l = static_cast<size_t>(layer);
+  const auto& space = layout_.space();
+  if (layer == 0) ++forwards_;
+  const int64_t batch = hidden.size(0), steps = hidden.size(1), dim = hidden.size(2);
+  // The router sees the hidden state but does not shape it: no gradient into the LLM from here.
+  auto features = torch::layer_norm(hidden.detach().to(torch::kFloat), {dim});
+  auto code = code_.to(features.device());
+  auto add_usage = [&](const torch::Tensor& ms) { usage_ = usage_.defined() ? usage_ + ms : ms; };
+  model::LayerDecision decision;
+
+  // Attention: per sequence at prefill (batched training shares one choice per batch).
+  const Segment attn = layout_.attn_segment(layer);
+  auto attn_cost = cost_.narrow(0, attn.offset, attn.size).to(features.device());
+  if (prefill || attn_choice_[l] < 0) {
+    auto pooled = torch::cat({features.mean(1).mean(0), code}, -1);
+    auto logits = static_logits_.narrow(0, attn.offset, attn.size).to(features.device()) +
+                  attn_nets[l]->as<torch::nn::Sequential>()->forward(pooled);
+    auto y = sample_ ? gumbel_softmax_hard(logits, tau_, true)
+                     : gumbel_softmax_hard(logits.detach(), 1.0, false);
+    attn_choice_[l] = y.argmax().item<int64_t>();
+    if (sample_) decision.attention_scale = y[attn_choice_[l]];
+    add_usage((y * attn_cost).sum());
+  } else {
+    add_usage(attn_cost[attn_choice_[l]]);
+  }
+  decision.widths.kv_groups = space.kv_groups[l][static_cast<size_t>(attn_choice_[l])];
+
+  // MLP: per token.
+  const Segment mlp = layout_.mlp_segment(layer);
+  auto mlp_cost = cost_.narrow(0, mlp.offset, mlp.size).to(features.device());
+  auto inputs = torch::cat({features, code.expand({batch, steps, code.size(0)})}, -1);
+  auto logits = static_logits_.narrow(0, mlp.offset, mlp.size).to(features.device()) +
+                mlp_nets[l]->as<torch::nn::Sequential>()->forward(inputs);
+  auto y = sample_ ? gumbel_softmax_hard(logits, tau_, true)
+                   : gumbel_softmax_hard(logits.detach(), 1.0, false);
+  add_usage((y * mlp_cost).sum(-1).mean());
+  if (sample_) {
+    // Training: the full width with the straight-through neuron mask y @ inclusion, whose
+    // gradient tells every choice what its neurons are worth (route/choices.h).
+    auto inclusion = inclusion_matrix(space.mlp[l]).to(features.device());
+    decision.widths.mlp = inclusion.size(1);
+    decision.mlp_mask = torch::matmul(y, inclusion).to(hidden.scalar_type());
+    return decision;
+  }
+  auto chosen = y.argmax(-1);  // [B, T]
+  auto widths_table = torch::tensor(space.mlp[l], torch::kLong).to(features.device());
+  auto widths = widths_table.index_select(0, chosen.reshape({-1})).view({batch, steps});
+  const int64_t widest = widths.max().item<int64_t>();
+  decision.widths.mlp = widest;
+  if (widths.min().item<int64_t>() < widest) {
+    auto neuron = torch::arange(widest, widths.options()).view({1, 1, widest});
+    decision.mlp_mask = (neuron < widths.unsqueeze(-1)).to(hidden.scalar_type());
+  }
+  width_sum_[l] += widths.to(torch::kDouble).sum().item<double>();
+  width_count_[l] += batch * steps;
+  return decision;
+}
+
+}  // namespace flextron::route

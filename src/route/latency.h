@@ -1,0 +1,111 @@
+// The latency lookup table (FLEXTRON.md section 4): measured on this machine, for every layer and
+// every width choice of the elastic space, the time of that layer's attention half and MLP half
+// per token, at decode (batch B, a few context lengths) and at prefill, plus the fixed cost of a
+// forward (embedding, final norm, LM head and the per-call overhead). An architecture's decode
+// latency at context c is predicted as fixed(c) + scale(c) * sum over layers of its two entries.
+// fixed(c) and scale(c) are calibrated by least squares on a few whole architectures measured
+// end to end: a block timed alone keeps its weights in cache, inside a full forward it competes
+// with every other layer's, so in-situ cost grows with the bytes touched, not by a constant.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/elastic_space.h"
+#include "model/transformer.h"
+
+namespace flextron::route {
+
+inline constexpr const char* kLatencyFile = "latency.json";
+
+struct ProfileOptions {
+  std::vector<int64_t> contexts{128, 512};  // decode context lengths; clipped to the model's
+  int64_t batch = 1;
+  int64_t prefill_tokens = 128;  // prompt length timed for prefill (clipped to the context)
+  int64_t warmup = 5;
+  int64_t repeats = 25;  // the median of these is stored
+  int64_t calibration_architectures = 8;  // whole forwards measured to fit fixed(c), scale(c)
+};
+
+struct LatencyTable {
+  nlohmann::json model;     // the model's shape and elastic space: a table is for one model
+  nlohmann::json hardware;  // CPU, threads, device, LibTorch version
+  std::vector<int64_t> contexts;
+  int64_t batch = 1;
+  int64_t prefill_tokens = 0;
+  std::vector<std::vector<int64_t>> mlp_widths;  // [layer][choice], as in the elastic space
+  std::vector<std::vector<int64_t>> kv_groups;
+  // Milliseconds per decode step (one token per sequence) by context; per token at prefill.
+  std::vector<double> fixed_decode_ms;                         // [context]
+  std::vector<double> decode_scale;                            // [context], multiplies layers
+  double head_decode_ms = 0.0;  // embedding + final norm + LM head alone (part of fixed)
+  double fixed_prefill_ms = 0.0;                               // per prompt token
+  std::vector<std::vector<double>> mlp_decode_ms;              // [layer][choice]
+  std::vector<std::vector<double>> mlp_prefill_ms;             // [layer][choice]
+  std::vector<std::vector<std::vector<double>>> attn_decode_ms;  // [layer][choice][context]
+  std::vector<std::vector<double>> attn_prefill_ms;            // [layer][choice]
+
+  // Predicted decode milliseconds per step at `context` (linear between profiled contexts,
+  // clamped at the ends) or, without a context, averaged over the profiled contexts: the
+  // reference latency that budgets are fractions of. Empty arch = full model.
+  double decode_ms(const model::Architecture& arch, int64_t context) const;
+  double decode_ms(const model::Architecture& arch) const;
+  double prefill_ms_per_token(const model::Architecture& arch) const;
+
+  // The reference decode cost split the way routers need it: fixed, and per layer and choice.
+  double fixed_ms() const;
+  std::vector<std::vector<double>> mlp_ms() const;   // [layer][choice]
+  std::vector<std::vector<double>> attn_ms() const;  // [layer][choice], mean over contexts
+
+  // Index of `width` among layer l's choices; throws naming the layer if it is not one.
+  int64_t mlp_choice(int64_t layer, int64_t width) const;
+  int64_t attn_choice(int64_t layer, int64_t groups) const;
+};
+
+// What the table records about a model; two models with the same description share a table.
+nlohmann::json describe_model(const model::ModelConfig& config, const model::ElasticSpace& space);
+nlohmann::json describe_hardware(const model::TransformerImpl& model);
+
+// Measures the table. progress(done, total) is called after every timed entry.
+LatencyTable profile_latency(model::TransformerImpl& model, const model::ElasticSpace& space,
+                             const ProfileOptions& options,
+                             const std::function<void(int64_t, int64_t)>& progress = {});
+
+// Median milliseconds of one decode step of `arch` at `context` positions already cached,
+// measured end to end through the model's forward (what the table must predict).
+double measure_decode_ms(model::TransformerImpl& model, const model::Architecture& arch,
+                         int64_t context, int64_t batch, int64_t warmup, int64_t repeats);
+
+// One architecture measured end to end beside the table's prediction.
+struct LatencyCheck {
+  model::Architecture arch;
+  int64_t context = 0;
+  double predicted_ms = 0.0;
+  double measured_ms = 0.0;
+  double relative_error() const { return std::abs(predicted_ms - measured_ms) / measured_ms; }
+};
+
+// `count` architectures spread over the space (route/surrogate.h), each at the next profiled
+// context in turn, predicted and measured (median of `repeats` decode steps).
+std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
+                                              const LatencyTable& table,
+                                              const model::ElasticSpace& space, int64_t count,
+                                              uint64_t seed, int64_t warmup, int64_t repeats);
+
+nlohmann::json latency_table_to_json(const LatencyTable& table);
+// Throws flextron::Error naming `where` for a malformed table.
+LatencyTable latency_table_from_json(const nlohmann::json& j, const std::string& where);
+
+void save_latency_table(const std::filesystem::path& file, const LatencyTable& table);
+// Reads `file` and checks that it was measured for this model and space (same shape, same width
+// choices); a table from another model is an error naming the file and the difference.
+LatencyTable load_latency_table(const std::filesystem::path& file, const model::ModelConfig& config,
+                                const model::ElasticSpace& space);
+
+}  // namespace flextron::route
