@@ -19,8 +19,8 @@ std::string Selection::describe(const model::ModelConfig& config) const {
 
 nlohmann::json Selection::to_json(const model::ModelConfig& config) const {
   if (plan) return plan->to_json(config);
-  return {{"architecture", model::architecture_to_json(arch.empty() ? model::full_architecture(config)
-                                                                    : arch)},
+  return {{"architecture",
+           model::architecture_to_json(arch.empty() ? model::full_architecture(config) : arch)},
           {"architecture_summary", model::describe_architecture(arch, config)}};
 }
 
@@ -60,8 +60,9 @@ Selection ArchArgs::resolve(io::LoadedModel& loaded, const std::filesystem::path
     }
     const auto kind = route::parse_router_kind(router);
     if (kind == route::RouterKind::Dynamic && !with_dynamic_)
-      fail("--router", "dynamic routing varies widths per token; this command needs one "
-                       "architecture (use static or uniform)");
+      fail("--router",
+           "dynamic routing varies widths per token; this command needs one "
+           "architecture (use static or uniform)");
     s.plan = route::plan_budget(dir, *loaded.model, loaded.space, b, kind);
     s.arch = s.plan->arch;
     return s;

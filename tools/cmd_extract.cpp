@@ -31,8 +31,8 @@ void run_extract(const ExtractArgs& a) {
   io::save_model_dir(a.out, *dense, loaded.tokenizer.get(), &space);
   const auto full = loaded.model->parameter_count(), kept = dense->parameter_count();
   std::printf("extracted %s: %lld of %lld parameters (%.1f%%) -> %s\n",
-              selection.describe(loaded.model->config()).c_str(),
-              static_cast<long long>(kept), static_cast<long long>(full),
+              selection.describe(loaded.model->config()).c_str(), static_cast<long long>(kept),
+              static_cast<long long>(full),
               100.0 * static_cast<double>(kept) / static_cast<double>(full), a.out.c_str());
 }
 }  // namespace

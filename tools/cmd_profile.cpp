@@ -58,21 +58,20 @@ void run_profile(const ProfileArgs& a) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (done < total && secs - last_print < 1.0) return;
     last_print = secs;
-    std::fprintf(stderr, "\rprofile: %lld/%lld entries, %s elapsed, ETA %s   ",
-                 static_cast<long long>(done), static_cast<long long>(total),
-                 train::format_duration(secs).c_str(),
-                 train::format_duration(secs / static_cast<double>(done) *
-                                        static_cast<double>(total - done))
-                     .c_str());
+    std::fprintf(
+        stderr, "\rprofile: %lld/%lld entries, %s elapsed, ETA %s   ", static_cast<long long>(done),
+        static_cast<long long>(total), train::format_duration(secs).c_str(),
+        train::format_duration(secs / static_cast<double>(done) * static_cast<double>(total - done))
+            .c_str());
     if (done == total) std::fprintf(stderr, "\n");
   };
   auto table = route::profile_latency(*loaded.model, loaded.space, options, progress);
   const auto& config = loaded.model->config();
 
-  std::printf("latency table of %s on %s (%d threads, %s, batch %lld)\n", a.model.c_str(),
-              table.hardware["cpu"].get<std::string>().c_str(), table.hardware["threads"].get<int>(),
-              table.hardware["device"].get<std::string>().c_str(),
-              static_cast<long long>(table.batch));
+  std::printf(
+      "latency table of %s on %s (%d threads, %s, batch %lld)\n", a.model.c_str(),
+      table.hardware["cpu"].get<std::string>().c_str(), table.hardware["threads"].get<int>(),
+      table.hardware["device"].get<std::string>().c_str(), static_cast<long long>(table.batch));
   std::printf("%-10s %-16s %-16s %-10s %s\n", "context", "full ms/token", "narrowest", "fixed ms",
               "layer scale");
   const auto narrowest = model::narrowest_architecture(loaded.space);
@@ -101,12 +100,15 @@ void run_profile(const ProfileArgs& a) {
     }
     const double med = median(errors);
     const double worst = *std::max_element(errors.begin(), errors.end());
-    j["check"] = {{"architectures", rows}, {"median_relative_error", med}, {"max_relative_error", worst}};
-    std::printf("check: %zu random architectures, prediction vs measurement: median error %.1f%%, "
-                "max %.1f%%\n",
-                checks.size(), 100.0 * med, 100.0 * worst);
+    j["check"] = {
+        {"architectures", rows}, {"median_relative_error", med}, {"max_relative_error", worst}};
+    std::printf(
+        "check: %zu random architectures, prediction vs measurement: median error %.1f%%, "
+        "max %.1f%%\n",
+        checks.size(), 100.0 * med, 100.0 * worst);
   }
-  const std::string out = a.out.empty() ? (std::filesystem::path(a.model) / route::kLatencyFile).string() : a.out;
+  const std::string out =
+      a.out.empty() ? (std::filesystem::path(a.model) / route::kLatencyFile).string() : a.out;
   io::write_text_atomically(out, j.dump(2) + "\n");
   std::printf("wrote %s\n", out.c_str());
 }

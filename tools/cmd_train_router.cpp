@@ -41,8 +41,7 @@ void register_train_router(CLI::App& app) {
   cmd->add_option("--tokens", o->joint_tokens, "Token budget of the joint fine-tune");
   cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Sequences per step")->capture_default_str();
-  cmd->add_option("--eval-windows", o->eval_windows,
-                  "Held-out windows per surrogate measurement")
+  cmd->add_option("--eval-windows", o->eval_windows, "Held-out windows per surrogate measurement")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0 = LibTorch default)");

@@ -47,8 +47,8 @@ void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer
     for (size_t w = i; w < end; ++w)
       input[w - i].copy_(torch::tensor(windows[w].tokens, torch::kLong));
     auto logprobs =
-        torch::log_softmax(model.forward(input.to(model.device()), nullptr, arch, o.router).to(torch::kFloat),
-                           -1)
+        torch::log_softmax(
+            model.forward(input.to(model.device()), nullptr, arch, o.router).to(torch::kFloat), -1)
             .cpu();
     for (size_t w = i; w < end; ++w) {
       const auto& win = windows[w];

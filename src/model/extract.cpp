@@ -59,7 +59,7 @@ int64_t subnetwork_parameter_count(const ModelConfig& config, const Architecture
   for (const auto& w : widths) {
     const int64_t q = w.kv_groups * rep * hd, kv = w.kv_groups * hd;
     n += d * q + 2 * d * kv + q * d + (gpt ? q + 2 * kv + d : 0);  // q, k, v, o (+ biases)
-    n += (gpt ? 2 : 3) * d * w.mlp + (gpt ? w.mlp + d : 0);         // MLP (+ biases)
+    n += (gpt ? 2 : 3) * d * w.mlp + (gpt ? w.mlp + d : 0);        // MLP (+ biases)
     n += 2 * norm;
   }
   return n;

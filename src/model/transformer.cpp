@@ -215,16 +215,16 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
                                         torch::Tensor* cache_v) {
   if (!decision.attention_scale.defined() && !decision.mlp_scale.defined() &&
       !decision.mlp_mask.defined()) {
-    return mlp_block(attention_block(x, start, decision.widths.kv_groups, rope_cos, rope_sin,
-                                     cache_k, cache_v),
-                     decision.widths.mlp);
+    return mlp_block(
+        attention_block(x, start, decision.widths.kv_groups, rope_cos, rope_sin, cache_k, cache_v),
+        decision.widths.mlp);
   }
   auto attn = self_attn->forward(input_layernorm->forward(x), start, decision.widths.kv_groups,
                                  rope_cos, rope_sin, cache_k, cache_v);
   if (decision.attention_scale.defined()) attn = attn * decision.attention_scale;
   auto h = x + attn;
-  auto out = mlp->forward(post_attention_layernorm->forward(h), decision.widths.mlp,
-                          decision.mlp_mask);
+  auto out =
+      mlp->forward(post_attention_layernorm->forward(h), decision.widths.mlp, decision.mlp_mask);
   if (decision.mlp_scale.defined()) out = out * decision.mlp_scale;
   return h + out;
 }

@@ -18,10 +18,14 @@ BudgetKind parse_budget_kind(const std::string& name) {
 
 std::string budget_kind_name(BudgetKind kind) {
   switch (kind) {
-    case BudgetKind::Latency: return "latency";
-    case BudgetKind::Milliseconds: return "ms";
-    case BudgetKind::Params: return "params";
-    case BudgetKind::Memory: return "memory";
+    case BudgetKind::Latency:
+      return "latency";
+    case BudgetKind::Milliseconds:
+      return "ms";
+    case BudgetKind::Params:
+      return "params";
+    case BudgetKind::Memory:
+      return "memory";
   }
   return "latency";
 }
@@ -71,10 +75,15 @@ double architecture_cost(BudgetKind kind, const model::ModelConfig& config,
 std::string describe_budget(const Budget& budget) {
   char buf[64];
   switch (budget.kind) {
-    case BudgetKind::Milliseconds: std::snprintf(buf, sizeof buf, "%.3f ms/token", budget.value); break;
-    case BudgetKind::Memory: std::snprintf(buf, sizeof buf, "%.1f MiB", budget.value); break;
+    case BudgetKind::Milliseconds:
+      std::snprintf(buf, sizeof buf, "%.3f ms/token", budget.value);
+      break;
+    case BudgetKind::Memory:
+      std::snprintf(buf, sizeof buf, "%.1f MiB", budget.value);
+      break;
     default:
-      std::snprintf(buf, sizeof buf, "%s %.3f", budget_kind_name(budget.kind).c_str(), budget.value);
+      std::snprintf(buf, sizeof buf, "%s %.3f", budget_kind_name(budget.kind).c_str(),
+                    budget.value);
   }
   return buf;
 }

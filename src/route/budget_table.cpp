@@ -13,10 +13,14 @@ namespace flextron::route {
 
 double BudgetEntry::cost(BudgetKind kind) const {
   switch (kind) {
-    case BudgetKind::Latency: return latency_fraction;
-    case BudgetKind::Milliseconds: return decode_ms;
-    case BudgetKind::Params: return params_fraction;
-    case BudgetKind::Memory: return memory_mib;
+    case BudgetKind::Latency:
+      return latency_fraction;
+    case BudgetKind::Milliseconds:
+      return decode_ms;
+    case BudgetKind::Params:
+      return params_fraction;
+    case BudgetKind::Memory:
+      return memory_mib;
   }
   return latency_fraction;
 }

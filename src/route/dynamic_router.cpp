@@ -11,9 +11,10 @@ namespace flextron::route {
 
 namespace {
 torch::nn::Sequential correction_net(int64_t inputs, int64_t hidden, int64_t outputs) {
-  torch::nn::Sequential net(torch::nn::Linear(inputs, hidden),
-                            torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.01)),
-                            torch::nn::Linear(hidden, outputs));
+  torch::nn::Sequential net(
+      torch::nn::Linear(inputs, hidden),
+      torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.01)),
+      torch::nn::Linear(hidden, outputs));
   // Zero last layer: the correction starts at nothing, so routing starts as the static router's.
   torch::NoGradGuard no_grad;
   auto last = net->ptr<torch::nn::LinearImpl>(2);
@@ -33,7 +34,8 @@ DynamicRouterImpl::DynamicRouterImpl(const ChoiceLayout& layout, int64_t hidden_
   mlp_nets = register_module("mlp", torch::nn::ModuleList());
   attn_nets = register_module("attn", torch::nn::ModuleList());
   for (int64_t l = 0; l < layout.layers(); ++l) {
-    mlp_nets->push_back(correction_net(hidden_size + budget_dims, hidden, layout.mlp_segment(l).size));
+    mlp_nets->push_back(
+        correction_net(hidden_size + budget_dims, hidden, layout.mlp_segment(l).size));
     attn_nets->push_back(
         correction_net(hidden_size + budget_dims, hidden, layout.attn_segment(l).size));
   }
@@ -51,7 +53,9 @@ void DynamicRouterImpl::set_sampling(bool sample, double tau) {
   tau_ = tau;
 }
 
-void DynamicRouterImpl::set_costs(const torch::Tensor& cost_ms) { cost_ = cost_ms.reshape({-1}); }
+void DynamicRouterImpl::set_costs(const torch::Tensor& cost_ms) {
+  cost_ = cost_ms.reshape({-1});
+}
 
 void DynamicRouterImpl::reset_usage() {
   usage_ = torch::Tensor();
@@ -82,7 +86,9 @@ model::LayerDecision DynamicRouterImpl::route(int64_t layer, const torch::Tensor
   // The router sees the hidden state but does not shape it: no gradient into the LLM from here.
   auto features = torch::layer_norm(hidden.detach().to(torch::kFloat), {dim});
   auto code = code_.to(features.device());
-  auto add_usage = [&](const torch::Tensor& ms) { usage_ = usage_.defined() ? usage_ + ms : ms; };
+  auto add_usage = [&](const torch::Tensor& ms) {
+    usage_ = usage_.defined() ? usage_ + ms : ms;
+  };
   model::LayerDecision decision;
 
   // Attention: per sequence at prefill (batched training shares one choice per batch).

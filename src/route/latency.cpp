@@ -40,9 +40,9 @@ int64_t choice_index(const std::vector<int64_t>& choices, int64_t value, int64_t
                      const char* what) {
   auto it = std::find(choices.begin(), choices.end(), value);
   if (it == choices.end())
-    fail("latency table", std::string(what) + " " + std::to_string(value) + " at layer " +
-                              std::to_string(layer) + " was not profiled (profiled: " +
-                              model::format_widths(choices) + ")");
+    fail("latency table",
+         std::string(what) + " " + std::to_string(value) + " at layer " + std::to_string(layer) +
+             " was not profiled (profiled: " + model::format_widths(choices) + ")");
   return it - choices.begin();
 }
 
@@ -96,7 +96,9 @@ double LatencyTable::prefill_ms_per_token(const Architecture& arch) const {
   return total;
 }
 
-double LatencyTable::fixed_ms() const { return mean(fixed_decode_ms); }
+double LatencyTable::fixed_ms() const {
+  return mean(fixed_decode_ms);
+}
 
 // decode_ms(arch) = mean_c [fixed(c) + scale(c) * sum of entries(c)]: split into the parts.
 std::vector<std::vector<double>> LatencyTable::mlp_ms() const {
@@ -112,7 +114,8 @@ std::vector<std::vector<double>> LatencyTable::attn_ms() const {
   for (size_t l = 0; l < attn_decode_ms.size(); ++l) {
     for (const auto& by_context : attn_decode_ms[l]) {
       std::vector<double> scaled;
-      for (size_t c = 0; c < by_context.size(); ++c) scaled.push_back(by_context[c] * decode_scale[c]);
+      for (size_t c = 0; c < by_context.size(); ++c)
+        scaled.push_back(by_context[c] * decode_scale[c]);
       out[l].push_back(mean(scaled));
     }
   }
@@ -160,7 +163,8 @@ double measure_decode_ms(model::TransformerImpl& model, const Architecture& arch
                         std::to_string(config.max_position_embeddings - 1) + "]");
   auto ids = torch::TensorOptions().dtype(torch::kLong).device(model.device());
   auto cache = model.make_cache(batch, context + 1, &arch);
-  if (context > 0) model.forward(torch::randint(config.vocab_size, {batch, context}, ids), &cache, &arch);
+  if (context > 0)
+    model.forward(torch::randint(config.vocab_size, {batch, context}, ids), &cache, &arch);
   auto token = torch::randint(config.vocab_size, {batch, 1}, ids);
   auto step = [&] {
     cache.length = context;
@@ -187,7 +191,8 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   table.contexts.erase(std::unique(table.contexts.begin(), table.contexts.end()),
                        table.contexts.end());
   table.batch = options.batch;
-  table.prefill_tokens = std::clamp<int64_t>(options.prefill_tokens, 1, config.max_position_embeddings);
+  table.prefill_tokens =
+      std::clamp<int64_t>(options.prefill_tokens, 1, config.max_position_embeddings);
   table.model = describe_model(config, space);
   table.hardware = describe_hardware(model);
   table.mlp_widths = space.mlp;
@@ -216,7 +221,8 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
 
   // Embedding + final norm + LM head.
   table.head_decode_ms = timed([&] { model.head(model.embed(tok1)); });
-  table.fixed_prefill_ms = timed([&] { model.head(model.embed(tokp)); }) / static_cast<double>(prompt);
+  table.fixed_prefill_ms =
+      timed([&] { model.head(model.embed(tokp)); }) / static_cast<double>(prompt);
   tick();
 
   auto [prefill_cos, prefill_sin] = model.rope(0, prompt);
@@ -226,7 +232,8 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
     std::vector<std::vector<double>> attn_decode;
     for (int64_t width : space.mlp[l]) {
       mlp_decode.push_back(timed([&] { layer.mlp_block(x1, width); }));
-      mlp_prefill.push_back(timed([&] { layer.mlp_block(xp, width); }) / static_cast<double>(prompt));
+      mlp_prefill.push_back(timed([&] { layer.mlp_block(xp, width); }) /
+                            static_cast<double>(prompt));
       tick();
     }
     for (int64_t groups : space.kv_groups[l]) {
@@ -323,17 +330,18 @@ nlohmann::json latency_table_to_json(const LatencyTable& t) {
                       {"prefill_ms_per_token", t.attn_prefill_ms[l][c]}});
     layers.push_back({{"mlp", mlp}, {"attention", attn}});
   }
-  return {{"format", "flextron-latency-table"},
-          {"version", 1},
-          {"model", t.model},
-          {"hardware", t.hardware},
-          {"batch", t.batch},
-          {"contexts", t.contexts},
-          {"prefill_tokens", t.prefill_tokens},
-          {"fixed", {{"decode_ms", t.fixed_decode_ms}, {"prefill_ms_per_token", t.fixed_prefill_ms}}},
-          {"decode_scale", t.decode_scale},
-          {"embedding_and_head_decode_ms", t.head_decode_ms},
-          {"layers", layers}};
+  return {
+      {"format", "flextron-latency-table"},
+      {"version", 1},
+      {"model", t.model},
+      {"hardware", t.hardware},
+      {"batch", t.batch},
+      {"contexts", t.contexts},
+      {"prefill_tokens", t.prefill_tokens},
+      {"fixed", {{"decode_ms", t.fixed_decode_ms}, {"prefill_ms_per_token", t.fixed_prefill_ms}}},
+      {"decode_scale", t.decode_scale},
+      {"embedding_and_head_decode_ms", t.head_decode_ms},
+      {"layers", layers}};
 }
 
 LatencyTable latency_table_from_json(const nlohmann::json& j, const std::string& where) {

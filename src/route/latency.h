@@ -29,7 +29,7 @@ struct ProfileOptions {
   int64_t batch = 1;
   int64_t prefill_tokens = 128;  // prompt length timed for prefill (clipped to the context)
   int64_t warmup = 5;
-  int64_t repeats = 25;  // the median of these is stored
+  int64_t repeats = 25;                   // the median of these is stored
   int64_t calibration_architectures = 8;  // whole forwards measured to fit fixed(c), scale(c)
 };
 
@@ -42,14 +42,14 @@ struct LatencyTable {
   std::vector<std::vector<int64_t>> mlp_widths;  // [layer][choice], as in the elastic space
   std::vector<std::vector<int64_t>> kv_groups;
   // Milliseconds per decode step (one token per sequence) by context; per token at prefill.
-  std::vector<double> fixed_decode_ms;                         // [context]
-  std::vector<double> decode_scale;                            // [context], multiplies layers
-  double head_decode_ms = 0.0;  // embedding + final norm + LM head alone (part of fixed)
-  double fixed_prefill_ms = 0.0;                               // per prompt token
-  std::vector<std::vector<double>> mlp_decode_ms;              // [layer][choice]
-  std::vector<std::vector<double>> mlp_prefill_ms;             // [layer][choice]
+  std::vector<double> fixed_decode_ms;  // [context]
+  std::vector<double> decode_scale;     // [context], multiplies layers
+  double head_decode_ms = 0.0;          // embedding + final norm + LM head alone (part of fixed)
+  double fixed_prefill_ms = 0.0;        // per prompt token
+  std::vector<std::vector<double>> mlp_decode_ms;                // [layer][choice]
+  std::vector<std::vector<double>> mlp_prefill_ms;               // [layer][choice]
   std::vector<std::vector<std::vector<double>>> attn_decode_ms;  // [layer][choice][context]
-  std::vector<std::vector<double>> attn_prefill_ms;            // [layer][choice]
+  std::vector<std::vector<double>> attn_prefill_ms;              // [layer][choice]
 
   // Predicted decode milliseconds per step at `context` (linear between profiled contexts,
   // clamped at the ends) or, without a context, averaged over the profiled contexts: the

@@ -35,9 +35,8 @@ model::LayerDecision StaticRouting::route(int64_t layer, const torch::Tensor& hi
 
 nlohmann::json train_routed(model::TransformerImpl& model, StaticRouterImpl& router,
                             DynamicRouterImpl* dynamic, const BaseArchitecture& base_arch,
-                            const ChoiceLayout& layout,
-                            const LatencyTable& table, const BatchSource& batches,
-                            const RoutedTrainOptions& options,
+                            const ChoiceLayout& layout, const LatencyTable& table,
+                            const BatchSource& batches, const RoutedTrainOptions& options,
                             const std::function<void(const std::string&)>& log) {
   if (options.steps < 1) fail("train-router", "steps must be >= 1");
   if (dynamic == nullptr && !options.train_static)
@@ -90,13 +89,13 @@ nlohmann::json train_routed(model::TransformerImpl& model, StaticRouterImpl& rou
       logits = model.forward(inputs, nullptr, nullptr, &routing);
       latency_ms = torch::dot(choices, cost) + fixed;
     }
-    auto ce = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
-                                                   targets.reshape({-1}));
+    auto ce = torch::nn::functional::cross_entropy(
+        logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}));
     auto fraction = latency_ms / full;
     // Over the budget is a violation; under it is width left unused (what makes a router run
     // at its budget rather than anywhere below it), priced at a tenth.
-    auto loss = ce + options.latency_weight * (torch::relu(fraction - budget) +
-                                               0.1 * torch::relu(budget - fraction)) /
+    auto loss = ce + options.latency_weight *
+                         (torch::relu(fraction - budget) + 0.1 * torch::relu(budget - fraction)) /
                          budget;
     router_opt.zero_grad();
     if (model_opt) model_opt->zero_grad();
@@ -114,7 +113,8 @@ nlohmann::json train_routed(model::TransformerImpl& model, StaticRouterImpl& rou
     if (log && ((step + 1) % every == 0 || step + 1 == options.steps)) {
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      const double eta = secs / static_cast<double>(step + 1) * static_cast<double>(options.steps - step - 1);
+      const double eta =
+          secs / static_cast<double>(step + 1) * static_cast<double>(options.steps - step - 1);
       char line[256];
       std::snprintf(line, sizeof line,
                     "%s step %lld/%lld  loss %.4f  latency/budget %.3f  tau %.2f  "

@@ -1,5 +1,6 @@
 // Training through the LLM with routers in the loop, on the true LM loss plus the latency loss
-//   CE + lambda * (max(0, latency / full - budget) + 0.1 * max(0, budget - latency / full)) / budget,
+//   CE + lambda * (max(0, latency / full - budget) + 0.1 * max(0, budget - latency / full)) /
+//   budget,
 // one trained budget per step in turn. Two uses (FLEXTRON.md section 5):
 //  - the dynamic router's training, with the LLM frozen (gradients reach the router through the
 //    straight-through scales of each layer's output);
@@ -12,8 +13,8 @@
 #include <string>
 #include <utility>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include "model/transformer.h"
 #include "route/choices.h"
@@ -45,9 +46,8 @@ using BaseArchitecture = std::function<model::Architecture(double budget)>;
 // latency fractions) as JSON.
 nlohmann::json train_routed(model::TransformerImpl& model, StaticRouterImpl& router,
                             DynamicRouterImpl* dynamic, const BaseArchitecture& base_arch,
-                            const ChoiceLayout& layout,
-                            const LatencyTable& table, const BatchSource& batches,
-                            const RoutedTrainOptions& options,
+                            const ChoiceLayout& layout, const LatencyTable& table,
+                            const BatchSource& batches, const RoutedTrainOptions& options,
                             const std::function<void(const std::string&)>& log = {});
 
 // Routes a forward pass with fixed per-layer choices ([choices] straight-through vector): the MLP

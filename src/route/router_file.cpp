@@ -82,7 +82,8 @@ RouterBundle load_routers(const std::filesystem::path& dir, const model::ModelCo
       fail(where, "not a router file (\"format\" must be \"flextron-router\")");
     auto saved_space = model::elastic_space_from_json(j.at("elastic_space"), config, where);
     if (saved_space.mlp != space.mlp || saved_space.kv_groups != space.kv_groups)
-      fail(where, "trained for another elastic space than flextron.json's (train the routers again)");
+      fail(where,
+           "trained for another elastic space than flextron.json's (train the routers again)");
     auto budgets = j.at("budgets").get<std::vector<double>>();
     RouterBundle b = make_routers(config, space, budgets, j.at("dynamic").get<bool>());
     auto tensors = io::load_safetensors(dir / kRouterWeightsFile);

@@ -11,8 +11,8 @@
 #include "io/atomic_file.h"
 #include "io/model_dir.h"
 #include "route/budget_table.h"
-#include "route/router_file.h"
 #include "route/routed_training.h"
+#include "route/router_file.h"
 #include "runtime/threads.h"
 #include "train/trainer.h"
 
@@ -67,8 +67,7 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
     fail(latency_file.string(), "missing: run flextron profile --model " + o.model.string());
   const auto table = load_latency_table(latency_file, config, loaded.space);
   {
-    const double smallest =
-        latency_fraction(table, model::narrowest_architecture(loaded.space));
+    const double smallest = latency_fraction(table, model::narrowest_architecture(loaded.space));
     if (o.budgets.front() < smallest)
       fail("--budgets", "budget " + std::to_string(o.budgets.front()) +
                             " is below the smallest achievable latency fraction " +
@@ -78,7 +77,9 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   const auto data = train::load_training_data(o.data, o.val, *loaded.tokenizer,
                                               o.model / loaded.tokenizer->file_name(),
                                               o.out / "cache", o.seq_len, o.eval_windows, o.seed);
-  auto say = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  auto say = [](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  };
 
   // 1-2. Surrogate and static router, the LLM only measured (never trained) here.
   auto bundle = make_routers(config, loaded.space, o.budgets, o.dynamic);
@@ -87,8 +88,8 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   LossOracle oracle = [&](const std::vector<model::Architecture>& archs) {
     std::vector<double> losses;
     for (const auto& a : archs)
-      losses.push_back(train::validation_loss(model, data.val_source(), data.val_windows,
-                                              o.seq_len, o.batch, a));
+      losses.push_back(train::validation_loss(model, data.val_source(), data.val_windows, o.seq_len,
+                                              o.batch, a));
     measured += static_cast<int64_t>(archs.size());
     return losses;
   };
@@ -97,8 +98,8 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   so.surrogate_samples = o.surrogate_samples;
   so.latency_weight = o.latency_weight;
   so.seed = o.seed;
-  auto static_report = train_static_router(*bundle.router, *bundle.surrogate, layout, table,
-                                           oracle, so, say);
+  auto static_report =
+      train_static_router(*bundle.router, *bundle.surrogate, layout, table, oracle, so, say);
   nlohmann::json report = {{"surrogate_heldout_spearman", static_report.surrogate_heldout_spearman},
                            {"surrogate_heldout_rmse", static_report.surrogate_heldout_rmse},
                            {"surrogate_samples", static_report.surrogate_samples},
@@ -111,11 +112,12 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   if (bundle.dynamic) bundle.dynamic->to(model.device());
   train::TokenDataset const& train_data = *data.train;
   BatchSource batches = [&](int64_t step) {
-    auto b = train::sample_batch(train_data, data.split.train, o.batch, o.seq_len, o.seed + 7, step);
+    auto b =
+        train::sample_batch(train_data, data.split.train, o.batch, o.seq_len, o.seed + 7, step);
     return std::make_pair(b.inputs, b.targets);
   };
-  bundle.table = build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config,
-                                    model.dtype());
+  bundle.table =
+      build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config, model.dtype());
   BaseArchitecture base_arch = [&](double budget) {
     return lookup_budget(bundle.table, {budget, BudgetKind::Latency}).arch;
   };
@@ -124,8 +126,8 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
     ro.steps = o.dynamic_steps;
     ro.latency_weight = o.latency_weight;
     ro.seed = o.seed;
-    report["dynamic"] = train_routed(model, *bundle.router, bundle.dynamic.get(), base_arch, layout, table,
-                                     batches, ro, say);
+    report["dynamic"] = train_routed(model, *bundle.router, bundle.dynamic.get(), base_arch, layout,
+                                     table, batches, ro, say);
   }
   if (o.joint) {
     RoutedTrainOptions ro;
@@ -134,8 +136,9 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
     ro.train_static = true;
     ro.latency_weight = o.latency_weight;
     ro.seed = o.seed + 1;
-    report["joint"] = train_routed(model, *bundle.router, bundle.dynamic ? bundle.dynamic.get() : nullptr,
-                                   base_arch, layout, table, batches, ro, say);
+    report["joint"] =
+        train_routed(model, *bundle.router, bundle.dynamic ? bundle.dynamic.get() : nullptr,
+                     base_arch, layout, table, batches, ro, say);
     report["joint"]["tokens"] = ro.steps * o.batch * o.seq_len;
   }
 
@@ -143,8 +146,8 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   bundle.router->to(torch::kCPU);
   if (bundle.dynamic) bundle.dynamic->to(torch::kCPU);
   if (o.joint)
-    bundle.table = build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config,
-                                      model.dtype());
+    bundle.table =
+        build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config, model.dtype());
   report["budgets"] = o.budgets;
   report["seconds"] =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

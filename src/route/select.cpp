@@ -19,9 +19,12 @@ RouterKind parse_router_kind(const std::string& name) {
 
 std::string router_kind_name(RouterKind kind) {
   switch (kind) {
-    case RouterKind::Static: return "static";
-    case RouterKind::Dynamic: return "dynamic";
-    case RouterKind::Uniform: return "uniform";
+    case RouterKind::Static:
+      return "static";
+    case RouterKind::Dynamic:
+      return "dynamic";
+    case RouterKind::Uniform:
+      return "uniform";
   }
   return "static";
 }
@@ -37,8 +40,8 @@ nlohmann::json BudgetPlan::to_json(const model::ModelConfig& config) const {
                       {"full_decode_ms", full_decode_ms}};
   if (dynamic && dynamic->forwards() > 0) {
     j["dynamic_mean_mlp_widths"] = dynamic->mean_mlp_widths();
-    const double ms =
-        table.fixed_ms() + dynamic->usage_ms().item<double>() / static_cast<double>(dynamic->forwards());
+    const double ms = table.fixed_ms() +
+                      dynamic->usage_ms().item<double>() / static_cast<double>(dynamic->forwards());
     j["dynamic_predicted_decode_ms"] = ms;
     j["dynamic_predicted_latency_fraction"] = ms / full_decode_ms;
   }
@@ -61,9 +64,11 @@ BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl&
     auto routers = load_routers(dir, config, space);
     plan.arch = lookup_budget(routers.table, budget).arch;
     if (kind == RouterKind::Dynamic) {
-      if (!routers.dynamic) fail(dir / kRouterFile, "has no dynamic router (train-router --dynamic)");
+      if (!routers.dynamic)
+        fail(dir / kRouterFile, "has no dynamic router (train-router --dynamic)");
       if (budget.kind != BudgetKind::Latency && budget.kind != BudgetKind::Milliseconds)
-        fail("--budget-kind", "dynamic routing takes latency or ms budgets (it is trained on latency)");
+        fail("--budget-kind",
+             "dynamic routing takes latency or ms budgets (it is trained on latency)");
       // The dynamic router is conditioned on the requested fraction itself, not on the static
       // choice's (which sits at or below it).
       const double requested = budget.kind == BudgetKind::Latency
@@ -74,7 +79,8 @@ BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl&
       plan.dynamic->to(model.device());
       routers.router->to(model.device());
       auto code = routers.router->encode_budgets({requested});
-      plan.dynamic->set_budget(code[0], base_logits(ChoiceLayout(space), plan.arch).to(model.device()));
+      plan.dynamic->set_budget(code[0],
+                               base_logits(ChoiceLayout(space), plan.arch).to(model.device()));
       plan.dynamic->set_costs(ChoiceLayout(space).cost_ms(plan.table).to(model.device()));
       plan.dynamic->set_sampling(false, 1.0);
       plan.dynamic->reset_usage();

@@ -87,10 +87,13 @@ StaticRouterTrainReport train_static_router(StaticRouterImpl& router, SurrogateI
       " architectures");
   auto losses = oracle(archs);
   auto samples = pair_up(archs, losses);
-  const auto holdout = std::max<size_t>(
-      2, static_cast<size_t>(options.surrogate_holdout * static_cast<double>(options.surrogate_samples)));
-  std::vector<LossSample> fit_set(samples.begin() + static_cast<std::ptrdiff_t>(holdout), samples.end());
-  std::vector<LossSample> held(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(holdout));
+  const auto holdout =
+      std::max<size_t>(2, static_cast<size_t>(options.surrogate_holdout *
+                                              static_cast<double>(options.surrogate_samples)));
+  std::vector<LossSample> fit_set(samples.begin() + static_cast<std::ptrdiff_t>(holdout),
+                                  samples.end());
+  std::vector<LossSample> held(samples.begin(),
+                               samples.begin() + static_cast<std::ptrdiff_t>(holdout));
   fit_surrogate(surrogate, layout, fit_set, options.fit);
   {
     std::vector<model::Architecture> held_archs;
@@ -127,7 +130,8 @@ StaticRouterTrainReport train_static_router(StaticRouterImpl& router, SurrogateI
     std::vector<double> budgets = grid;
     for (size_t i = 0; i < grid.size(); ++i) budgets.push_back(between(rng));
     auto target = torch::tensor(budgets, torch::kDouble).to(torch::kFloat);
-    auto choices = sample_choices(layout, router.forward(router.encode_budgets(budgets)), tau, true);
+    auto choices =
+        sample_choices(layout, router.forward(router.encode_budgets(budgets)), tau, true);
     auto lat = latency_fraction(choices, cost, fixed, full);
     auto over = torch::relu(lat - target) / target;
     auto loss = (surrogate.forward(choices) + options.latency_weight * over).mean();

@@ -15,11 +15,11 @@
 #include <functional>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include "route/choices.h"
 #include "route/latency.h"

@@ -49,8 +49,9 @@ double fit_surrogate(SurrogateImpl& surrogate, const ChoiceLayout& layout,
     frozen.push_back(!p.requires_grad());
     p.set_requires_grad(true);
   }
-  torch::optim::Adam optimizer(surrogate.parameters(),
-                               torch::optim::AdamOptions(options.lr).weight_decay(options.weight_decay));
+  torch::optim::Adam optimizer(
+      surrogate.parameters(),
+      torch::optim::AdamOptions(options.lr).weight_decay(options.weight_decay));
   for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
     optimizer.zero_grad();
     // The loss on standardised targets, so the learning rate does not depend on the loss scale.
@@ -112,7 +113,8 @@ std::vector<double> ranks(const std::vector<double>& v) {
 }  // namespace
 
 double spearman(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size() || a.size() < 2) fail("spearman", "needs two series of equal length >= 2");
+  if (a.size() != b.size() || a.size() < 2)
+    fail("spearman", "needs two series of equal length >= 2");
   const auto ra = ranks(a), rb = ranks(b);
   const double n = static_cast<double>(a.size());
   const double ma = std::accumulate(ra.begin(), ra.end(), 0.0) / n;

@@ -45,8 +45,7 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(model::TransformerImpl& model, d
 // Mean next-token cross-entropy over fixed windows at `arch` (empty: full), without gradients.
 double validation_loss(model::TransformerImpl& model, const TokenDataset& data,
                        const std::vector<int64_t>& windows, int64_t seq_len, int64_t batch,
-                       const model::Architecture& arch = {},
-                       model::LayerRouter* router = nullptr);
+                       const model::Architecture& arch = {}, model::LayerRouter* router = nullptr);
 
 struct LoopSettings {
   std::filesystem::path out;  // checkpoints and train_log.jsonl go here

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string>
 
+#include "io/atomic_file.h"
 #include "test_util.h"
 
 namespace flextron::testing {
@@ -24,6 +25,22 @@ inline std::filesystem::path import_stories(const std::filesystem::path& dir) {
                    out.string() + "'");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return out;
+}
+
+// Stories sampled from the model itself (dir/calibration.txt): in-distribution text for rank
+// and train-router.
+inline std::filesystem::path write_calibration_text(const std::filesystem::path& model,
+                                                    const std::filesystem::path& dir) {
+  std::string text;
+  for (int seed = 1; seed <= 6; ++seed) {
+    auto r = run_cli("generate --model " + quote(model) +
+                     " --max-tokens 300 --temperature 1 --seed " + std::to_string(seed));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    text += r.out;
+  }
+  const auto path = dir / "calibration.txt";
+  flextron::io::write_text_atomically(path, text);
+  return path;
 }
 
 // One line on stderr that names `where`, non-zero exit.

@@ -12,20 +12,7 @@ using flextron::testing::expect_one_line_error;
 using flextron::testing::import_stories;
 using flextron::testing::quote;
 using flextron::testing::run_cli;
-
-// Sampled stories from the model itself: in-distribution calibration text.
-fs::path write_calibration_text(const fs::path& model, const fs::path& dir) {
-  std::string text;
-  for (int seed = 1; seed <= 6; ++seed) {
-    auto r = run_cli("generate --model " + quote(model) +
-                     " --max-tokens 300 --temperature 1 --seed " + std::to_string(seed));
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    text += r.out;
-  }
-  const auto path = dir / "calibration.txt";
-  flextron::io::write_text_atomically(path, text);
-  return path;
-}
+using flextron::testing::write_calibration_text;
 
 nlohmann::json generate_json(const fs::path& model, const std::string& extra) {
   auto r = run_cli("generate --model " + quote(model) +

@@ -1,0 +1,231 @@
+// Routers on stories260K (ranked) with a latency table known in closed form: the surrogate ranks
+// held-out architectures, the static router honours every budget and is deterministic, the
+// budget table survives a save/load, and the dynamic router's execution paths are exact.
+#include <cmath>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "route/budget_table.h"
+#include "route/dynamic_router.h"
+#include "route/routed_training.h"
+#include "route/router_file.h"
+#include "route/surrogate.h"
+#include "route_fixtures.h"
+#include "test_util.h"
+
+namespace fr = flextron::route;
+namespace fm = flextron::model;
+
+TEST(Choices, EncodeDecodeAndMasks) {
+  auto space = fm::default_elastic_space(fm::ModelConfig{});
+  fr::ChoiceLayout layout(space);
+  EXPECT_EQ(layout.size(), 5 * (7 + 4));
+  auto arch = fm::narrowest_architecture(space);
+  arch[2] = {space.mlp[2][4], space.kv_groups[2][2]};
+  auto code = layout.encode(arch);
+  EXPECT_EQ(code.sum().item<double>(), 10.0);
+  EXPECT_EQ(layout.decode(code), arch);
+  EXPECT_EQ(layout.from_indices(layout.indices(arch)), arch);
+  auto inc = fr::inclusion_matrix({2, 3, 5});
+  EXPECT_TRUE(torch::equal(
+      inc,
+      torch::tensor({1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1}).view({3, 5}).to(torch::kFloat)));
+}
+
+TEST(Choices, StraightThroughGumbelSoftmax) {
+  torch::manual_seed(0);
+  auto logits = torch::randn({6, 5}, torch::requires_grad());
+  auto y = fr::gumbel_softmax_hard(logits, 0.5, true);
+  // Forward: exact one-hots.
+  EXPECT_TRUE(torch::equal(y.sum(-1), torch::ones({6})));
+  EXPECT_TRUE(torch::equal((y == 0) | (y == 1), torch::ones({6, 5}, torch::kBool)));
+  // Backward: the softmax's gradient (non-zero, and rows sum to zero as softmax gradients do).
+  (y * torch::arange(5).to(torch::kFloat)).sum().backward();
+  EXPECT_GT(logits.grad().abs().sum().item<double>(), 0.0);
+  EXPECT_LT(logits.grad().sum(-1).abs().max().item<double>(), 1e-5);
+  // Without noise it is the argmax.
+  auto y0 = fr::gumbel_softmax_hard(logits.detach(), 1.0, false);
+  EXPECT_TRUE(torch::equal(y0.argmax(-1), logits.detach().argmax(-1)));
+}
+
+TEST(Surrogate, SpearmanIsRankCorrelation) {
+  EXPECT_DOUBLE_EQ(fr::spearman({1, 2, 3, 4}, {10, 20, 30, 40}), 1.0);
+  EXPECT_DOUBLE_EQ(fr::spearman({1, 2, 3, 4}, {4, 3, 2, 1}), -1.0);
+  EXPECT_NEAR(fr::spearman({1, 2, 3, 4, 5}, {1, 3, 2, 5, 4}), 0.8, 1e-12);
+  EXPECT_THROW(fr::spearman({1}, {1}), flextron::Error);
+}
+
+class StoriesRouter : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(flextron::testing::shared_data() / "stories260K"))
+      GTEST_SKIP() << "no shared data";
+    torch::manual_seed(0);
+    stories_ = flextron::testing::ranked_stories();
+    table_ = flextron::testing::synthetic_table(stories_.model->config(), stories_.space);
+  }
+  flextron::testing::RankedStories stories_;
+  fr::LatencyTable table_;
+};
+
+TEST_F(StoriesRouter, SurrogateRanksHeldOutArchitectures) {
+  fr::ChoiceLayout layout(stories_.space);
+  auto oracle = flextron::testing::sequence_oracle(*stories_.model, stories_.sequences);
+  auto train = fr::sample_spread_architectures(stories_.space, 48, 1);
+  auto held = fr::sample_spread_architectures(stories_.space, 24, 2);
+  auto train_loss = oracle(train), held_loss = oracle(held);
+  std::vector<fr::LossSample> samples;
+  for (size_t i = 0; i < train.size(); ++i) samples.push_back({train[i], train_loss[i]});
+  fr::Surrogate sm(layout.size(), 128);
+  fr::fit_surrogate(*sm, layout, samples, {});
+  const double rho = fr::spearman(fr::predict_losses(*sm, layout, held), held_loss);
+  EXPECT_GT(rho, 0.8);
+}
+
+TEST_F(StoriesRouter, StaticRouterHonoursBudgetsDeterministically) {
+  const std::vector<double> budgets{0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+  auto bundle = fr::make_routers(stories_.model->config(), stories_.space, budgets, false);
+  const auto& layout = *bundle.layout;
+  fr::StaticRouterTrainOptions o;
+  o.steps = 150;
+  o.check_every = 50;
+  o.surrogate_samples = 32;
+  o.fit.epochs = 600;
+  auto report = fr::train_static_router(
+      *bundle.router, *bundle.surrogate, layout, table_,
+      flextron::testing::sequence_oracle(*stories_.model, stories_.sequences), o);
+  EXPECT_GT(report.surrogate_heldout_spearman, 0.5);
+  EXPECT_EQ(report.log.size(), 3u);
+  bundle.table = fr::build_budget_table(*bundle.router, *bundle.surrogate, layout, table_,
+                                        stories_.model->config(), torch::kFloat);
+  for (double b : budgets) {
+    auto arch = fr::route_static(*bundle.router, *bundle.surrogate, layout, table_, b);
+    EXPECT_LE(fr::latency_fraction(table_, arch), b * 1.02) << b;
+    // Same budget, same answer (no sampling at inference), and the cached table agrees.
+    EXPECT_EQ(fr::route_static(*bundle.router, *bundle.surrogate, layout, table_, b), arch);
+    EXPECT_EQ(fr::lookup_budget(bundle.table, {b, fr::BudgetKind::Latency}).arch, arch);
+  }
+  // The full budget gets the full model; larger budgets never get less latency.
+  EXPECT_EQ(fr::lookup_budget(bundle.table, {1.0, fr::BudgetKind::Latency}).arch,
+            fm::widest_architecture(stories_.space));
+  double previous = 0.0;
+  for (const auto& e : bundle.table) {
+    EXPECT_GE(e.latency_fraction, previous - 1e-12);
+    previous = e.latency_fraction;
+  }
+  // Other budget kinds look up the same table.
+  const auto& by_params = fr::lookup_budget(bundle.table, {0.6, fr::BudgetKind::Params});
+  EXPECT_LE(by_params.params_fraction, 0.6);
+
+  // Below the narrowest architecture: an error naming the smallest achievable budget.
+  const double smallest = fr::latency_fraction(table_, fm::narrowest_architecture(stories_.space));
+  try {
+    fr::lookup_budget(bundle.table, {smallest * 0.9, fr::BudgetKind::Latency});
+    FAIL() << "expected an error";
+  } catch (const flextron::Error& e) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", smallest);
+    EXPECT_NE(std::string(e.what()).find(std::string("smallest achievable ") + buf),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(fr::route_static(*bundle.router, *bundle.surrogate, layout, table_, smallest * 0.9),
+               flextron::Error);
+
+  // Saved and loaded, the routers answer the same.
+  const auto dir = flextron::testing::scratch_dir();
+  fr::save_routers(dir, bundle);
+  auto back = fr::load_routers(dir, stories_.model->config(), stories_.space);
+  ASSERT_EQ(back.table.size(), bundle.table.size());
+  for (double b : budgets) {
+    EXPECT_EQ(fr::route_static(*back.router, *back.surrogate, layout, table_, b),
+              fr::lookup_budget(bundle.table, {b, fr::BudgetKind::Latency}).arch);
+  }
+  auto other_space = stories_.space;
+  other_space.mlp[0].erase(other_space.mlp[0].begin());
+  EXPECT_THROW(fr::load_routers(dir, stories_.model->config(), other_space), flextron::Error);
+}
+
+TEST_F(StoriesRouter, UniformBaselineFillsTheBudget) {
+  fr::ChoiceLayout layout(stories_.space);
+  auto arch = fr::uniform_architecture(layout, table_, stories_.model->config(), torch::kFloat,
+                                       {0.7, fr::BudgetKind::Latency});
+  EXPECT_TRUE(fm::is_uniform(arch));
+  EXPECT_LE(fr::latency_fraction(table_, arch), 0.7);
+  // No uniform architecture between it and the budget was skipped.
+  EXPECT_GT(fr::latency_fraction(table_, arch), 0.6);
+}
+
+TEST_F(StoriesRouter, MaskedMlpEqualsEachTokenAtItsOwnWidth) {
+  // The dynamic router's per-token widths run as one masked MLP: row t must equal the MLP of
+  // token t alone at width w_t.
+  torch::NoGradGuard no_grad;
+  auto& mlp = *stories_.model->layer(2).mlp;
+  auto x = torch::randn({1, 4, 64});
+  const std::vector<int64_t> widths{40, 172, 88, 128};
+  auto mask = torch::zeros({1, 4, 172});
+  for (int64_t t = 0; t < 4; ++t) mask[0][t].narrow(0, 0, widths[t]).fill_(1.0);
+  auto masked = mlp.forward(x, 172, mask);
+  for (int64_t t = 0; t < 4; ++t) {
+    auto alone = mlp.forward(x.narrow(1, t, 1), widths[t]);
+    EXPECT_LT((masked.narrow(1, t, 1) - alone).abs().max().item<double>(), 1e-5) << t;
+  }
+}
+
+TEST_F(StoriesRouter, UntrainedDynamicRouterRoutesLikeItsStaticArchitecture) {
+  fr::ChoiceLayout layout(stories_.space);
+  fr::DynamicRouter dynamic(layout, 64, 6);
+  auto arch = fm::narrowest_architecture(stories_.space);
+  arch[1] = {stories_.space.mlp[1][5], stories_.space.kv_groups[1][3]};
+  arch[4] = {stories_.space.mlp[4][2], stories_.space.kv_groups[4][1]};
+  auto code = torch::zeros({6});
+  code[2] = 1.0;
+  dynamic->set_budget(code, fr::base_logits(layout, arch));
+  dynamic->set_costs(layout.cost_ms(table_));
+  torch::NoGradGuard no_grad;
+  auto tokens = stories_.sequences.narrow(1, 0, 32);
+  auto routed = stories_.model->forward(tokens, nullptr, nullptr, dynamic.get());
+  auto fixed = stories_.model->forward(tokens, nullptr, &arch);
+  EXPECT_TRUE(torch::equal(routed, fixed));
+  // Cached decoding with the router (KV cache allocated at prefill) equals the full forward.
+  auto one = tokens.narrow(0, 0, 1);
+  auto cache = stories_.model->make_cache(1, 32, nullptr, /*lazy=*/true);
+  auto prefill = stories_.model->forward(one.narrow(1, 0, 20), &cache, nullptr, dynamic.get());
+  std::vector<torch::Tensor> steps{prefill};
+  for (int64_t t = 20; t < 32; ++t)
+    steps.push_back(stories_.model->forward(one.narrow(1, t, 1), &cache, nullptr, dynamic.get()));
+  auto cached = torch::cat(steps, 1);
+  EXPECT_LT((cached - stories_.model->forward(one, nullptr, &arch)).abs().max().item<double>(),
+            1e-4);
+  EXPECT_EQ(cache.keys[1].size(1), arch[1].kv_groups);  // allocated at the routed width
+}
+
+TEST_F(StoriesRouter, DynamicTrainingLeavesTheFrozenModelAlone) {
+  const std::vector<double> budgets{0.6, 0.8, 1.0};
+  auto bundle = fr::make_routers(stories_.model->config(), stories_.space, budgets, true);
+  const auto& layout = *bundle.layout;
+  auto before = stories_.model->state();
+  std::map<std::string, torch::Tensor> copies;
+  for (const auto& [name, t] : before) copies[name] = t.clone();
+  auto dynamic_before = bundle.dynamic->parameters()[2].clone();  // a correction's last layer
+  fr::RoutedTrainOptions o;
+  o.steps = 6;
+  o.router_lr = 1e-2;
+  auto seqs = stories_.sequences;
+  fr::BatchSource batches = [&](int64_t) {
+    return std::make_pair(seqs.narrow(0, 0, 4).narrow(1, 0, 64),
+                          seqs.narrow(0, 0, 4).narrow(1, 1, 64));
+  };
+  fr::BaseArchitecture base = [&](double) {
+    return fm::widest_architecture(stories_.space);
+  };
+  auto summary = fr::train_routed(*stories_.model, *bundle.router, bundle.dynamic.get(), base,
+                                  layout, table_, batches, o);
+  EXPECT_TRUE(std::isfinite(summary["final_lm_loss"].get<double>()));
+  for (const auto& [name, t] : stories_.model->state())
+    EXPECT_TRUE(torch::equal(t, copies[name])) << name;
+  EXPECT_FALSE(torch::equal(bundle.dynamic->parameters()[2], dynamic_before));
+  for (const auto& p : stories_.model->parameters()) EXPECT_TRUE(p.requires_grad());
+}
