@@ -170,28 +170,32 @@ model::Architecture uniform_architecture(const ChoiceLayout& layout, const Laten
                                          const model::ModelConfig& config, torch::Dtype dtype,
                                          const Budget& budget) {
   check_budget(budget, "budget");
-  int64_t mlp_choices = std::numeric_limits<int64_t>::max(), attn_choices = mlp_choices;
-  for (int64_t l = 0; l < layout.layers(); ++l) {
-    mlp_choices = std::min(mlp_choices, layout.mlp_segment(l).size);
-    attn_choices = std::min(attn_choices, layout.attn_segment(l).size);
-  }
+  // Candidates: every MLP width of the grid as a fraction f of the full width, with the KV-group
+  // choice nearest the same fraction, in every layer ("mlp=f,attn=f").
+  const auto& space = layout.space();
   model::Architecture best;
   double best_latency = -1.0, smallest = std::numeric_limits<double>::infinity();
-  for (int64_t m = 0; m < mlp_choices; ++m) {
-    for (int64_t a = 0; a < attn_choices; ++a) {
-      // Index from the top, so layers with more choices still end at their full width.
-      std::vector<int64_t> idx;
-      for (int64_t l = 0; l < layout.layers(); ++l) {
-        idx.push_back(layout.mlp_segment(l).size - mlp_choices + m);
-        idx.push_back(layout.attn_segment(l).size - attn_choices + a);
+  const size_t levels = space.mlp.front().size();
+  for (size_t m = 0; m < levels; ++m) {
+    model::Architecture arch;
+    for (size_t l = 0; l < space.mlp.size(); ++l) {
+      const auto& widths = space.mlp[l];
+      const auto& groups = space.kv_groups[l];
+      const size_t mi = std::min(widths.size() - 1, widths.size() - levels + m);
+      const double f = static_cast<double>(widths[mi]) / static_cast<double>(widths.back());
+      int64_t pick = groups.back();
+      double gap = std::numeric_limits<double>::infinity();
+      for (int64_t g : groups) {
+        const double d = std::abs(static_cast<double>(g) / static_cast<double>(groups.back()) - f);
+        if (d <= gap) gap = d, pick = g;  // ties go to the wider
       }
-      auto arch = layout.from_indices(idx);
-      const double cost = architecture_cost(budget.kind, config, arch, &table, dtype);
-      smallest = std::min(smallest, cost);
-      if (cost > budget.value + kSlack) continue;
-      const double lat = latency_fraction(table, arch);
-      if (lat > best_latency) best_latency = lat, best = arch;
+      arch.push_back({widths[mi], pick});
     }
+    const double cost = architecture_cost(budget.kind, config, arch, &table, dtype);
+    smallest = std::min(smallest, cost);
+    if (cost > budget.value + kSlack) continue;
+    const double lat = latency_fraction(table, arch);
+    if (lat > best_latency) best_latency = lat, best = arch;
   }
   if (best.empty())
     fail("budget", smallest_message(budget.value, smallest, budget_kind_name(budget.kind)) +

@@ -51,8 +51,8 @@ std::vector<BudgetEntry> build_budget_table(StaticRouterImpl& router, SurrogateI
 // budget. Throws flextron::Error naming the smallest achievable budget when none fits.
 const BudgetEntry& lookup_budget(const std::vector<BudgetEntry>& table, const Budget& budget);
 
-// The uniform baseline: the same choice index in every layer (MLP and attention chosen
-// independently), the one with the largest latency that fits the budget.
+// The uniform baseline: the same widths in every layer, attention at the KV-group fraction
+// nearest the MLP's ("mlp=f,attn=f"); the largest such architecture that fits the budget.
 model::Architecture uniform_architecture(const ChoiceLayout& layout, const LatencyTable& table,
                                          const model::ModelConfig& config, torch::Dtype dtype,
                                          const Budget& budget);

@@ -1,5 +1,8 @@
 #include "route/dynamic_router.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
@@ -55,17 +58,25 @@ void DynamicRouterImpl::set_sampling(bool sample, double tau) {
 
 void DynamicRouterImpl::set_costs(const torch::Tensor& cost_ms) {
   cost_ = cost_ms.reshape({-1});
+  auto cpu = cost_.to(torch::kCPU, torch::kDouble).contiguous();
+  cost_values_.assign(cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel());
+}
+
+void DynamicRouterImpl::add_usage(const torch::Tensor& ms) {
+  usage_ = usage_.defined() ? usage_ + ms : ms;
 }
 
 void DynamicRouterImpl::reset_usage() {
   usage_ = torch::Tensor();
+  usage_value_ = 0.0;
   width_sum_.assign(static_cast<size_t>(layout_.layers()), 0.0);
   width_count_.assign(static_cast<size_t>(layout_.layers()), 0);
   forwards_ = 0;
 }
 
 torch::Tensor DynamicRouterImpl::usage_ms() const {
-  return usage_.defined() ? usage_ : torch::zeros({});
+  // Training accumulates a differentiable tensor; inference plain numbers (no per-token ops).
+  return usage_.defined() ? usage_ : torch::tensor(usage_value_, torch::kDouble);
 }
 
 std::vector<double> DynamicRouterImpl::mean_mlp_widths() const {
@@ -77,7 +88,7 @@ std::vector<double> DynamicRouterImpl::mean_mlp_widths() const {
 
 model::LayerDecision DynamicRouterImpl::route(int64_t layer, const torch::Tensor& hidden,
                                               bool prefill) {
-  if (!code_.defined() || !cost_.defined())
+  if (!code_.defined() || cost_values_.empty())
     fail("dynamic router", "set_budget and set_costs must be called before routing");
   const auto l = static_cast<size_t>(layer);
   const auto& space = layout_.space();
@@ -85,57 +96,67 @@ model::LayerDecision DynamicRouterImpl::route(int64_t layer, const torch::Tensor
   const int64_t batch = hidden.size(0), steps = hidden.size(1), dim = hidden.size(2);
   // The router sees the hidden state but does not shape it: no gradient into the LLM from here.
   auto features = torch::layer_norm(hidden.detach().to(torch::kFloat), {dim});
-  auto code = code_.to(features.device());
-  auto add_usage = [&](const torch::Tensor& ms) {
-    usage_ = usage_.defined() ? usage_ + ms : ms;
-  };
+  const auto device = features.device();
+  if (code_.device() != device) code_ = code_.to(device);
+  if (static_logits_.device() != device) static_logits_ = static_logits_.to(device);
+  if (cost_.device() != device) cost_ = cost_.to(device);
   model::LayerDecision decision;
 
   // Attention: per sequence at prefill (batched training shares one choice per batch).
   const Segment attn = layout_.attn_segment(layer);
-  auto attn_cost = cost_.narrow(0, attn.offset, attn.size).to(features.device());
   if (prefill || attn_choice_[l] < 0) {
-    auto pooled = torch::cat({features.mean(1).mean(0), code}, -1);
-    auto logits = static_logits_.narrow(0, attn.offset, attn.size).to(features.device()) +
+    auto pooled = torch::cat({features.mean(1).mean(0), code_}, -1);
+    auto logits = static_logits_.narrow(0, attn.offset, attn.size) +
                   attn_nets[l]->as<torch::nn::Sequential>()->forward(pooled);
-    auto y = sample_ ? gumbel_softmax_hard(logits, tau_, true)
-                     : gumbel_softmax_hard(logits.detach(), 1.0, false);
-    attn_choice_[l] = y.argmax().item<int64_t>();
-    if (sample_) decision.attention_scale = y[attn_choice_[l]];
-    add_usage((y * attn_cost).sum());
-  } else {
-    add_usage(attn_cost[attn_choice_[l]]);
+    if (sample_) {
+      auto y = gumbel_softmax_hard(logits, tau_, true);
+      attn_choice_[l] = y.argmax().item<int64_t>();
+      decision.attention_scale = y[attn_choice_[l]];
+      add_usage((y * cost_.narrow(0, attn.offset, attn.size)).sum());
+    } else {
+      attn_choice_[l] = logits.argmax().item<int64_t>();
+    }
   }
+  if (!sample_) usage_value_ += cost_values_[static_cast<size_t>(attn.offset + attn_choice_[l])];
   decision.widths.kv_groups = space.kv_groups[l][static_cast<size_t>(attn_choice_[l])];
 
   // MLP: per token.
   const Segment mlp = layout_.mlp_segment(layer);
-  auto mlp_cost = cost_.narrow(0, mlp.offset, mlp.size).to(features.device());
-  auto inputs = torch::cat({features, code.expand({batch, steps, code.size(0)})}, -1);
-  auto logits = static_logits_.narrow(0, mlp.offset, mlp.size).to(features.device()) +
+  auto inputs = torch::cat({features, code_.expand({batch, steps, code_.size(0)})}, -1);
+  auto logits = static_logits_.narrow(0, mlp.offset, mlp.size) +
                 mlp_nets[l]->as<torch::nn::Sequential>()->forward(inputs);
-  auto y = sample_ ? gumbel_softmax_hard(logits, tau_, true)
-                   : gumbel_softmax_hard(logits.detach(), 1.0, false);
-  add_usage((y * mlp_cost).sum(-1).mean());
   if (sample_) {
     // Training: the full width with the straight-through neuron mask y @ inclusion, whose
     // gradient tells every choice what its neurons are worth (route/choices.h).
-    auto inclusion = inclusion_matrix(space.mlp[l]).to(features.device());
+    auto y = gumbel_softmax_hard(logits, tau_, true);
+    add_usage((y * cost_.narrow(0, mlp.offset, mlp.size)).sum(-1).mean());
+    auto inclusion = inclusion_matrix(space.mlp[l]).to(device);
     decision.widths.mlp = inclusion.size(1);
     decision.mlp_mask = torch::matmul(y, inclusion).to(hidden.scalar_type());
     return decision;
   }
-  auto chosen = y.argmax(-1);  // [B, T]
-  auto widths_table = torch::tensor(space.mlp[l], torch::kLong).to(features.device());
-  auto widths = widths_table.index_select(0, chosen.reshape({-1})).view({batch, steps});
-  const int64_t widest = widths.max().item<int64_t>();
-  decision.widths.mlp = widest;
-  if (widths.min().item<int64_t>() < widest) {
-    auto neuron = torch::arange(widest, widths.options()).view({1, 1, widest});
-    decision.mlp_mask = (neuron < widths.unsqueeze(-1)).to(hidden.scalar_type());
+  // Inference: argmax per token. A decode step (one token) runs at exactly its width; a prefill
+  // whose tokens differ runs the widest with a mask. Choices come back to the host once.
+  auto chosen = logits.argmax(-1).reshape({-1}).to(torch::kCPU);
+  const auto* c = chosen.data_ptr<int64_t>();
+  int64_t widest = 0, narrowest = std::numeric_limits<int64_t>::max();
+  double cost = 0.0;
+  std::vector<int64_t> widths(static_cast<size_t>(chosen.numel()));
+  for (size_t t = 0; t < widths.size(); ++t) {
+    widths[t] = space.mlp[l][static_cast<size_t>(c[t])];
+    widest = std::max(widest, widths[t]);
+    narrowest = std::min(narrowest, widths[t]);
+    cost += cost_values_[static_cast<size_t>(mlp.offset + c[t])];
+    width_sum_[l] += static_cast<double>(widths[t]);
   }
-  width_sum_[l] += widths.to(torch::kDouble).sum().item<double>();
   width_count_[l] += batch * steps;
+  usage_value_ += cost / static_cast<double>(widths.size());
+  decision.widths.mlp = widest;
+  if (narrowest < widest) {
+    auto per_token = torch::tensor(widths, torch::kLong).to(device).view({batch, steps, 1});
+    auto neuron = torch::arange(widest, per_token.options()).view({1, 1, widest});
+    decision.mlp_mask = (neuron < per_token).to(hidden.scalar_type());
+  }
   return decision;
 }
 

@@ -25,7 +25,7 @@
 
 namespace flextron::route {
 
-inline constexpr double kBaseLogit = 4.0;
+inline constexpr double kBaseLogit = 2.0;
 
 // [choices]: kBaseLogit at `arch`'s choices, 0 elsewhere.
 torch::Tensor base_logits(const ChoiceLayout& layout, const model::Architecture& arch);
@@ -61,7 +61,10 @@ class DynamicRouterImpl : public torch::nn::Module, public model::LayerRouter {
   bool sample_ = false;
   double tau_ = 1.0;
   std::vector<int64_t> attn_choice_;  // per layer, fixed at prefill
-  torch::Tensor usage_;
+  void add_usage(const torch::Tensor& ms);
+  std::vector<double> cost_values_;  // cost_ on the host, for inference
+  torch::Tensor usage_;              // while sampling (differentiable)
+  double usage_value_ = 0.0;         // at inference
   std::vector<double> width_sum_;
   std::vector<int64_t> width_count_;
   int64_t forwards_ = 0;

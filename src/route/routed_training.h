@@ -26,7 +26,7 @@ namespace flextron::route {
 
 struct RoutedTrainOptions {
   int64_t steps = 200;
-  double router_lr = 1e-3;
+  double router_lr = 3e-3;
   double model_lr = 3e-5;  // joint fine-tune only
   double latency_weight = 10.0;
   double tau_start = 2.0;
