@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/parse.h"
 
 namespace flextron::cli {
 
@@ -51,13 +52,7 @@ Selection ArchArgs::resolve(io::LoadedModel& loaded, const std::filesystem::path
   if (!budget.empty()) {
     route::Budget b;
     b.kind = route::parse_budget_kind(budget_kind);
-    try {
-      size_t used = 0;
-      b.value = std::stod(budget, &used);
-      if (used != budget.size()) throw std::invalid_argument(budget);
-    } catch (const std::exception&) {
-      fail("--budget", "not a number: \"" + budget + "\"");
-    }
+    b.value = parse_double(budget, "--budget");
     const auto kind = route::parse_router_kind(router);
     if (kind == route::RouterKind::Dynamic && !with_dynamic_)
       fail("--router",

@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/parse.h"
 #include "core/timing.h"
 #include "device_options.h"
 #include "io/atomic_file.h"
@@ -29,28 +29,12 @@ struct ProfileArgs {
   DeviceArgs device;
 };
 
-std::vector<int64_t> parse_contexts(const std::string& text) {
-  std::vector<int64_t> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoll(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      fail("--contexts", "not an integer: \"" + item + "\"");
-    }
-  }
-  return out;
-}
-
 void run_profile(const ProfileArgs& a) {
   auto load = a.device.load_options();
   load.with_tokenizer = false;
   auto loaded = io::load_model_dir(a.model, load);
   auto options = a.options;
-  options.contexts = parse_contexts(a.contexts);
+  options.contexts = parse_int_list(a.contexts, "--contexts");
   const auto started = std::chrono::steady_clock::now();
   double last_print = -1.0;
   auto progress = [&](int64_t done, int64_t total) {

@@ -63,14 +63,26 @@ std::string cpu_model_name() {
 // ---------------------------------------------------------------------------------------------
 // Prediction
 
-double LatencyTable::decode_ms(const Architecture& arch, int64_t context) const {
-  double total = 0.0;
+// Per layer, the (MLP, attention) entry indices of `arch` (empty: the full widths).
+std::vector<std::pair<size_t, size_t>> LatencyTable::entries(const Architecture& arch) const {
+  std::vector<std::pair<size_t, size_t>> out;
   for (size_t l = 0; l < mlp_widths.size(); ++l) {
     const auto layer = static_cast<int64_t>(l);
-    const int64_t m = arch.empty() ? static_cast<int64_t>(mlp_widths[l].size()) - 1
-                                   : mlp_choice(layer, arch[l].mlp);
-    const int64_t a = arch.empty() ? static_cast<int64_t>(kv_groups[l].size()) - 1
-                                   : attn_choice(layer, arch[l].kv_groups);
+    if (arch.empty()) {
+      out.emplace_back(mlp_widths[l].size() - 1, kv_groups[l].size() - 1);
+    } else {
+      out.emplace_back(static_cast<size_t>(mlp_choice(layer, arch[l].mlp)),
+                       static_cast<size_t>(attn_choice(layer, arch[l].kv_groups)));
+    }
+  }
+  return out;
+}
+
+double LatencyTable::decode_ms(const Architecture& arch, int64_t context) const {
+  double total = 0.0;
+  const auto chosen = entries(arch);
+  for (size_t l = 0; l < chosen.size(); ++l) {
+    const auto [m, a] = chosen[l];
     total += mlp_decode_ms[l][m] + interpolate(contexts, attn_decode_ms[l][a], context);
   }
   return interpolate(contexts, fixed_decode_ms, context) +
@@ -85,12 +97,9 @@ double LatencyTable::decode_ms(const Architecture& arch) const {
 
 double LatencyTable::prefill_ms_per_token(const Architecture& arch) const {
   double total = fixed_prefill_ms;
-  for (size_t l = 0; l < mlp_widths.size(); ++l) {
-    const auto layer = static_cast<int64_t>(l);
-    const int64_t m = arch.empty() ? static_cast<int64_t>(mlp_widths[l].size()) - 1
-                                   : mlp_choice(layer, arch[l].mlp);
-    const int64_t a = arch.empty() ? static_cast<int64_t>(kv_groups[l].size()) - 1
-                                   : attn_choice(layer, arch[l].kv_groups);
+  const auto chosen = entries(arch);
+  for (size_t l = 0; l < chosen.size(); ++l) {
+    const auto [m, a] = chosen[l];
     total += mlp_prefill_ms[l][m] + attn_prefill_ms[l][a];
   }
   return total;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -66,6 +67,9 @@ struct LatencyTable {
   // Index of `width` among layer l's choices; throws naming the layer if it is not one.
   int64_t mlp_choice(int64_t layer, int64_t width) const;
   int64_t attn_choice(int64_t layer, int64_t groups) const;
+
+ private:
+  std::vector<std::pair<size_t, size_t>> entries(const model::Architecture& arch) const;
 };
 
 // What the table records about a model; two models with the same description share a table.

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <sstream>
 
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "core/parse.h"
 #include "io/atomic_file.h"
 #include "io/model_dir.h"
 #include "route/budget_table.h"
@@ -21,21 +21,8 @@ namespace flextron::route {
 namespace fs = std::filesystem;
 
 std::vector<double> parse_budget_list(const std::string& text, const std::string& where) {
-  std::vector<double> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    double v = 0;
-    try {
-      size_t used = 0;
-      v = std::stod(item, &used);
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      fail(where, "not a number: \"" + item + "\"");
-    }
-    check_budget({v, BudgetKind::Latency}, where);
-    out.push_back(v);
-  }
+  auto out = parse_double_list(text, where);
+  for (double v : out) check_budget({v, BudgetKind::Latency}, where);
   if (out.empty()) fail(where, "no budgets given");
   std::sort(out.begin(), out.end());
   if (std::adjacent_find(out.begin(), out.end()) != out.end())

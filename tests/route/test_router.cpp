@@ -66,6 +66,19 @@ class StoriesRouter : public ::testing::Test {
     stories_ = flextron::testing::ranked_stories();
     table_ = flextron::testing::synthetic_table(stories_.model->config(), stories_.space);
   }
+  // Every step: the same 4 sequences (normal tensors: sample_sequences makes inference tensors,
+  // which autograd cannot save), routed around the full architecture.
+  std::pair<fr::BatchSource, fr::BaseArchitecture> same_batch_from_the_full_model() {
+    auto seqs = stories_.sequences.narrow(0, 0, 4).clone();
+    fr::BatchSource batches = [seqs](int64_t) {
+      return std::make_pair(seqs.narrow(1, 0, 64), seqs.narrow(1, 1, 64));
+    };
+    auto widest = fm::widest_architecture(stories_.space);
+    fr::BaseArchitecture base = [widest](double) {
+      return widest;
+    };
+    return {batches, base};
+  }
   flextron::testing::RankedStories stories_;
   fr::LatencyTable table_;
 };
@@ -213,14 +226,7 @@ TEST_F(StoriesRouter, DynamicTrainingLeavesTheFrozenModelAlone) {
   fr::RoutedTrainOptions o;
   o.steps = 6;
   o.router_lr = 1e-2;
-  auto seqs = stories_.sequences;
-  fr::BatchSource batches = [&](int64_t) {
-    return std::make_pair(seqs.narrow(0, 0, 4).narrow(1, 0, 64),
-                          seqs.narrow(0, 0, 4).narrow(1, 1, 64));
-  };
-  fr::BaseArchitecture base = [&](double) {
-    return fm::widest_architecture(stories_.space);
-  };
+  auto [batches, base] = same_batch_from_the_full_model();
   auto summary = fr::train_routed(*stories_.model, *bundle.router, bundle.dynamic.get(), base,
                                   layout, table_, batches, o);
   EXPECT_TRUE(std::isfinite(summary["final_lm_loss"].get<double>()));
@@ -241,15 +247,7 @@ TEST_F(StoriesRouter, JointFineTuneTrainsModelAndRouters) {
   o.train_model = true;
   o.train_static = true;
   o.model_lr = 1e-3;
-  // A normal tensor (sample_sequences makes inference tensors, which autograd cannot save).
-  auto seqs = stories_.sequences.clone();
-  fr::BatchSource batches = [&](int64_t) {
-    return std::make_pair(seqs.narrow(0, 0, 4).narrow(1, 0, 64),
-                          seqs.narrow(0, 0, 4).narrow(1, 1, 64));
-  };
-  fr::BaseArchitecture base = [&](double) {
-    return fm::widest_architecture(stories_.space);
-  };
+  auto [batches, base] = same_batch_from_the_full_model();
   auto summary = fr::train_routed(*stories_.model, *bundle.router, bundle.dynamic.get(), base,
                                   layout, table_, batches, o);
   EXPECT_TRUE(std::isfinite(summary["final_lm_loss"].get<double>()));

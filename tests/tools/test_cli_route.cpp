@@ -188,7 +188,7 @@ void RoutedStories::profile_writes_a_checked_table() {
   EXPECT_EQ(j["check"]["architectures"].size(), 3u);
   expect_one_line_error(run_cli("profile --model " + quote(dir_ / "ranked") + " --out " +
                                 quote(dir_ / "m2.json") + " --contexts 32,abc"),
-                        "--contexts", "not an integer");
+                        "--contexts", "is not an integer");
 }
 
 }  // namespace
