@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "core/timing.h"
 #include "io/model_dir.h"
 #include "model/elastic_space.h"
 #include "runtime/allocator.h"
@@ -31,12 +32,6 @@ double seconds(const std::function<void()>& f) {
   const auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 struct Width {
@@ -137,7 +132,8 @@ int main(int argc, char** argv) {
   }
 
   const auto& full = widths.back();
-  const double full_train = median(full.train_s), full_decode = median(full.decode_s);
+  const double full_train = flextron::median(full.train_s),
+               full_decode = flextron::median(full.decode_s);
   const double full_train_macs = fm::forward_macs_per_token(config, full.arch, seq_len / 2);
   const double full_decode_macs = fm::forward_macs_per_token(config, full.arch, decode_tokens / 2);
   nlohmann::json out = {{"preset", preset},
@@ -155,7 +151,7 @@ int main(int argc, char** argv) {
   std::printf("%-6s %-34s %10s %8s %8s %10s %8s %8s\n", "width", "architecture", "train ms",
               "ratio", "FLOPs", "decode ms", "ratio", "FLOPs");
   for (const auto& w : widths) {
-    const double train = median(w.train_s), dec = median(w.decode_s);
+    const double train = flextron::median(w.train_s), dec = flextron::median(w.decode_s);
     const double train_flops =
         fm::forward_macs_per_token(config, w.arch, seq_len / 2) / full_train_macs;
     const double decode_flops =

@@ -213,8 +213,7 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
                                         const torch::Tensor& rope_cos,
                                         const torch::Tensor& rope_sin, torch::Tensor* cache_k,
                                         torch::Tensor* cache_v) {
-  if (!decision.attention_scale.defined() && !decision.mlp_scale.defined() &&
-      !decision.mlp_mask.defined()) {
+  if (!decision.attention_scale.defined() && !decision.mlp_mask.defined()) {
     return mlp_block(
         attention_block(x, start, decision.widths.kv_groups, rope_cos, rope_sin, cache_k, cache_v),
         decision.widths.mlp);
@@ -223,10 +222,8 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
                                  rope_cos, rope_sin, cache_k, cache_v);
   if (decision.attention_scale.defined()) attn = attn * decision.attention_scale;
   auto h = x + attn;
-  auto out =
-      mlp->forward(post_attention_layernorm->forward(h), decision.widths.mlp, decision.mlp_mask);
-  if (decision.mlp_scale.defined()) out = out * decision.mlp_scale;
-  return h + out;
+  return h +
+         mlp->forward(post_attention_layernorm->forward(h), decision.widths.mlp, decision.mlp_mask);
 }
 
 // ---------------------------------------------------------------------------------------------

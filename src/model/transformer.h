@@ -64,15 +64,15 @@ class ActivationObserver {
 
 // What a router decides for one layer (FLEXTRON.md section 5). widths.mlp is the widest neuron
 // prefix any token uses; the tensors are optional (undefined = not used):
-//  - mlp_mask [batch, T, widths.mlp]: 1 for the neurons each token keeps (per-token widths);
-//  - attention_scale / mlp_scale, broadcastable to [batch, T, 1]: the chosen choice's probability
-//    under a straight-through estimator (value 1, gradient to the router), multiplying the block's
+//  - mlp_mask [batch, T, widths.mlp]: the neurons each token keeps (per-token widths; while a
+//    router trains, a straight-through mask whose gradient reaches it, see route/choices.h);
+//  - attention_scale, broadcastable to [batch, T, 1]: the chosen choice's probability under a
+//    straight-through estimator (value 1, gradient to the router), multiplying the attention
 //    output so the router learns from the LM loss.
 struct LayerDecision {
   LayerWidths widths;
   torch::Tensor mlp_mask;
   torch::Tensor attention_scale;
-  torch::Tensor mlp_scale;
 };
 
 // Chooses each layer's widths during the forward pass, from the hidden state entering it.

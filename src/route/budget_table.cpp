@@ -59,8 +59,9 @@ model::Architecture route_static(StaticRouterImpl& router, SurrogateImpl& surrog
     sizes.push_back(layout.mlp_segment(l).size);
     sizes.push_back(layout.attn_segment(l).size);
   }
+  const double full_ms = table.decode_ms({});
   auto fraction = [&](const std::vector<int64_t>& i) {
-    return latency_fraction(table, layout.from_indices(i));
+    return table.decode_ms(layout.from_indices(i)) / full_ms;
   };
   // Candidates one step away (`direction` -1 or +1) from `idx`, with their SM losses.
   auto neighbours = [&](int direction) {
