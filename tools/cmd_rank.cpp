@@ -1,20 +1,13 @@
 // flextron rank: score MLP neurons and KV groups on calibration text, permute every layer's units
 // into descending importance (same function), and write the ranked model directory plus
 // importance.json.
-#include <chrono>
 #include <cstdio>
-#include <iostream>
 
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "core/error.h"
 #include "device_options.h"
-#include "io/atomic_file.h"
-#include "io/model_dir.h"
-#include "text/utf8.h"
-#include "train/importance.h"
-#include "train/progress.h"
+#include "train/rank_model.h"
 
 namespace flextron::cli {
 
@@ -38,50 +31,20 @@ double peak_ratio(const torch::Tensor& scores) {
 }
 
 void run_rank(const RankArgs& a) {
-  const auto aggregation = train::parse_aggregation(a.aggregation);
-  const std::string text = text::read_utf8_file(a.data);
-  auto loaded = io::load_model_dir(a.model, a.device.load_options());
-  if (!loaded.tokenizer) fail(a.model, "no tokenizer in this model directory");
-  const auto& config = loaded.model->config();
-  if (a.seq_len > config.max_position_embeddings)
-    fail("--seq-len", std::to_string(a.seq_len) + " exceeds the model's context " +
-                          std::to_string(config.max_position_embeddings));
-  const auto windows = train::calibration_windows(loaded.tokenizer->encode(text, true), a.seq_len,
-                                                  a.samples, a.data);
-  if (windows.size(0) < a.samples)
-    std::cerr << "note: " << a.data << " holds " << windows.size(0) << " windows of " << a.seq_len
-              << " tokens; ranking on those instead of " << a.samples << "\n";
-
-  train::ImportanceOptions options;
-  options.aggregation = aggregation;
-  options.batch = a.batch;
-  const auto start = std::chrono::steady_clock::now();
-  options.on_progress = [&](int64_t done, int64_t total) {
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double rate = static_cast<double>(done * a.seq_len) / std::max(s, 1e-9);
-    std::fprintf(
-        stderr, "\rrank: %lld/%lld sequences, %.0f tok/s, ETA %s   ", static_cast<long long>(done),
-        static_cast<long long>(total), rate,
-        train::format_duration(static_cast<double>((total - done) * a.seq_len) / rate).c_str());
-    if (done == total) std::fprintf(stderr, "\n");
-  };
-  const auto ranked = train::rank_by_importance(*loaded.model, windows, options);
-
-  loaded.space.ranked = true;
-  io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get(), &loaded.space);
-  // Same function, same history: train-elastic --token-fraction reads the pretraining budget.
-  const auto history = std::filesystem::path(a.model) / "training.json";
-  if (std::filesystem::exists(history))
-    std::filesystem::copy_file(history, std::filesystem::path(a.out) / "training.json",
-                               std::filesystem::copy_options::overwrite_existing);
-  auto report = train::importance_to_json(ranked.scores, ranked.order);
-  report["model"] = a.model;
-  report["data"] = a.data;
-  io::write_text_atomically(std::filesystem::path(a.out) / "importance.json",
-                            report.dump(1) + "\n");
+  train::RankModelOptions o;
+  o.model = a.model;
+  o.data = a.data;
+  o.out = a.out;
+  o.samples = a.samples;
+  o.seq_len = a.seq_len;
+  o.aggregation = train::parse_aggregation(a.aggregation);
+  o.batch = a.batch;
+  o.load = a.device.load_options();
+  const auto result = train::rank_model_dir(o);
+  const auto& ranked = result.ranked;
+  const auto& report = result.report;
   if (a.json) {
-    std::cout << report.dump(2) << "\n";
+    std::printf("%s\n", report.dump(2).c_str());
     return;
   }
   std::printf("%-6s %-24s %-24s %s\n", "layer", "MLP max/median score", "KV group max/median",

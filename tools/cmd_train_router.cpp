@@ -38,6 +38,9 @@ void register_train_router(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_flag("--joint", o->joint, "Then fine-tune model and routers together");
+  cmd->add_flag("--reuse", o->reuse,
+                "Start from the routers already in --model (skip surrogate, static and dynamic "
+                "training; e.g. to add --joint later)");
   cmd->add_option("--tokens", o->joint_tokens, "Token budget of the joint fine-tune");
   cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Sequences per step")->capture_default_str();

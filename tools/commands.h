@@ -19,5 +19,8 @@ void register_train_elastic(CLI::App& app);
 void register_launch(CLI::App& app);
 void register_profile(CLI::App& app);
 void register_train_router(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_make_task(CLI::App& app);
 
 }  // namespace flextron::cli

@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   flextron::cli::register_launch(app);
   flextron::cli::register_profile(app);
   flextron::cli::register_train_router(app);
+  flextron::cli::register_convert(app);
+  flextron::cli::register_eval(app);
+  flextron::cli::register_make_task(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -164,20 +164,21 @@ nlohmann::json describe_hardware(const model::TransformerImpl& model) {
 // Measurement
 
 double measure_decode_ms(model::TransformerImpl& model, const Architecture& arch, int64_t context,
-                         int64_t batch, int64_t warmup, int64_t repeats) {
+                         int64_t batch, int64_t warmup, int64_t repeats,
+                         model::LayerRouter* router) {
   c10::InferenceMode guard;
   const auto& config = model.config();
   if (context < 0 || context + 1 > config.max_position_embeddings)
     fail("latency", "context " + std::to_string(context) + " outside [0, " +
                         std::to_string(config.max_position_embeddings - 1) + "]");
   auto ids = torch::TensorOptions().dtype(torch::kLong).device(model.device());
-  auto cache = model.make_cache(batch, context + 1, &arch);
+  auto cache = model.make_cache(batch, context + 1, &arch, /*lazy=*/router != nullptr);
   if (context > 0)
-    model.forward(torch::randint(config.vocab_size, {batch, context}, ids), &cache, &arch);
+    model.forward(torch::randint(config.vocab_size, {batch, context}, ids), &cache, &arch, router);
   auto token = torch::randint(config.vocab_size, {batch, 1}, ids);
   auto step = [&] {
     cache.length = context;
-    model.forward(token, &cache, &arch);
+    model.forward(token, &cache, &arch, router);
   };
   return median(time_calls_ms(step, warmup, repeats, model.device()));
 }

@@ -82,9 +82,11 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
                              const std::function<void(int64_t, int64_t)>& progress = {});
 
 // Median milliseconds of one decode step of `arch` at `context` positions already cached,
-// measured end to end through the model's forward (what the table must predict).
+// measured end to end through the model's forward (what the table must predict). With a router,
+// the router chooses the widths instead of `arch` (and its own cost is part of the step).
 double measure_decode_ms(model::TransformerImpl& model, const model::Architecture& arch,
-                         int64_t context, int64_t batch, int64_t warmup, int64_t repeats);
+                         int64_t context, int64_t batch, int64_t warmup, int64_t repeats,
+                         model::LayerRouter* router = nullptr);
 
 // One architecture measured end to end beside the table's prediction.
 struct LatencyCheck {

@@ -53,7 +53,7 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   if (!fs::exists(latency_file))
     fail(latency_file.string(), "missing: run flextron profile --model " + o.model.string());
   const auto table = load_latency_table(latency_file, config, loaded.space);
-  {
+  if (!o.reuse) {
     const double smallest = latency_fraction(table, model::narrowest_architecture(loaded.space));
     if (o.budgets.front() < smallest)
       fail("--budgets", "budget " + std::to_string(o.budgets.front()) +
@@ -69,8 +69,12 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   };
 
   // 1-2. Surrogate and static router, the LLM only measured (never trained) here.
-  auto bundle = make_routers(config, loaded.space, o.budgets, o.dynamic);
+  auto bundle = o.reuse ? load_routers(o.model, config, loaded.space)
+                        : make_routers(config, loaded.space, o.budgets, o.dynamic);
+  if (o.reuse && o.dynamic && !bundle.dynamic)
+    fail((o.model / kRouterFile).string(), "has no dynamic router to reuse (train it first)");
   const auto& layout = *bundle.layout;
+  const auto budgets = bundle.router->budgets();
   int64_t measured = 0;
   LossOracle oracle = [&](const std::vector<model::Architecture>& archs) {
     std::vector<double> losses;
@@ -80,19 +84,22 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
     measured += static_cast<int64_t>(archs.size());
     return losses;
   };
-  StaticRouterTrainOptions so;
-  so.steps = o.router_steps;
-  so.surrogate_samples = o.surrogate_samples;
-  so.latency_weight = o.latency_weight;
-  so.seed = o.seed;
-  auto static_report =
-      train_static_router(*bundle.router, *bundle.surrogate, layout, table, oracle, so, say);
-  nlohmann::json report = {{"surrogate_heldout_spearman", static_report.surrogate_heldout_spearman},
-                           {"surrogate_heldout_rmse", static_report.surrogate_heldout_rmse},
-                           {"surrogate_samples", static_report.surrogate_samples},
-                           {"surrogate_refits", static_report.refits},
-                           {"architectures_measured", measured},
-                           {"static_log", static_report.log}};
+  nlohmann::json report = bundle.report;
+  if (!o.reuse) {
+    StaticRouterTrainOptions so;
+    so.steps = o.router_steps;
+    so.surrogate_samples = o.surrogate_samples;
+    so.latency_weight = o.latency_weight;
+    so.seed = o.seed;
+    const auto static_report =
+        train_static_router(*bundle.router, *bundle.surrogate, layout, table, oracle, so, say);
+    report = {{"surrogate_heldout_spearman", static_report.surrogate_heldout_spearman},
+              {"surrogate_heldout_rmse", static_report.surrogate_heldout_rmse},
+              {"surrogate_samples", static_report.surrogate_samples},
+              {"surrogate_refits", static_report.refits},
+              {"architectures_measured", measured},
+              {"static_log", static_report.log}};
+  }
 
   // 3-4. Through the LLM: dynamic router (LLM frozen), then the joint fine-tune.
   bundle.router->to(model.device());
@@ -103,12 +110,13 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
         train::sample_batch(train_data, data.split.train, o.batch, o.seq_len, o.seed + 7, step);
     return std::make_pair(b.inputs, b.targets);
   };
-  bundle.table =
-      build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config, model.dtype());
+  if (!o.reuse)
+    bundle.table =
+        build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config, model.dtype());
   BaseArchitecture base_arch = [&](double budget) {
     return lookup_budget(bundle.table, {budget, BudgetKind::Latency}).arch;
   };
-  if (bundle.dynamic) {
+  if (bundle.dynamic && !o.reuse) {
     RoutedTrainOptions ro;
     ro.steps = o.dynamic_steps;
     ro.latency_weight = o.latency_weight;
@@ -135,7 +143,7 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
   if (o.joint)
     bundle.table =
         build_budget_table(*bundle.router, *bundle.surrogate, layout, table, config, model.dtype());
-  report["budgets"] = o.budgets;
+  report["budgets"] = budgets;
   report["seconds"] =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   bundle.report = report;
@@ -147,14 +155,14 @@ nlohmann::json train_routers(const RouterPipelineOptions& o) {
 
   std::printf("%-8s %-10s %-9s %-8s %-8s  %s\n", "budget", "latency", "ms/token", "params",
               "SM loss", "architecture");
-  for (double b : o.budgets) {
+  for (double b : budgets) {
     const auto& e = lookup_budget(bundle.table, {b, BudgetKind::Latency});
     std::printf("%-8.2f %-10.3f %-9.3f %-8.3f %-8.4f  %s\n", b, e.latency_fraction, e.decode_ms,
                 e.params_fraction, e.predicted_loss,
                 model::describe_architecture(e.arch, config).c_str());
   }
   std::printf("surrogate: held-out rank correlation %.3f; routers written to %s\n",
-              static_report.surrogate_heldout_spearman, o.out.c_str());
+              report.value("surrogate_heldout_spearman", 0.0), o.out.c_str());
   return report;
 }
 

@@ -5,6 +5,8 @@
 //  3. with `dynamic`: the dynamic router with the LLM frozen (route/routed_training.h);
 //  4. with `joint`: LLM and routers fine-tuned together on the true loss for `joint_tokens`;
 //  5. the budget table on a 0.01 grid, written with the routers into `out`.
+// With `reuse`, steps 1-3 are taken from the routers already in `model` (its router.json), so a
+// joint fine-tune can follow a router run as a separate, cached stage (flextron convert).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,7 @@ struct RouterPipelineOptions {
   double latency_weight = 10.0;
   bool dynamic = false;
   int64_t dynamic_steps = 100;
+  bool reuse = false;  // start from model/router.json instead of training steps 1-3
   bool joint = false;
   int64_t joint_tokens = 0;
   int64_t seq_len = 256;

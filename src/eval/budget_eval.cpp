@@ -1,0 +1,205 @@
+#include "eval/budget_eval.h"
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "eval/multiple_choice.h"
+#include "eval/perplexity.h"
+#include "io/model_dir.h"
+#include "model/extract.h"
+#include "route/latency.h"
+#include "text/utf8.h"
+#include "train/progress.h"
+
+namespace flextron::eval {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Task {
+  std::string name;
+  std::vector<ChoiceExample> examples;
+};
+
+// What one row runs: a model at an architecture, or routed.
+struct Subject {
+  std::string model_label;
+  std::string kind;
+  double budget = 0.0;  // 0: not a budget row
+  model::TransformerImpl* model = nullptr;
+  const text::Tokenizer* tokenizer = nullptr;
+  const model::ElasticSpace* space = nullptr;
+  std::optional<route::BudgetPlan> plan;
+  model::Architecture arch;
+};
+
+// Parameters used per token. A dynamic router varies MLP widths per token: its mean width per
+// layer, times the parameters of one MLP neuron, replaces the base architecture's width.
+double parameters_used(const model::ModelConfig& config, const Subject& s) {
+  const auto count = model::subnetwork_parameter_count(config, s.arch);
+  if (!s.plan || !s.plan->dynamic || s.plan->dynamic->forwards() == 0)
+    return static_cast<double>(count);
+  const auto arch = s.arch.empty() ? model::full_architecture(config) : s.arch;
+  auto wider = arch;
+  wider[0].mlp += 1;
+  const double per_neuron =
+      static_cast<double>(model::subnetwork_parameter_count(config, wider) - count);
+  const auto means = s.plan->dynamic->mean_mlp_widths();
+  double n = static_cast<double>(count);
+  for (size_t l = 0; l < arch.size() && l < means.size(); ++l)
+    n += per_neuron * (means[l] - static_cast<double>(arch[l].mlp));
+  return n;
+}
+
+}  // namespace
+
+nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
+  if (o.budgets.empty() && o.baselines.empty()) fail("--budgets", "no budgets given");
+  if (o.ppl.empty() && o.tasks.empty())
+    fail("eval", "nothing to measure quality with: give --ppl FILE and/or --tasks FILE.jsonl");
+  auto loaded = io::load_model_dir(o.model);
+  if (!loaded.tokenizer) fail(o.model.string(), "no tokenizer in this model directory");
+  const auto& config = loaded.model->config();
+
+  // Inputs first, so that a bad file fails before minutes of measurement.
+  std::string ppl_text;
+  if (!o.ppl.empty()) ppl_text = text::read_utf8_file(o.ppl);
+  std::vector<Task> tasks;
+  for (const auto& file : o.tasks) {
+    Task t{file.stem().string(), load_choice_task(file)};
+    if (o.task_limit > 0 && static_cast<int64_t>(t.examples.size()) > o.task_limit)
+      t.examples.resize(static_cast<size_t>(o.task_limit));
+    tasks.push_back(std::move(t));
+  }
+  std::vector<io::LoadedModel> baselines;
+  for (const auto& [label, dir] : o.baselines) {
+    baselines.push_back(io::load_model_dir(dir));
+    if (!baselines.back().tokenizer) fail(dir.string(), "no tokenizer in this baseline directory");
+  }
+
+  std::vector<Subject> subjects;
+  Subject full{"flextron", "full", 1.0, loaded.model.get(), loaded.tokenizer.get(), &loaded.space};
+  subjects.push_back(std::move(full));
+  for (auto kind : o.kinds)
+    for (double b : o.budgets) {
+      Subject s{"flextron", route::router_kind_name(kind), b, loaded.model.get(),
+                loaded.tokenizer.get(), &loaded.space};
+      s.plan = route::plan_budget(o.model, *loaded.model, loaded.space,
+                                  {b, route::BudgetKind::Latency}, kind);
+      s.arch = s.plan->arch;
+      subjects.push_back(std::move(s));
+    }
+  for (size_t i = 0; i < baselines.size(); ++i)
+    subjects.push_back({o.baselines[i].first, "baseline", 0.0, baselines[i].model.get(),
+                        baselines[i].tokenizer.get(), &baselines[i].space});
+
+  // Latency contexts: those of the model's table (what budgets are fractions of).
+  std::vector<int64_t> contexts{128};
+  if (fs::exists(o.model / route::kLatencyFile))
+    contexts =
+        route::load_latency_table(o.model / route::kLatencyFile, config, loaded.space).contexts;
+
+  const auto started = std::chrono::steady_clock::now();
+  double full_ms = 0.0;
+  const double full_params = static_cast<double>(model::subnetwork_parameter_count(config, {}));
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < subjects.size(); ++i) {
+    auto& s = subjects[i];
+    auto& m = *s.model;
+    const auto& cfg = m.config();
+    model::LayerRouter* router = s.plan ? s.plan->router() : nullptr;
+    if (s.plan && s.plan->dynamic) s.plan->dynamic->reset_usage();
+
+    double ms = 0.0;
+    for (int64_t c : contexts)
+      ms += route::measure_decode_ms(m, s.arch, std::min(c, cfg.max_position_embeddings - 1), 1,
+                                     o.latency_warmup, o.latency_repeats, router) /
+            static_cast<double>(contexts.size());
+    if (i == 0) full_ms = ms;
+    nlohmann::json row = {{"model", s.model_label},
+                          {"router", s.kind},
+                          {"architecture", model::describe_architecture(s.arch, cfg)},
+                          {"decode_ms", ms},
+                          {"latency_fraction", ms / full_ms},
+                          {"tokens_per_second", 1000.0 / ms}};
+    if (s.budget > 0.0) row["budget"] = s.budget;
+    if (s.plan) row["predicted_latency_fraction"] = s.plan->predicted_latency_fraction;
+
+    if (!ppl_text.empty()) {
+      auto tokens = s.tokenizer->encode(ppl_text, true);
+      if (o.ppl_max_tokens > 0 && static_cast<int64_t>(tokens.size()) > o.ppl_max_tokens)
+        tokens.resize(static_cast<size_t>(o.ppl_max_tokens));
+      PerplexityOptions po;
+      po.ctx = std::min(o.ppl_ctx, cfg.max_position_embeddings);
+      po.arch = s.arch;
+      po.router = router;
+      const auto r = perplexity(m, *s.tokenizer, tokens, po);
+      row["perplexity"] = r.perplexity();
+      row["bits_per_byte"] = r.bits_per_byte();
+      row["tokens_scored"] = r.tokens_scored;
+    }
+    row["tasks"] = nlohmann::json::object();
+    for (const auto& t : tasks) {
+      ChoiceOptions co;
+      co.delimiter = o.delimiter;
+      co.arch = s.arch;
+      co.router = router;
+      row["tasks"][t.name] = evaluate_choices(m, *s.tokenizer, t.examples, co).to_json();
+    }
+    const double params = parameters_used(cfg, s);
+    row["params"] = params;
+    row["params_fraction"] = params / full_params;
+    if (s.plan && s.plan->dynamic) {
+      const auto plan = s.plan->to_json(cfg);
+      row["dynamic_mean_mlp_widths"] = plan.value("dynamic_mean_mlp_widths", nlohmann::json());
+      row["predicted_latency_fraction"] =
+          plan.value("dynamic_predicted_latency_fraction", s.plan->predicted_latency_fraction);
+    }
+    rows.push_back(row);
+
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::fprintf(stderr, "[eval %zu/%zu] %s %s%s: latency %.3f, %.0f tok/s%s, ETA %s\n", i + 1,
+                 subjects.size(), s.model_label.c_str(), s.kind.c_str(),
+                 s.budget > 0.0 ? (" @" + std::to_string(s.budget).substr(0, 4)).c_str() : "",
+                 ms / full_ms, 1000.0 / ms,
+                 row.contains("perplexity")
+                     ? (", ppl " + std::to_string(row["perplexity"].get<double>())).c_str()
+                     : "",
+                 train::format_duration(secs / static_cast<double>(i + 1) *
+                                        static_cast<double>(subjects.size() - i - 1))
+                     .c_str());
+  }
+
+  nlohmann::json settings = {{"budgets", o.budgets},
+                             {"ppl", o.ppl.string()},
+                             {"ppl_ctx", o.ppl_ctx},
+                             {"ppl_max_tokens", o.ppl_max_tokens},
+                             {"ppl_convention", "llama.cpp"},
+                             {"latency_contexts", contexts},
+                             {"latency_repeats", o.latency_repeats},
+                             {"delimiter", o.delimiter}};
+  nlohmann::json kinds = nlohmann::json::array();
+  for (auto k : o.kinds) kinds.push_back(route::router_kind_name(k));
+  settings["kinds"] = kinds;
+  nlohmann::json task_list = nlohmann::json::array();
+  for (size_t i = 0; i < tasks.size(); ++i)
+    task_list.push_back({{"name", tasks[i].name},
+                         {"file", o.tasks[i].string()},
+                         {"examples", tasks[i].examples.size()}});
+  settings["tasks"] = task_list;
+  return {{"format", "flextron-eval"},
+          {"model", o.model.string()},
+          {"hardware", route::describe_hardware(*loaded.model)},
+          {"settings", settings},
+          {"full_decode_ms", full_ms},
+          {"full_params", full_params},
+          {"rows", rows}};
+}
+
+}  // namespace flextron::eval

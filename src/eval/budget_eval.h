@@ -1,0 +1,44 @@
+// flextron eval: one elastic model measured at every budget and router kind, beside baselines
+// (other model directories, each at its full width), on the same axes:
+//   - measured decode milliseconds per token (median of repeated single-token steps, averaged
+//     over the latency table's contexts), as a fraction of the full model measured in the same
+//     run, and tokens per second;
+//   - parameters used (for the dynamic router: the mean active parameters per token);
+//   - perplexity and bits per byte on a held-out text (eval/perplexity.h);
+//   - multiple-choice acc and acc_norm on JSONL tasks (eval/multiple_choice.h).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "route/select.h"
+
+namespace flextron::eval {
+
+struct BudgetEvalOptions {
+  std::filesystem::path model;  // elastic model directory with latency.json and routers
+  std::vector<double> budgets{0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};  // latency fractions
+  std::vector<route::RouterKind> kinds{route::RouterKind::Uniform, route::RouterKind::Static,
+                                       route::RouterKind::Dynamic};
+  std::filesystem::path ppl;  // held-out text; empty: no perplexity
+  int64_t ppl_ctx = 256;
+  int64_t ppl_max_tokens = 0;  // 0: the whole file
+  std::vector<std::filesystem::path> tasks;
+  int64_t task_limit = 0;  // examples per task; 0: all
+  std::string delimiter = " ";
+  int64_t latency_warmup = 3;
+  int64_t latency_repeats = 15;
+  std::vector<std::pair<std::string, std::filesystem::path>> baselines;  // (label, directory)
+};
+
+// Returns the report: {"model", "settings", "full": {...}, "rows": [...]} with one row per
+// (kind, budget), then one per baseline. Everything is checked before the first measurement:
+// budgets below the smallest architecture, kinds the model has no router for, unreadable task
+// files and baselines are errors naming the option or file.
+nlohmann::json evaluate_budgets(const BudgetEvalOptions& options);
+
+}  // namespace flextron::eval

@@ -1,0 +1,308 @@
+#include "pipeline/convert.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/files.h"
+#include "route/profile_model.h"
+#include "route/router_pipeline.h"
+#include "train/checkpoint.h"
+#include "train/elastic_training.h"
+#include "train/progress.h"
+#include "train/rank_model.h"
+
+namespace flextron::pipeline {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// What one stage ran with, what it produced and what it cost.
+struct StageOutcome {
+  int64_t tokens_trained = 0;  // through forward and backward passes
+  int64_t tokens_read = 0;     // forward only (calibration, surrogate measurements)
+  nlohmann::json details = nlohmann::json::object();
+};
+
+struct Stage {
+  std::string name;
+  std::string what;
+  nlohmann::json settings;  // a change reruns this stage and every later one
+  std::function<StageOutcome(const fs::path& dir)> run;
+};
+
+std::vector<std::string> path_strings(const std::vector<fs::path>& paths) {
+  std::vector<std::string> out;
+  for (const auto& p : paths) out.push_back(p.string());
+  return out;
+}
+
+int64_t base_pretraining_tokens(const fs::path& model) {
+  const auto file = model / "training.json";
+  if (!fs::exists(file)) return 0;
+  const auto j = io::read_json_file(file);
+  if (j.contains("base_pretraining_tokens") && j["base_pretraining_tokens"].is_number_integer())
+    return j["base_pretraining_tokens"].get<int64_t>();
+  return j.contains("tokens") && j["tokens"].is_number_integer() ? j["tokens"].get<int64_t>() : 0;
+}
+
+// The finished model directory: every regular file of the last stage, hard-linked (copied where
+// links are not possible) into `out`.
+void publish(const fs::path& stage_dir, const fs::path& out) {
+  for (const auto& entry : fs::directory_iterator(stage_dir)) {
+    if (!entry.is_regular_file()) continue;
+    const auto target = out / entry.path().filename();
+    fs::remove(target);
+    std::error_code linked;
+    fs::create_hard_link(entry.path(), target, linked);
+    if (linked) fs::copy_file(entry.path(), target);
+  }
+}
+
+}  // namespace
+
+nlohmann::json convert(const ConvertOptions& o) {
+  if (o.out.empty()) fail("--out", "an output directory is required");
+  if (o.data.empty()) fail("--data", "at least one training text file is required");
+  if (!fs::is_directory(o.model)) fail(o.model.string(), "not a model directory (--model)");
+  if (fs::exists(o.out) && fs::equivalent(o.out, o.model))
+    fail("--out", "must differ from --model (the base model is read, not modified)");
+  if (!(o.joint_share >= 0.0 && o.joint_share < 1.0))
+    fail("--joint-share", std::to_string(o.joint_share) + " outside [0, 1)");
+  for (const auto& f : o.data)
+    if (!fs::is_regular_file(f)) fail(f.string(), "no such file (--data)");
+  for (const auto& f : o.val)
+    if (!fs::is_regular_file(f)) fail(f.string(), "no such file (--val)");
+  if (o.budgets.empty()) fail("--budgets", "no budgets given");
+
+  // The token budget: given, or a fraction of what the base was pretrained on.
+  const int64_t base_tokens = base_pretraining_tokens(o.model);
+  int64_t budget = o.tokens;
+  if (budget <= 0) {
+    if (base_tokens <= 0)
+      fail((o.model / "training.json").string(),
+           "--token-fraction needs the base model's pretraining token count here (pass --tokens "
+           "instead)");
+    if (!(o.token_fraction > 0.0 && o.token_fraction <= 10.0))
+      fail("--token-fraction", std::to_string(o.token_fraction) + " outside (0, 10]");
+    budget = std::llround(o.token_fraction * static_cast<double>(base_tokens));
+  }
+  const auto joint_tokens =
+      static_cast<int64_t>(std::llround(o.joint_share * static_cast<double>(budget)));
+  const int64_t elastic_tokens = budget - joint_tokens;
+  if (elastic_tokens < o.batch * o.seq_len)
+    fail("--tokens", "a budget of " + std::to_string(budget) +
+                         " tokens leaves less than one elastic-training step of " +
+                         std::to_string(o.batch * o.seq_len));
+
+  const fs::path stages_dir = o.out / "stages";
+  const fs::path ranked = stages_dir / "rank", elastic = stages_dir / "elastic",
+                 routed = stages_dir / "routers", joint = stages_dir / "joint";
+  auto router_options = [&](const fs::path& model, const fs::path& out) {
+    route::RouterPipelineOptions r;
+    r.model = model;
+    r.out = out;
+    r.data = o.data;
+    r.val = o.val;
+    r.budgets = o.budgets;
+    r.router_steps = o.router_steps;
+    r.surrogate_samples = o.surrogate_samples;
+    r.dynamic_steps = o.dynamic_steps;
+    r.seq_len = o.seq_len;
+    r.batch = o.router_batch;
+    r.seed = o.seed;
+    r.threads = o.threads;
+    return r;
+  };
+
+  std::vector<Stage> stages;
+  stages.push_back(
+      {"rank", "importance ranking",
+       {{"model", fs::absolute(o.model).string()},
+        {"calibration", o.data.front().string()},
+        {"samples", o.rank_samples},
+        {"seq_len", o.seq_len}},
+       [&](const fs::path& dir) {
+         train::RankModelOptions r;
+         r.model = o.model;
+         r.data = o.data.front();
+         r.out = dir;
+         r.samples = o.rank_samples;
+         r.seq_len = o.seq_len;
+         const auto result = train::rank_model_dir(r);
+         StageOutcome outcome;
+         outcome.tokens_read = result.ranked.scores.sequences * result.ranked.scores.seq_len;
+         return outcome;
+       }});
+  stages.push_back({"elastic", "elastic continued training",
+                    {{"data", path_strings(o.data)},
+                     {"val", path_strings(o.val)},
+                     {"tokens", elastic_tokens},
+                     {"seq_len", o.seq_len},
+                     {"batch", o.batch},
+                     {"sampling", o.sampling},
+                     {"seed", o.seed}},
+                    [&](const fs::path& dir) {
+                      train::ElasticTrainOptions e;
+                      e.model = ranked;
+                      e.data = o.data;
+                      e.val = o.val;
+                      e.out = dir;
+                      e.tokens = elastic_tokens;
+                      e.sampling = train::parse_arch_sampling(o.sampling);
+                      e.seq_len = o.seq_len;
+                      e.batch = o.batch;
+                      e.seed = o.seed;
+                      e.threads = o.threads;
+                      e.resume = train::find_checkpoint(dir).has_value();
+                      const auto r = train::train_elastic(e);
+                      if (!r.completed) fail("convert", "elastic training stopped early");
+                      StageOutcome outcome;
+                      outcome.tokens_trained = r.tokens;
+                      return outcome;
+                    }});
+  stages.push_back({"profile", "latency profile",
+                    {{"contexts", o.profile.contexts},
+                     {"repeats", o.profile.repeats},
+                     {"check", o.profile_check}},
+                    [&](const fs::path& dir) {
+                      route::ProfileModelOptions p;
+                      p.model = elastic;
+                      p.out = dir / route::kLatencyFile;
+                      p.profile = o.profile;
+                      p.check = o.profile_check;
+                      fs::create_directories(dir);
+                      const auto j = route::profile_model_dir(p);
+                      StageOutcome outcome;
+                      if (j.contains("check"))
+                        outcome.details["median_relative_error"] =
+                            j["check"]["median_relative_error"];
+                      return outcome;
+                    }});
+  stages.push_back({"routers", "surrogate, static and dynamic routers",
+                    {{"budgets", o.budgets},
+                     {"router_steps", o.router_steps},
+                     {"surrogate_samples", o.surrogate_samples},
+                     {"dynamic_steps", o.dynamic_steps},
+                     {"batch", o.router_batch},
+                     {"seed", o.seed}},
+                    [&](const fs::path& dir) {
+                      auto r = router_options(elastic, dir);
+                      r.latency = stages_dir / "profile" / route::kLatencyFile;
+                      r.dynamic = true;
+                      const auto report = route::train_routers(r);
+                      StageOutcome outcome;
+                      outcome.tokens_trained = o.dynamic_steps * o.router_batch * o.seq_len;
+                      outcome.tokens_read = report.value("architectures_measured", int64_t{0}) *
+                                            r.eval_windows * o.seq_len;
+                      outcome.details["surrogate_heldout_spearman"] =
+                          report.value("surrogate_heldout_spearman", 0.0);
+                      return outcome;
+                    }});
+  if (joint_tokens > 0)
+    stages.push_back({"joint", "joint fine-tune of model and routers",
+                      {{"tokens", joint_tokens}, {"batch", o.router_batch}},
+                      [&](const fs::path& dir) {
+                        auto r = router_options(routed, dir);
+                        r.reuse = true;
+                        r.joint = true;
+                        r.joint_tokens = joint_tokens;
+                        const auto report = route::train_routers(r);
+                        StageOutcome outcome;
+                        outcome.tokens_trained = report["joint"].value("tokens", int64_t{0});
+                        return outcome;
+                      }});
+
+  // The record of earlier runs.
+  fs::create_directories(stages_dir);
+  const fs::path record_file = o.out / kConvertFile;
+  nlohmann::json record = fs::exists(record_file) ? io::read_json_file(record_file)
+                                                  : nlohmann::json::object();
+  if (!record.is_object() || record.value("format", "flextron-convert") != "flextron-convert")
+    fail(record_file.string(), "not a flextron convert record");
+  record["format"] = "flextron-convert";
+  record["base_model"] = fs::absolute(o.model).string();
+  record["base_pretraining_tokens"] = base_tokens;
+  record["token_budget"] = budget;
+  if (!record.contains("stages")) record["stages"] = nlohmann::json::object();
+  auto save_record = [&] {
+    io::write_text_atomically(record_file, record.dump(2) + "\n");
+  };
+
+  const auto started = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return train::format_duration(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  };
+  bool rerun_rest = false;
+  const int total = static_cast<int>(stages.size());
+  for (int i = 0; i < total; ++i) {
+    const auto& stage = stages[i];
+    const fs::path dir = stages_dir / stage.name;
+    auto& entry = record["stages"][stage.name];
+    const bool same = entry.is_object() && entry.value("settings", nlohmann::json()) == stage.settings;
+    if (!rerun_rest && same && entry.value("done", false) && fs::is_directory(dir)) {
+      std::fprintf(stderr, "[convert %d/%d] %s: cached (%s)\n", i + 1, total, stage.what.c_str(),
+                   dir.c_str());
+      continue;
+    }
+    // Changed settings, or an earlier stage ran again: start this one over. An unfinished stage
+    // with the same settings keeps its directory (elastic training resumes from its checkpoint).
+    if (!same || rerun_rest) fs::remove_all(dir);
+    rerun_rest = true;
+    entry = {{"settings", stage.settings}, {"done", false}};
+    save_record();
+    std::fprintf(stderr, "[convert %d/%d] %s -> %s (pipeline %s elapsed)\n", i + 1, total,
+                 stage.what.c_str(), dir.c_str(), elapsed().c_str());
+    const auto stage_start = std::chrono::steady_clock::now();
+    const auto outcome = stage.run(dir);
+    entry["done"] = true;
+    entry["seconds"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count();
+    entry["tokens_trained"] = outcome.tokens_trained;
+    entry["tokens_read"] = outcome.tokens_read;
+    entry["details"] = outcome.details;
+    save_record();
+    if (o.stop_after_stage > 0 && i + 1 >= o.stop_after_stage && i + 1 < total) {
+      std::fprintf(stderr, "[convert] stopping after stage %d as asked\n", i + 1);
+      return record;
+    }
+  }
+  // Stages of an earlier, longer pipeline (joint share now 0) are not part of this result.
+  if (joint_tokens == 0) record["stages"].erase("joint");
+
+  publish(stages_dir / stages.back().name, o.out);
+  int64_t trained = 0, read = 0;
+  double seconds = 0.0;
+  std::printf("%-9s %-12s %-12s %-10s %s\n", "stage", "trained", "read", "time", "output");
+  for (const auto& stage : stages) {
+    const auto& e = record["stages"][stage.name];
+    trained += e.value("tokens_trained", int64_t{0});
+    read += e.value("tokens_read", int64_t{0});
+    seconds += e.value("seconds", 0.0);
+    std::printf("%-9s %-12lld %-12lld %-10s %s\n", stage.name.c_str(),
+                static_cast<long long>(e.value("tokens_trained", int64_t{0})),
+                static_cast<long long>(e.value("tokens_read", int64_t{0})),
+                train::format_duration(e.value("seconds", 0.0)).c_str(),
+                (stages_dir / stage.name).c_str());
+  }
+  record["tokens_trained"] = trained;
+  record["tokens_read"] = read;
+  record["seconds"] = seconds;
+  record["fraction_of_pretraining"] =
+      base_tokens > 0 ? static_cast<double>(trained) / static_cast<double>(base_tokens) : 0.0;
+  record["done"] = true;
+  save_record();
+  if (base_tokens > 0)
+    std::printf("trained on %lld tokens = %.2f%% of the base's %lld pretraining tokens, in %s\n",
+                static_cast<long long>(trained), 100.0 * record["fraction_of_pretraining"].get<double>(),
+                static_cast<long long>(base_tokens), train::format_duration(seconds).c_str());
+  std::printf("Flextron model: %s (generate/perplexity/eval --model %s --budget ...)\n",
+              o.out.c_str(), o.out.c_str());
+  return record;
+}
+
+}  // namespace flextron::pipeline

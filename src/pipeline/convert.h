@@ -1,0 +1,55 @@
+// flextron convert: one command from a trained LLM to a Flextron model (FLEXTRON.md sections 2-5).
+//   1. rank      importance ranking and permutation (train/rank_model.h)
+//   2. elastic   elastic continued training on (1 - joint_share) of the token budget
+//   3. profile   the latency lookup table of the elastic model on this machine
+//   4. routers   surrogate, static router and dynamic router (LLM frozen)
+//   5. joint     LLM and routers fine-tuned together on joint_share of the budget
+// Every stage writes its own directory under out/stages/ and is recorded in out/convert.json
+// with the settings it ran with. A rerun skips each stage whose record is complete and whose
+// settings are unchanged (a stage with changed settings runs again, and so does every stage after
+// it); an interrupted elastic stage resumes from its last checkpoint. When all stages are done,
+// the last stage's files are linked into `out`, which is then a model directory like any other.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "route/latency.h"
+
+namespace flextron::pipeline {
+
+inline constexpr const char* kConvertFile = "convert.json";
+
+struct ConvertOptions {
+  std::filesystem::path model;  // trained base model directory
+  std::vector<std::filesystem::path> data;
+  std::vector<std::filesystem::path> val;  // empty: 5% of data's blocks
+  std::filesystem::path out;
+  int64_t tokens = 0;              // training token budget (elastic + joint); or
+  double token_fraction = 0.0763;  // of the base's pretraining tokens (its training.json)
+  double joint_share = 0.2;        // share of the budget for the joint fine-tune (0: no stage 5)
+  std::vector<double> budgets{0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+  int64_t rank_samples = 256;
+  int64_t seq_len = 256;
+  int64_t batch = 8;         // sequences per elastic-training step
+  int64_t router_batch = 4;  // sequences per router / joint step
+  std::string sampling = "random";
+  route::ProfileOptions profile;
+  int64_t profile_check = 8;
+  int64_t router_steps = 400;
+  int64_t surrogate_samples = 64;
+  int64_t dynamic_steps = 100;
+  uint64_t seed = 1234;
+  int threads = 0;
+  int stop_after_stage = 0;  // testing aid: return after this many stages, as if killed
+};
+
+// Runs (or resumes) the pipeline; returns convert.json's content. Throws flextron::Error for bad
+// input, naming the option or file.
+nlohmann::json convert(const ConvertOptions& options);
+
+}  // namespace flextron::pipeline
