@@ -111,7 +111,12 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--baseline", a->baselines,
                   "Other model directories, [LABEL=]DIR, evaluated at full width on the same axes")
       ->expected(1, -1);
-  cmd->add_option("--repeats", a->options.latency_repeats, "Timed decode steps per latency")
+  cmd->add_option("--repeats", a->options.latency_repeats,
+                  "Timed decode steps per latency measurement (median)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--rounds", a->options.latency_rounds,
+                  "Interleaved latency measurements per row (median)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--report", a->report, "Report directory")->required();

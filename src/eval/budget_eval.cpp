@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "core/timing.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
 #include "io/model_dir.h"
@@ -105,8 +106,14 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
         route::load_latency_table(o.model / route::kLatencyFile, config, loaded.space).contexts;
 
   const auto started = std::chrono::steady_clock::now();
-  double full_ms = 0.0;
+  auto eta = [&](size_t done, size_t total) {
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return train::format_duration(secs / static_cast<double>(done) *
+                                  static_cast<double>(total - done));
+  };
   const double full_params = static_cast<double>(model::subnetwork_parameter_count(config, {}));
+  // Quality first: the dynamic router's usage then counts real text only.
   nlohmann::json rows = nlohmann::json::array();
   for (size_t i = 0; i < subjects.size(); ++i) {
     auto& s = subjects[i];
@@ -114,22 +121,11 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     const auto& cfg = m.config();
     model::LayerRouter* router = s.plan ? s.plan->router() : nullptr;
     if (s.plan && s.plan->dynamic) s.plan->dynamic->reset_usage();
-
-    double ms = 0.0;
-    for (int64_t c : contexts)
-      ms += route::measure_decode_ms(m, s.arch, std::min(c, cfg.max_position_embeddings - 1), 1,
-                                     o.latency_warmup, o.latency_repeats, router) /
-            static_cast<double>(contexts.size());
-    if (i == 0) full_ms = ms;
     nlohmann::json row = {{"model", s.model_label},
                           {"router", s.kind},
-                          {"architecture", model::describe_architecture(s.arch, cfg)},
-                          {"decode_ms", ms},
-                          {"latency_fraction", ms / full_ms},
-                          {"tokens_per_second", 1000.0 / ms}};
+                          {"architecture", model::describe_architecture(s.arch, cfg)}};
     if (s.budget > 0.0) row["budget"] = s.budget;
     if (s.plan) row["predicted_latency_fraction"] = s.plan->predicted_latency_fraction;
-
     if (!ppl_text.empty()) {
       auto tokens = s.tokenizer->encode(ppl_text, true);
       if (o.ppl_max_tokens > 0 && static_cast<int64_t>(tokens.size()) > o.ppl_max_tokens)
@@ -144,12 +140,15 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
       row["tokens_scored"] = r.tokens_scored;
     }
     row["tasks"] = nlohmann::json::object();
+    std::string summary;
     for (const auto& t : tasks) {
       ChoiceOptions co;
       co.delimiter = o.delimiter;
       co.arch = s.arch;
       co.router = router;
-      row["tasks"][t.name] = evaluate_choices(m, *s.tokenizer, t.examples, co).to_json();
+      const auto r = evaluate_choices(m, *s.tokenizer, t.examples, co);
+      row["tasks"][t.name] = r.to_json();
+      summary += ", " + t.name + " acc_norm " + std::to_string(r.acc_norm).substr(0, 5);
     }
     const double params = parameters_used(cfg, s);
     row["params"] = params;
@@ -160,20 +159,39 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
       row["predicted_latency_fraction"] =
           plan.value("dynamic_predicted_latency_fraction", s.plan->predicted_latency_fraction);
     }
-    rows.push_back(row);
-
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    std::fprintf(stderr, "[eval %zu/%zu] %s %s%s: latency %.3f, %.0f tok/s%s, ETA %s\n", i + 1,
+    if (row.contains("perplexity"))
+      summary = ", ppl " + std::to_string(row["perplexity"].get<double>()).substr(0, 7) + summary;
+    std::fprintf(stderr, "[eval %zu/%zu] %s %s%s: params %.0f%%%s; ETA %s\n", i + 1,
                  subjects.size(), s.model_label.c_str(), s.kind.c_str(),
                  s.budget > 0.0 ? (" @" + std::to_string(s.budget).substr(0, 4)).c_str() : "",
-                 ms / full_ms, 1000.0 / ms,
-                 row.contains("perplexity")
-                     ? (", ppl " + std::to_string(row["perplexity"].get<double>())).c_str()
-                     : "",
-                 train::format_duration(secs / static_cast<double>(i + 1) *
-                                        static_cast<double>(subjects.size() - i - 1))
-                     .c_str());
+                 100.0 * params / full_params, summary.c_str(), eta(i + 1, subjects.size()).c_str());
+    rows.push_back(row);
+  }
+
+  // Latency: every subject once per round, rounds interleaved so that drift in the machine's
+  // speed reaches all alike; the median over rounds is kept.
+  std::vector<std::vector<double>> ms(subjects.size());
+  for (int64_t round = 0; round < o.latency_rounds; ++round) {
+    for (size_t i = 0; i < subjects.size(); ++i) {
+      auto& s = subjects[i];
+      model::LayerRouter* router = s.plan ? s.plan->router() : nullptr;
+      const int64_t max_context = s.model->config().max_position_embeddings - 1;
+      double sum = 0.0;
+      for (int64_t c : contexts)
+        sum += route::measure_decode_ms(*s.model, s.arch, std::min(c, max_context), 1,
+                                        o.latency_warmup, o.latency_repeats, router);
+      ms[i].push_back(sum / static_cast<double>(contexts.size()));
+    }
+    std::fprintf(stderr, "\r[eval] latency round %lld/%lld   ", static_cast<long long>(round + 1),
+                 static_cast<long long>(o.latency_rounds));
+  }
+  std::fprintf(stderr, "\n");
+  const double full_ms = median(ms[0]);
+  for (size_t i = 0; i < subjects.size(); ++i) {
+    const double m = median(ms[i]);
+    rows[i]["decode_ms"] = m;
+    rows[i]["latency_fraction"] = m / full_ms;
+    rows[i]["tokens_per_second"] = 1000.0 / m;
   }
 
   nlohmann::json settings = {{"budgets", o.budgets},
@@ -183,6 +201,7 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
                              {"ppl_convention", "llama.cpp"},
                              {"latency_contexts", contexts},
                              {"latency_repeats", o.latency_repeats},
+                             {"latency_rounds", o.latency_rounds},
                              {"delimiter", o.delimiter}};
   nlohmann::json kinds = nlohmann::json::array();
   for (auto k : o.kinds) kinds.push_back(route::router_kind_name(k));

@@ -1,8 +1,9 @@
 // flextron eval: one elastic model measured at every budget and router kind, beside baselines
 // (other model directories, each at its full width), on the same axes:
 //   - measured decode milliseconds per token (median of repeated single-token steps, averaged
-//     over the latency table's contexts), as a fraction of the full model measured in the same
-//     run, and tokens per second;
+//     over the latency table's contexts; every row measured once per round, rounds interleaved,
+//     median over rounds), as a fraction of the full model measured in the same run, and
+//     tokens per second;
 //   - parameters used (for the dynamic router: the mean active parameters per token);
 //   - perplexity and bits per byte on a held-out text (eval/perplexity.h);
 //   - multiple-choice acc and acc_norm on JSONL tasks (eval/multiple_choice.h).
@@ -31,7 +32,8 @@ struct BudgetEvalOptions {
   int64_t task_limit = 0;  // examples per task; 0: all
   std::string delimiter = " ";
   int64_t latency_warmup = 3;
-  int64_t latency_repeats = 15;
+  int64_t latency_repeats = 10;  // decode steps per measurement (their median)
+  int64_t latency_rounds = 5;    // interleaved measurements per row (their median)
   std::vector<std::pair<std::string, std::filesystem::path>> baselines;  // (label, directory)
 };
 
