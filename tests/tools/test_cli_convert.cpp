@@ -1,0 +1,151 @@
+// flextron convert and eval end to end on the ~1M-parameter test preset with a tiny token budget:
+// the stages run, are cached and resume (a stop after stage 2, then after stage 3, then the rest:
+// finished stages are skipped, their files untouched), a changed router setting reruns only the
+// router stages, and the report has one row per budget and router kind plus the baseline.
+#include <filesystem>
+#include <regex>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_fixtures.h"
+#include "io/atomic_file.h"
+#include "io/files.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using flextron::testing::expect_one_line_error;
+using flextron::testing::quote;
+using flextron::testing::run_cli;
+
+std::string tail_of(const std::string& s, size_t n) {
+  return s.size() > n ? s.substr(s.size() - n) : s;
+}
+
+TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto corpus = flextron::testing::read_file(flextron::testing::shared_data() /
+                                                   "corpora/tinyshakespeare.txt");
+  const auto train = dir / "train.txt", held = dir / "held.txt";
+  flextron::io::write_text_atomically(train, corpus.substr(0, 400000));
+  flextron::io::write_text_atomically(held, corpus.substr(corpus.size() - 60000));
+  const auto base = dir / "base", out = dir / "flex";
+  auto r = run_cli("pretrain --preset tiny --tokens 40960 --data " + quote(train) + " --out " +
+                   quote(base));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  const std::string common = "convert --model " + quote(base) + " --data " + quote(train) +
+                             " --out " + quote(out) +
+                             " --token-fraction 0.4 --seq-len 64 --batch 4 --rank-samples 32 "
+                             "--profile-repeats 5 --profile-check 4 --router-steps 40 "
+                             "--sm-samples 12 --dynamic-steps 8";
+  // Killed after stage 2 (rank, elastic).
+  r = run_cli(common + " --budgets 1.0 --stop-after-stage 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto record = flextron::io::read_json_file(out / "convert.json");
+  EXPECT_TRUE(record["stages"]["rank"]["done"].get<bool>());
+  EXPECT_TRUE(record["stages"]["elastic"]["done"].get<bool>());
+  EXPECT_FALSE(record["stages"].contains("profile"));
+  EXPECT_FALSE(fs::exists(out / "model.safetensors"));  // not a finished model yet
+  const auto ranked_weights = out / "stages/rank/model.safetensors";
+  const auto elastic_weights = out / "stages/elastic/model.safetensors";
+  const auto rank_time = fs::last_write_time(ranked_weights);
+  const auto elastic_time = fs::last_write_time(elastic_weights);
+
+  // Rerun: stages 1 and 2 are skipped; the profile runs (and stops there).
+  r = run_cli(common + " --budgets 1.0 --stop-after-stage 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("[convert 1/5] importance ranking: cached"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[convert 2/5] elastic continued training: cached"), std::string::npos);
+  EXPECT_NE(r.err.find("[convert 3/5] latency profile ->"), std::string::npos);
+  EXPECT_EQ(fs::last_write_time(ranked_weights), rank_time);
+  EXPECT_EQ(fs::last_write_time(elastic_weights), elastic_time);
+
+  // Budgets come from the profile: between the smallest achievable latency fraction and 1.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("smallest latency fraction ([0-9.]+)")))
+      << r.out;
+  const double smallest = std::stod(m[1]);
+  const double low = std::ceil((smallest + (1.0 - smallest) / 2) * 100.0) / 100.0;
+  const std::string budgets = low < 1.0 ? std::to_string(low).substr(0, 4) + ",1.0" : "1.0";
+  const size_t budget_count = low < 1.0 ? 2 : 1;
+
+  // A budget below the smallest architecture is refused by name, after the cached stages.
+  r = run_cli(common + " --budgets " + std::to_string(smallest / 2).substr(0, 5) + ",1.0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("flextron: error: --budgets: budget"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("below the smallest achievable latency fraction"), std::string::npos);
+
+  r = run_cli(common + " --budgets " + budgets);
+  ASSERT_EQ(r.exit_code, 0) << tail_of(r.err, 2000);
+  for (const char* line : {"[convert 1/5] importance ranking: cached",
+                           "[convert 2/5] elastic continued training: cached",
+                           "[convert 3/5] latency profile: cached"})
+    EXPECT_NE(r.err.find(line), std::string::npos) << line;
+  record = flextron::io::read_json_file(out / "convert.json");
+  EXPECT_TRUE(record["done"].get<bool>());
+  for (const char* stage : {"rank", "elastic", "profile", "routers", "joint"})
+    EXPECT_TRUE(record["stages"][stage]["done"].get<bool>()) << stage;
+  // The budget split: elastic + joint = 40% of the base's 40,960 pretraining tokens (up to the
+  // rounding of whole steps).
+  const auto elastic_tokens = record["stages"]["elastic"]["tokens_trained"].get<int64_t>();
+  const auto joint_tokens = record["stages"]["joint"]["tokens_trained"].get<int64_t>();
+  EXPECT_NEAR(static_cast<double>(elastic_tokens + joint_tokens), 0.4 * 40960, 2 * 4 * 64);
+  for (const char* file : {"model.safetensors", "config.json", "flextron.json", "latency.json",
+                           "router.json", "router.safetensors", "tokenizer.model"})
+    EXPECT_TRUE(fs::exists(out / file)) << file;
+
+  // The converted model serves a budget like any model directory.
+  r = run_cli("generate --model " + quote(out) + " --prompt 'KING' --max-tokens 8 --budget " +
+              budgets.substr(0, budgets.find(',')) + " --router dynamic");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // eval: one row per budget and kind, plus the full model and the baseline.
+  const auto task = dir / "task.jsonl";
+  r = run_cli("make-task --data " + quote(held) + " --out " + quote(task) + " --examples 12");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto report_dir = dir / "report";
+  r = run_cli("eval --model " + quote(out) + " --ppl " + quote(held) +
+              " --ppl-tokens 2000 --ctx 128 --tasks " + quote(task) + " --baseline base=" +
+              quote(base) + " --repeats 3 --rounds 2 --report " + quote(report_dir));
+  ASSERT_EQ(r.exit_code, 0) << tail_of(r.err, 2000);
+  const auto report = flextron::io::read_json_file(report_dir / "report.json");
+  std::map<std::string, size_t> per_kind;
+  for (const auto& row : report["rows"]) {
+    ++per_kind[row["router"].get<std::string>()];
+    EXPECT_GT(row["perplexity"].get<double>(), 1.0);
+    EXPECT_GT(row["decode_ms"].get<double>(), 0.0);
+    const double acc = row["tasks"]["task"]["acc_norm"].get<double>();
+    EXPECT_GE(acc, 0.0);
+    EXPECT_LE(acc, 1.0);
+  }
+  EXPECT_EQ(per_kind["full"], 1u);
+  EXPECT_EQ(per_kind["baseline"], 1u);
+  for (const char* kind : {"uniform", "static", "dynamic"})
+    EXPECT_EQ(per_kind[kind], budget_count) << kind;
+  EXPECT_NE(r.out.find("| base | baseline |"), std::string::npos) << r.out;
+  for (const char* file : {"report.md", "quality_perplexity.svg", "quality_task.svg"})
+    EXPECT_TRUE(fs::exists(report_dir / file)) << file;
+  EXPECT_NE(flextron::testing::read_file(report_dir / "quality_perplexity.svg").find("<polyline"),
+            std::string::npos);
+
+  // Bad input names the problem.
+  r = run_cli("eval --model " + quote(out) + " --budgets 0.01 --ppl " + quote(held) +
+              " --report " + quote(dir / "r2"));
+  expect_one_line_error(r, "latency budget 0.01", "is below the smallest achievable");
+  flextron::io::write_text_atomically(dir / "bad.jsonl",
+                                      "{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 0}\n"
+                                      "{\"context\": \"a\", \"label\": 0}\n");
+  r = run_cli("eval --model " + quote(out) + " --tasks " + quote(dir / "bad.jsonl") +
+              " --report " + quote(dir / "r3"));
+  expect_one_line_error(r, "bad.jsonl:2", "missing field \"choices\"");
+  r = run_cli("eval --model " + quote(out) + " --report " + quote(dir / "r4"));
+  expect_one_line_error(r, "eval", "--ppl");
+  r = run_cli(common + " --budgets 1.0 --joint-share 1.5");
+  expect_one_line_error(r, "--joint-share", "outside [0, 1)");
+}
+
+}  // namespace
