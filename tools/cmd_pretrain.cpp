@@ -25,6 +25,9 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--tokens", o->tokens, "Token budget (default: the preset's)");
   cmd->add_option("--seed", o->seed, "Seed for initialisation, data order and split")
       ->capture_default_str();
+  cmd->add_option("--config", o->config,
+                  "Model shape from this config.json (e.g. an extracted sub-network's) instead "
+                  "of the preset's");
   cmd->add_option("--tokenizer", *tokenizer,
                   "Existing tokenizer.model / tokenizer.bin (default: train one)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every,

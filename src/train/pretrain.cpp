@@ -79,7 +79,11 @@ PretrainResult pretrain(const PretrainOptions& o) {
   auto tokenizer = tokenizer_file.extension() == ".bin"
                        ? text::load_llama2c_tokenizer(tokenizer_file, preset.config.vocab_size)
                        : text::load_sentencepiece_tokenizer(tokenizer_file);
-  model::ModelConfig config = preset.config;
+  model::ModelConfig config = o.config.empty() ? preset.config : model::load_config(o.config);
+  if (!o.config.empty() && config.vocab_size != tokenizer->vocab_size())
+    fail(o.config.string(), "vocab_size " + std::to_string(config.vocab_size) +
+                                " differs from the tokenizer's " +
+                                std::to_string(tokenizer->vocab_size()));
   config.vocab_size = tokenizer->vocab_size();
   config.bos_token_id = tokenizer->bos_id();
   config.eos_token_id = tokenizer->eos_id();
@@ -150,6 +154,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
                              {"tokens", result.tokens},
                              {"steps", total_steps},
                              {"tokens_per_step", per_step},
+                             {"config", o.config.string()},
                              {"seed", o.seed},
                              {"peak_lr", preset.lr},
                              {"final_train_loss", result.final_train_loss},

@@ -17,6 +17,9 @@ struct PretrainOptions {
   int64_t tokens = 0;  // 0: the preset's default budget
   uint64_t seed = 1234;
   std::filesystem::path tokenizer;  // empty: train a SentencePiece BPE on `data`
+  // Model shape from this config.json (e.g. an extracted sub-network's, for a from-scratch
+  // baseline of the same shape) instead of the preset's; the preset still sets the optimisation.
+  std::filesystem::path config;
   int64_t checkpoint_every = 0;     // steps; 0: about every 10% of the run
   int64_t eval_every = 0;           // steps; 0: about every 10% of the run
   int64_t eval_windows = 32;        // validation windows per evaluation

@@ -132,6 +132,31 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
   EXPECT_NE(flextron::testing::read_file(report_dir / "quality_perplexity.svg").find("<polyline"),
             std::string::npos);
 
+  // The paper-table baselines: the static router's shape at the low budget, taken from the
+  // ranked base without training, and trained from scratch with the base's tokenizer.
+  const std::string low_budget = budgets.substr(0, budgets.find(','));
+  r = run_cli("extract --model " + quote(out) + " --budget " + low_budget + " --out " +
+              quote(dir / "shape"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("extract --model " + quote(out / "stages/rank") + " --arch " +
+              quote(dir / "shape/architecture.json") + " --out " + quote(dir / "pruned"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("pretrain --preset tiny --tokens 4096 --config " + quote(dir / "shape/config.json") +
+              " --tokenizer " + quote(base / "tokenizer.model") + " --data " + quote(train) +
+              " --out " + quote(dir / "scratch"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto shape = flextron::io::read_json_file(dir / "shape/config.json");
+  for (const char* other : {"pruned", "scratch"}) {
+    auto config = flextron::io::read_json_file(dir / other / "config.json");
+    for (const char* key : {"intermediate_size", "num_key_value_heads", "hidden_size",
+                            "num_hidden_layers", "vocab_size"})
+      EXPECT_EQ(config.value(key, nlohmann::json()), shape.value(key, nlohmann::json()))
+          << other << " " << key;
+    EXPECT_EQ(config.value("layer_intermediate_sizes", nlohmann::json()),
+              shape.value("layer_intermediate_sizes", nlohmann::json()))
+        << other;
+  }
+
   // Bad input names the problem.
   r = run_cli("eval --model " + quote(out) + " --budgets 0.01 --ppl " + quote(held) +
               " --report " + quote(dir / "r2"));
