@@ -5,7 +5,11 @@
 #   2. corpus: English text installed by Debian's python3.11-doc (the reST sources of the Python
 #      documentation); the FAQ is held out for evaluation
 #   3. pretrain the default base model (preset "small", resumable if killed)
-#   4. report its perplexity on the held-out text, and generate a few samples
+#   4. convert it into a Flextron model (rank, elastic training on 7.63% of the pretraining
+#      tokens, latency profile, routers, joint fine-tune; every stage cached)
+#   5. evaluate every budget and router kind beside the base model: perplexity on the FAQ and a
+#      next-words multiple-choice task made from it; the report (table, JSON, SVG plots)
+#   6. generate from one set of weights at three budgets
 # Pass --preset/--tokens to change the size, or --model DIR to skip pretraining and use your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,13 +61,33 @@ if [ -z "$MODEL" ]; then
   fi
 fi
 
-stage "perplexity on held-out text (Python FAQ)"
-"$FLEXTRON" perplexity --model "$MODEL" --data "$RUN_DIR/corpus/heldout.txt" --ctx 256
+stage "perplexity of the base model on held-out text (Python FAQ)"
 "$FLEXTRON" perplexity --model "$MODEL" --data "$RUN_DIR/corpus/heldout.txt" --ctx 256 --json > "$RUN_DIR/perplexity.json"
+"$FLEXTRON" perplexity --model "$MODEL" --data "$RUN_DIR/corpus/heldout.txt" --ctx 256
 
-stage "samples"
-for prompt in "The Python interpreter" "A list comprehension" "To install a package"; do
-  "$FLEXTRON" generate --model "$MODEL" --prompt "$prompt" --max-tokens 60 --temperature 0.8 --top-p 0.9 --seed 1
+FLEX="$RUN_DIR/flextron"
+BUDGETS=0.5,0.6,0.7,0.8,0.9,1.0
+stage "convert to Flextron (rank -> elastic -> profile -> routers -> joint)"
+"$FLEXTRON" convert --model "$MODEL" --data "$RUN_DIR/corpus/train.txt" --out "$FLEX" \
+  --token-fraction 0.0763 --budgets "$BUDGETS"
+
+stage "evaluation at every budget and router kind"
+TASK="$RUN_DIR/faq_next_words.jsonl"
+[ -f "$TASK" ] || "$FLEXTRON" make-task --data "$RUN_DIR/corpus/heldout.txt" --out "$TASK" --examples 200
+REPORT="$RUN_DIR/report"
+if [ -f "$REPORT/report.json" ] && [ "$REPORT/report.json" -nt "$FLEX/convert.json" ]; then
+  echo "cached: $REPORT"
+  sed -n '3,/^$/p' "$REPORT/report.md"
+else
+  "$FLEXTRON" eval --model "$FLEX" --budgets "$BUDGETS" --ppl "$RUN_DIR/corpus/heldout.txt" \
+    --ctx 256 --ppl-tokens 16384 --tasks "$TASK" --baseline "base=$MODEL" --report "$REPORT"
+fi
+
+stage "one set of weights, three budgets (static router, greedy)"
+for budget in 0.5 0.7 1.0; do
+  echo "-- budget $budget"
+  "$FLEXTRON" generate --model "$FLEX" --budget "$budget" --prompt "To install a package" \
+    --max-tokens 40 --temperature 0
   echo
 done
-echo "results in $RUN_DIR (perplexity.json, $MODEL/training.json, $MODEL/train_log.jsonl)"
+echo "results in $RUN_DIR: report/report.md (table and plots), report/report.json, flextron/ (the model)"

@@ -4,8 +4,8 @@
 
 #include "arch_options.h"
 #include "commands.h"
-#include "io/atomic_file.h"
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/model_dir.h"
 #include "model/extract.h"
 
@@ -32,12 +32,12 @@ void run_extract(const ExtractArgs& a) {
   io::save_model_dir(a.out, *dense, loaded.tokenizer.get(), &space);
   // Which sub-network of the source this is, in the form --arch reads back (e.g. to extract the
   // same shape from another checkpoint of the same model).
-  io::write_text_atomically(std::filesystem::path(a.out) / "architecture.json",
-                            model::architecture_to_json(arch.empty() ? model::full_architecture(
-                                                                           loaded.model->config())
-                                                                     : arch)
-                                    .dump(2) +
-                                "\n");
+  io::write_text_atomically(
+      std::filesystem::path(a.out) / "architecture.json",
+      model::architecture_to_json(arch.empty() ? model::full_architecture(loaded.model->config())
+                                               : arch)
+              .dump(2) +
+          "\n");
   const auto full = loaded.model->parameter_count(), kept = dense->parameter_count();
   std::printf("extracted %s: %lld of %lld parameters (%.1f%%) -> %s\n",
               selection.describe(loaded.model->config()).c_str(), static_cast<long long>(kept),

@@ -1,7 +1,6 @@
 // flextron profile: measure the latency lookup table of a model on this machine (latency.json),
 // and check its predictions against end-to-end measurement of random architectures.
 
-
 #include "commands.h"
 #include "core/parse.h"
 #include "device_options.h"

@@ -88,8 +88,8 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
   subjects.push_back(std::move(full));
   for (auto kind : o.kinds)
     for (double b : o.budgets) {
-      Subject s{"flextron", route::router_kind_name(kind), b, loaded.model.get(),
-                loaded.tokenizer.get(), &loaded.space};
+      Subject s{"flextron",         route::router_kind_name(kind), b,
+                loaded.model.get(), loaded.tokenizer.get(),        &loaded.space};
       s.plan = route::plan_budget(o.model, *loaded.model, loaded.space,
                                   {b, route::BudgetKind::Latency}, kind);
       s.arch = s.plan->arch;
@@ -164,7 +164,8 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     std::fprintf(stderr, "[eval %zu/%zu] %s %s%s: params %.0f%%%s; ETA %s\n", i + 1,
                  subjects.size(), s.model_label.c_str(), s.kind.c_str(),
                  s.budget > 0.0 ? (" @" + std::to_string(s.budget).substr(0, 4)).c_str() : "",
-                 100.0 * params / full_params, summary.c_str(), eta(i + 1, subjects.size()).c_str());
+                 100.0 * params / full_params, summary.c_str(),
+                 eta(i + 1, subjects.size()).c_str());
     rows.push_back(row);
   }
 

@@ -44,8 +44,7 @@ std::vector<ChoiceExample> make_continuation_task(const std::string& text,
   for (int64_t e = 0; e < o.examples; ++e) {
     // Start somewhere in this example's stretch [e * stride, (e + 1) * stride - span].
     const int64_t room = std::max<int64_t>(0, stride - span);
-    const int64_t start =
-        e * stride + std::uniform_int_distribution<int64_t>(0, room)(rng);
+    const int64_t start = e * stride + std::uniform_int_distribution<int64_t>(0, room)(rng);
     const int64_t answer_at = start + o.context_words;
     ChoiceExample ex;
     ex.context = join(words, start, o.context_words);
@@ -73,8 +72,9 @@ std::vector<ChoiceExample> make_continuation_task(const std::string& text,
 std::string choice_task_to_jsonl(const std::vector<ChoiceExample>& examples) {
   std::string out;
   for (const auto& e : examples)
-    out += nlohmann::json{{"context", e.context}, {"choices", e.choices}, {"label", e.label}}.dump() +
-           "\n";
+    out +=
+        nlohmann::json{{"context", e.context}, {"choices", e.choices}, {"label", e.label}}.dump() +
+        "\n";
   return out;
 }
 

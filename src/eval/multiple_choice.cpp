@@ -104,9 +104,11 @@ std::vector<double> continuation_logliks(model::TransformerImpl& model,
           .narrow(0, 0, static_cast<int64_t>(inputs[r].size()))
           .copy_(torch::tensor(inputs[r], torch::kLong));
     const auto* arch = options.arch.empty() ? nullptr : &options.arch;
-    const auto logp = torch::log_softmax(
-        model.forward(batch.to(model.device()), nullptr, arch, options.router).to(torch::kDouble),
-        -1).cpu();
+    const auto logp =
+        torch::log_softmax(model.forward(batch.to(model.device()), nullptr, arch, options.router)
+                               .to(torch::kDouble),
+                           -1)
+            .cpu();
     for (size_t r = 0; r < inputs.size(); ++r) {
       const auto& s = sequences[start + r];
       const int64_t len = static_cast<int64_t>(inputs[r].size());
@@ -115,8 +117,8 @@ std::vector<double> continuation_logliks(model::TransformerImpl& model,
       const int64_t offset = static_cast<int64_t>(s.size()) - 1 - len;
       double sum = 0.0;
       for (int64_t p = len - n; p < len; ++p)
-        sum += logp[static_cast<int64_t>(r)][p][s[static_cast<size_t>(offset + p + 1)]]
-                   .item<double>();
+        sum +=
+            logp[static_cast<int64_t>(r)][p][s[static_cast<size_t>(offset + p + 1)]].item<double>();
       out[start + r] = sum;
     }
   }

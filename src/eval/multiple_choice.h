@@ -43,11 +43,11 @@ struct ChoiceOptions {
 };
 
 struct ChoiceScores {
-  std::vector<double> loglik;             // per choice, nats
-  std::vector<int64_t> tokens;            // continuation tokens per choice
-  std::vector<int64_t> chars;             // characters per choice (acc_norm's divisor)
-  int64_t predicted = 0;                  // argmax of loglik
-  int64_t predicted_norm = 0;             // argmax of loglik / chars
+  std::vector<double> loglik;   // per choice, nats
+  std::vector<int64_t> tokens;  // continuation tokens per choice
+  std::vector<int64_t> chars;   // characters per choice (acc_norm's divisor)
+  int64_t predicted = 0;        // argmax of loglik
+  int64_t predicted_norm = 0;   // argmax of loglik / chars
 };
 
 ChoiceScores score_choices(model::TransformerImpl& model, const text::Tokenizer& tokenizer,

@@ -20,7 +20,8 @@ std::string format(const char* spec, double v) {
 }
 
 // The value at `path` in a row, if it is a number.
-std::optional<double> metric_value(const nlohmann::json& row, const std::vector<std::string>& path) {
+std::optional<double> metric_value(const nlohmann::json& row,
+                                   const std::vector<std::string>& path) {
   const nlohmann::json* v = &row;
   for (const auto& key : path) {
     if (!v->is_object() || !v->contains(key)) return std::nullopt;
@@ -40,11 +41,20 @@ std::string escape_xml(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -75,8 +85,8 @@ std::vector<PlotMetric> plot_metrics(const nlohmann::json& report) {
     out.push_back({"perplexity (lower is better)", "quality_perplexity.svg", {"perplexity"}, true});
   for (const auto& t : report.at("settings").value("tasks", nlohmann::json::array())) {
     const auto name = t.at("name").get<std::string>();
-    out.push_back({name + " acc_norm", "quality_" + name + ".svg", {"tasks", name, "acc_norm"},
-                   false});
+    out.push_back(
+        {name + " acc_norm", "quality_" + name + ".svg", {"tasks", name, "acc_norm"}, false});
   }
   return out;
 }
@@ -86,8 +96,9 @@ std::string report_markdown(const nlohmann::json& report) {
   for (const auto& t : report.at("settings").value("tasks", nlohmann::json::array()))
     tasks.push_back(t.at("name").get<std::string>());
   const bool ppl = !report.at("rows").empty() && report["rows"][0].contains("perplexity");
-  std::string md = "| model | router | budget | latency (measured) | predicted | ms/token | tok/s | "
-                   "params | ";
+  std::string md =
+      "| model | router | budget | latency (measured) | predicted | ms/token | tok/s | "
+      "params | ";
   std::string rule = "|---|---|---:|---:|---:|---:|---:|---:|";
   if (ppl) md += "perplexity | bits/byte | ", rule += "---:|---:|";
   for (const auto& t : tasks) md += t + " acc | " + t + " acc_norm | ", rule += "---:|---:|";
@@ -143,11 +154,16 @@ std::string quality_plot_svg(const nlohmann::json& report, const PlotMetric& met
          escape_xml(metric.title) + " vs measured decode latency</text>\n";
   if (series.empty()) return svg + "<text x=\"70\" y=\"80\">no data</text>\n</svg>\n";
   // Pad the ranges so points do not sit on the frame.
-  const double xpad = std::max(0.02, 0.05 * (xmax - xmin)), ypad = std::max(1e-6, 0.08 * (ymax - ymin));
+  const double xpad = std::max(0.02, 0.05 * (xmax - xmin)),
+               ypad = std::max(1e-6, 0.08 * (ymax - ymin));
   xmin = std::max(0.0, xmin - xpad), xmax += xpad, ymin -= ypad, ymax += ypad;
   const double pw = W - left - right, ph = H - top - bottom;
-  auto px = [&](double x) { return left + (x - xmin) / (xmax - xmin) * pw; };
-  auto py = [&](double y) { return top + ph - (y - ymin) / (ymax - ymin) * ph; };
+  auto px = [&](double x) {
+    return left + (x - xmin) / (xmax - xmin) * pw;
+  };
+  auto py = [&](double y) {
+    return top + ph - (y - ymin) / (ymax - ymin) * ph;
+  };
 
   svg += "<rect x=\"" + format("%.1f", left) + "\" y=\"" + format("%.1f", top) + "\" width=\"" +
          format("%.1f", pw) + "\" height=\"" + format("%.1f", ph) +
@@ -180,10 +196,12 @@ std::string quality_plot_svg(const nlohmann::json& report, const PlotMetric& met
     const bool line = colors.count(label) && label != "full model";
     const std::string color =
         colors.count(label) ? colors.at(label) : baseline_colors[baseline_index++ % 5];
-    std::sort(points.begin(), points.end(), [](const Point& a, const Point& b) { return a.x < b.x; });
+    std::sort(points.begin(), points.end(),
+              [](const Point& a, const Point& b) { return a.x < b.x; });
     if (line && points.size() > 1) {
       svg += "<polyline fill=\"none\" stroke=\"" + color + "\" stroke-width=\"2\" points=\"";
-      for (const auto& p : points) svg += format("%.1f", px(p.x)) + "," + format("%.1f", py(p.y)) + " ";
+      for (const auto& p : points)
+        svg += format("%.1f", px(p.x)) + "," + format("%.1f", py(p.y)) + " ";
       svg += "\"/>\n";
     }
     for (const auto& p : points) {
@@ -191,17 +209,16 @@ std::string quality_plot_svg(const nlohmann::json& report, const PlotMetric& met
         svg += "<circle cx=\"" + format("%.1f", px(p.x)) + "\" cy=\"" + format("%.1f", py(p.y)) +
                "\" r=\"4\" fill=\"" + color + "\"/>\n";
       else
-        svg += "<rect x=\"" + format("%.1f", px(p.x) - 5) + "\" y=\"" + format("%.1f", py(p.y) - 5) +
-               "\" width=\"10\" height=\"10\" fill=\"" + color + "\"/>\n";
+        svg += "<rect x=\"" + format("%.1f", px(p.x) - 5) + "\" y=\"" +
+               format("%.1f", py(p.y) - 5) + "\" width=\"10\" height=\"10\" fill=\"" + color +
+               "\"/>\n";
     }
     const double lx = left + pw + 14;
     svg += line ? "<line x1=\"" + format("%.1f", lx) + "\" y1=\"" + format("%.1f", legend_y) +
-                      "\" x2=\"" + format("%.1f", lx + 20) + "\" y2=\"" +
-                      format("%.1f", legend_y) + "\" stroke=\"" + color +
-                      "\" stroke-width=\"2\"/>\n"
-                : "<rect x=\"" + format("%.1f", lx + 5) + "\" y=\"" +
-                      format("%.1f", legend_y - 5) + "\" width=\"10\" height=\"10\" fill=\"" +
-                      color + "\"/>\n";
+                      "\" x2=\"" + format("%.1f", lx + 20) + "\" y2=\"" + format("%.1f", legend_y) +
+                      "\" stroke=\"" + color + "\" stroke-width=\"2\"/>\n"
+                : "<rect x=\"" + format("%.1f", lx + 5) + "\" y=\"" + format("%.1f", legend_y - 5) +
+                      "\" width=\"10\" height=\"10\" fill=\"" + color + "\"/>\n";
     svg += "<text x=\"" + format("%.1f", lx + 26) + "\" y=\"" + format("%.1f", legend_y + 4) +
            "\">" + escape_xml(label) + "</text>\n";
     legend_y += 20;

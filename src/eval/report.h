@@ -13,8 +13,8 @@ namespace flextron::eval {
 
 // The metrics a report can plot: "perplexity" when measured, then "<task> acc_norm" per task.
 struct PlotMetric {
-  std::string title;  // axis label
-  std::string file;   // SVG file name
+  std::string title;              // axis label
+  std::string file;               // SVG file name
   std::vector<std::string> path;  // keys into a row, e.g. {"tasks", "arc", "acc_norm"}
   bool lower_is_better = false;
 };

@@ -119,25 +119,27 @@ nlohmann::json convert(const ConvertOptions& o) {
   };
 
   std::vector<Stage> stages;
-  stages.push_back(
-      {"rank", "importance ranking",
-       {{"model", fs::absolute(o.model).string()},
-        {"calibration", o.data.front().string()},
-        {"samples", o.rank_samples},
-        {"seq_len", o.seq_len}},
-       [&](const fs::path& dir) {
-         train::RankModelOptions r;
-         r.model = o.model;
-         r.data = o.data.front();
-         r.out = dir;
-         r.samples = o.rank_samples;
-         r.seq_len = o.seq_len;
-         const auto result = train::rank_model_dir(r);
-         StageOutcome outcome;
-         outcome.tokens_read = result.ranked.scores.sequences * result.ranked.scores.seq_len;
-         return outcome;
-       }});
-  stages.push_back({"elastic", "elastic continued training",
+  stages.push_back({"rank",
+                    "importance ranking",
+                    {{"model", fs::absolute(o.model).string()},
+                     {"calibration", o.data.front().string()},
+                     {"samples", o.rank_samples},
+                     {"seq_len", o.seq_len}},
+                    [&](const fs::path& dir) {
+                      train::RankModelOptions r;
+                      r.model = o.model;
+                      r.data = o.data.front();
+                      r.out = dir;
+                      r.samples = o.rank_samples;
+                      r.seq_len = o.seq_len;
+                      const auto result = train::rank_model_dir(r);
+                      StageOutcome outcome;
+                      outcome.tokens_read =
+                          result.ranked.scores.sequences * result.ranked.scores.seq_len;
+                      return outcome;
+                    }});
+  stages.push_back({"elastic",
+                    "elastic continued training",
                     {{"data", path_strings(o.data)},
                      {"val", path_strings(o.val)},
                      {"tokens", elastic_tokens},
@@ -164,7 +166,8 @@ nlohmann::json convert(const ConvertOptions& o) {
                       outcome.tokens_trained = r.tokens;
                       return outcome;
                     }});
-  stages.push_back({"profile", "latency profile",
+  stages.push_back({"profile",
+                    "latency profile",
                     {{"contexts", o.profile.contexts},
                      {"repeats", o.profile.repeats},
                      {"check", o.profile_check}},
@@ -182,7 +185,8 @@ nlohmann::json convert(const ConvertOptions& o) {
                             j["check"]["median_relative_error"];
                       return outcome;
                     }});
-  stages.push_back({"routers", "surrogate, static and dynamic routers",
+  stages.push_back({"routers",
+                    "surrogate, static and dynamic routers",
                     {{"budgets", o.budgets},
                      {"router_steps", o.router_steps},
                      {"surrogate_samples", o.surrogate_samples},
@@ -203,7 +207,8 @@ nlohmann::json convert(const ConvertOptions& o) {
                       return outcome;
                     }});
   if (joint_tokens > 0)
-    stages.push_back({"joint", "joint fine-tune of model and routers",
+    stages.push_back({"joint",
+                      "joint fine-tune of model and routers",
                       {{"tokens", joint_tokens}, {"batch", o.router_batch}},
                       [&](const fs::path& dir) {
                         auto r = router_options(routed, dir);
@@ -219,8 +224,8 @@ nlohmann::json convert(const ConvertOptions& o) {
   // The record of earlier runs.
   fs::create_directories(stages_dir);
   const fs::path record_file = o.out / kConvertFile;
-  nlohmann::json record = fs::exists(record_file) ? io::read_json_file(record_file)
-                                                  : nlohmann::json::object();
+  nlohmann::json record =
+      fs::exists(record_file) ? io::read_json_file(record_file) : nlohmann::json::object();
   if (!record.is_object() || record.value("format", "flextron-convert") != "flextron-convert")
     fail(record_file.string(), "not a flextron convert record");
   record["format"] = "flextron-convert";
@@ -243,7 +248,8 @@ nlohmann::json convert(const ConvertOptions& o) {
     const auto& stage = stages[i];
     const fs::path dir = stages_dir / stage.name;
     auto& entry = record["stages"][stage.name];
-    const bool same = entry.is_object() && entry.value("settings", nlohmann::json()) == stage.settings;
+    const bool same =
+        entry.is_object() && entry.value("settings", nlohmann::json()) == stage.settings;
     if (!rerun_rest && same && entry.value("done", false) && fs::is_directory(dir)) {
       std::fprintf(stderr, "[convert %d/%d] %s: cached (%s)\n", i + 1, total, stage.what.c_str(),
                    dir.c_str());
@@ -298,7 +304,8 @@ nlohmann::json convert(const ConvertOptions& o) {
   save_record();
   if (base_tokens > 0)
     std::printf("trained on %lld tokens = %.2f%% of the base's %lld pretraining tokens, in %s\n",
-                static_cast<long long>(trained), 100.0 * record["fraction_of_pretraining"].get<double>(),
+                static_cast<long long>(trained),
+                100.0 * record["fraction_of_pretraining"].get<double>(),
                 static_cast<long long>(base_tokens), train::format_duration(seconds).c_str());
   std::printf("Flextron model: %s (generate/perplexity/eval --model %s --budget ...)\n",
               o.out.c_str(), o.out.c_str());

@@ -20,9 +20,9 @@ struct PretrainOptions {
   // Model shape from this config.json (e.g. an extracted sub-network's, for a from-scratch
   // baseline of the same shape) instead of the preset's; the preset still sets the optimisation.
   std::filesystem::path config;
-  int64_t checkpoint_every = 0;     // steps; 0: about every 10% of the run
-  int64_t eval_every = 0;           // steps; 0: about every 10% of the run
-  int64_t eval_windows = 32;        // validation windows per evaluation
+  int64_t checkpoint_every = 0;  // steps; 0: about every 10% of the run
+  int64_t eval_every = 0;        // steps; 0: about every 10% of the run
+  int64_t eval_windows = 32;     // validation windows per evaluation
   bool resume = false;
   int threads = 0;               // 0: LibTorch default (one per physical core)
   int64_t stop_after_steps = 0;  // testing aid: exit after this many steps, as if killed

@@ -25,7 +25,8 @@ RankModelResult rank_model_dir(const RankModelOptions& o) {
   const auto windows = calibration_windows(loaded.tokenizer->encode(text, true), o.seq_len,
                                            o.samples, o.data.string());
   if (windows.size(0) < o.samples)
-    std::fprintf(stderr, "note: %s holds %lld windows of %lld tokens; ranking on those instead of %lld\n",
+    std::fprintf(stderr,
+                 "note: %s holds %lld windows of %lld tokens; ranking on those instead of %lld\n",
                  o.data.c_str(), static_cast<long long>(windows.size(0)),
                  static_cast<long long>(o.seq_len), static_cast<long long>(o.samples));
 

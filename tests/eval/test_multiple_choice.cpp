@@ -37,8 +37,8 @@ double hand_loglik(flextron::model::TransformerImpl& m, const flextron::text::To
   const auto ctx = tok.encode(context, true);
   const auto whole = tok.encode(context + " " + choice, true);
   auto logp = torch::log_softmax(
-      m.forward(torch::tensor(whole).slice(0, 0, static_cast<int64_t>(whole.size()) - 1)
-                    .unsqueeze(0))[0]
+      m.forward(
+           torch::tensor(whole).slice(0, 0, static_cast<int64_t>(whole.size()) - 1).unsqueeze(0))[0]
           .to(torch::kDouble),
       -1);
   double sum = 0.0;
@@ -77,8 +77,8 @@ TEST(MultipleChoice, LogLikelihoodsEqualTheHandComputation) {
 
   // The architecture option is honoured: the narrowest sub-network is a different function.
   flextron::eval::ChoiceOptions narrow;
-  narrow.arch = flextron::model::narrowest_architecture(
-      flextron::model::default_elastic_space(m->config()));
+  narrow.arch =
+      flextron::model::narrowest_architecture(flextron::model::default_elastic_space(m->config()));
   const auto sn = flextron::eval::score_choices(*m, *tok, e, narrow);
   EXPECT_GT(std::abs(sn.loglik[0] - s.loglik[0]), 1e-6);
 }
@@ -110,13 +110,13 @@ TEST(MultipleChoice, AccuracyCountsArgmaxAndArgmaxPerCharacter) {
 
 TEST(MultipleChoice, ReadsOurHellaSwagAndArcLayouts) {
   const auto dir = scratch_dir();
-  const auto file = write(
-      dir / "mixed.jsonl",
-      "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 1}\n"
-      "\n"
-      "{\"ctx\": \"d\", \"endings\": [\"e\", \"f\", \"g\"], \"label\": \"2\"}\n"
-      "{\"question\": \"Why?\", \"choices\": {\"text\": [\"x\", \"y\"], \"label\": [\"A\", \"B\"]}, "
-      "\"answerKey\": \"B\"}\n");
+  const auto file = write(dir / "mixed.jsonl",
+                          "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 1}\n"
+                          "\n"
+                          "{\"ctx\": \"d\", \"endings\": [\"e\", \"f\", \"g\"], \"label\": \"2\"}\n"
+                          "{\"question\": \"Why?\", \"choices\": {\"text\": [\"x\", \"y\"], "
+                          "\"label\": [\"A\", \"B\"]}, "
+                          "\"answerKey\": \"B\"}\n");
   const auto ex = flextron::eval::load_choice_task(file);
   ASSERT_EQ(ex.size(), 3u);
   EXPECT_EQ(ex[0].label, 1);
@@ -139,15 +139,18 @@ TEST(MultipleChoice, BadTaskFilesNameTheLineAndField) {
     }
   };
   const std::string good = "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n";
-  expect_error(good + "{\"context\": \"a\", \"label\": 0}\n", "bad.jsonl:2: missing field \"choices\"");
+  expect_error(good + "{\"context\": \"a\", \"label\": 0}\n",
+               "bad.jsonl:2: missing field \"choices\"");
   expect_error(good + good + "{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 3}\n",
                "bad.jsonl:3: label 3 out of range for 1 choices");
-  expect_error("{\"ctx\": \"a\", \"endings\": [\"b\"], \"label\": -1}\n", ":1: label -1 out of range");
+  expect_error("{\"ctx\": \"a\", \"endings\": [\"b\"], \"label\": -1}\n",
+               ":1: label -1 out of range");
   expect_error("{\"context\": \"a\", \"choices\": [\"b\"], \"label\": \"x\"}\n",
                ":1: field \"label\" must be an integer");
-  expect_error("{\"question\": \"q\", \"choices\": {\"text\": [\"b\"], \"label\": [\"A\"]}, "
-               "\"answerKey\": \"C\"}\n",
-               "answerKey \"C\" is not one of choices.label");
+  expect_error(
+      "{\"question\": \"q\", \"choices\": {\"text\": [\"b\"], \"label\": [\"A\"]}, "
+      "\"answerKey\": \"C\"}\n",
+      "answerKey \"C\" is not one of choices.label");
   expect_error("{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 0\n", ":1: invalid JSON");
   expect_error("\n\n", "no examples");
 }
@@ -170,8 +173,9 @@ TEST(ContinuationTask, MakesDistinctChoicesWithTheTrueContinuationAtTheLabel) {
     std::set<std::string> distinct(e.choices.begin(), e.choices.end());
     EXPECT_EQ(distinct.size(), 4u);
   }
-  EXPECT_EQ(flextron::eval::choice_task_to_jsonl(ex),
-            flextron::eval::choice_task_to_jsonl(flextron::eval::make_continuation_task(text, o, "t")));
+  EXPECT_EQ(
+      flextron::eval::choice_task_to_jsonl(ex),
+      flextron::eval::choice_task_to_jsonl(flextron::eval::make_continuation_task(text, o, "t")));
   EXPECT_THROW(flextron::eval::make_continuation_task("too short", o, "text"), Error);
 }
 

@@ -158,14 +158,14 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
   }
 
   // Bad input names the problem.
-  r = run_cli("eval --model " + quote(out) + " --budgets 0.01 --ppl " + quote(held) +
-              " --report " + quote(dir / "r2"));
+  r = run_cli("eval --model " + quote(out) + " --budgets 0.01 --ppl " + quote(held) + " --report " +
+              quote(dir / "r2"));
   expect_one_line_error(r, "latency budget 0.01", "is below the smallest achievable");
   flextron::io::write_text_atomically(dir / "bad.jsonl",
                                       "{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 0}\n"
                                       "{\"context\": \"a\", \"label\": 0}\n");
-  r = run_cli("eval --model " + quote(out) + " --tasks " + quote(dir / "bad.jsonl") +
-              " --report " + quote(dir / "r3"));
+  r = run_cli("eval --model " + quote(out) + " --tasks " + quote(dir / "bad.jsonl") + " --report " +
+              quote(dir / "r3"));
   expect_one_line_error(r, "bad.jsonl:2", "missing field \"choices\"");
   r = run_cli("eval --model " + quote(out) + " --report " + quote(dir / "r4"));
   expect_one_line_error(r, "eval", "--ppl");
