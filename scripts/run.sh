@@ -66,10 +66,10 @@ stage "perplexity of the base model on held-out text (Python FAQ)"
 "$FLEXTRON" perplexity --model "$MODEL" --data "$RUN_DIR/corpus/heldout.txt" --ctx 256
 
 FLEX="$RUN_DIR/flextron"
-BUDGETS=0.5,0.6,0.7,0.8,0.9,1.0
 stage "convert to Flextron (rank -> elastic -> profile -> routers -> joint)"
+# Budgets: six from the smallest latency fraction this machine reaches to 1 (--budgets auto).
 "$FLEXTRON" convert --model "$MODEL" --data "$RUN_DIR/corpus/train.txt" --out "$FLEX" \
-  --token-fraction 0.0763 --budgets "$BUDGETS"
+  --token-fraction 0.0763
 
 stage "evaluation at every budget and router kind"
 TASK="$RUN_DIR/faq_next_words.jsonl"
@@ -79,12 +79,15 @@ if [ -f "$REPORT/report.json" ] && [ "$REPORT/report.json" -nt "$FLEX/convert.js
   echo "cached: $REPORT"
   sed -n '3,/^$/p' "$REPORT/report.md"
 else
-  "$FLEXTRON" eval --model "$FLEX" --budgets "$BUDGETS" --ppl "$RUN_DIR/corpus/heldout.txt" \
+  "$FLEXTRON" eval --model "$FLEX" --ppl "$RUN_DIR/corpus/heldout.txt" \
     --ctx 256 --ppl-tokens 16384 --tasks "$TASK" --baseline "base=$MODEL" --report "$REPORT"
 fi
 
 stage "one set of weights, three budgets (static router, greedy)"
-for budget in 0.5 0.7 1.0; do
+LOWEST=$(sed -n 's/.*"smallest_latency_fraction": \([0-9.]*\).*/\1/p' "$FLEX/convert.json")
+LOW=$(awk "BEGIN{b = int($LOWEST * 100 + 0.999) / 100; printf \"%.2f\", b}")
+MID=$(awk "BEGIN{printf \"%.2f\", ($LOW + 1) / 2}")
+for budget in "$LOW" "$MID" 1.0; do
   echo "-- budget $budget"
   "$FLEXTRON" generate --model "$FLEX" --budget "$budget" --prompt "To install a package" \
     --max-tokens 40 --temperature 0

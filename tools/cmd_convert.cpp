@@ -11,7 +11,7 @@ void register_convert(CLI::App& app) {
   auto o = std::make_shared<pipeline::ConvertOptions>();
   auto model = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
-  auto budgets = std::make_shared<std::string>("0.4,0.5,0.6,0.7,0.8,0.9,1.0");
+  auto budgets = std::make_shared<std::string>("auto");
   auto contexts = std::make_shared<std::string>("128,512");
   auto data = std::make_shared<std::vector<std::string>>();
   auto val = std::make_shared<std::vector<std::string>>();
@@ -36,7 +36,9 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--joint-share", o->joint_share,
                   "Share of the budget for the joint fine-tune (0: skip that stage)")
       ->capture_default_str();
-  cmd->add_option("--budgets", *budgets, "Latency fractions the routers are trained for")
+  cmd->add_option("--budgets", *budgets,
+                  "Latency fractions the routers are trained for, or auto: six from the smallest "
+                  "reachable on this machine to 1")
       ->capture_default_str();
   cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20))
@@ -79,7 +81,7 @@ void register_convert(CLI::App& app) {
   cmd->callback([=] {
     o->model = *model;
     o->out = *out;
-    o->budgets = route::parse_budget_list(*budgets, "--budgets");
+    if (*budgets != "auto") o->budgets = route::parse_budget_list(*budgets, "--budgets");
     o->profile.contexts = parse_int_list(*contexts, "--contexts");
     o->data.assign(data->begin(), data->end());
     o->val.assign(val->begin(), val->end());

@@ -8,6 +8,7 @@
 #include "io/atomic_file.h"
 #include "io/files.h"
 #include "route/profile_model.h"
+#include "route/router_file.h"
 #include "route/router_pipeline.h"
 #include "train/checkpoint.h"
 #include "train/elastic_training.h"
@@ -76,7 +77,6 @@ nlohmann::json convert(const ConvertOptions& o) {
     if (!fs::is_regular_file(f)) fail(f.string(), "no such file (--data)");
   for (const auto& f : o.val)
     if (!fs::is_regular_file(f)) fail(f.string(), "no such file (--val)");
-  if (o.budgets.empty()) fail("--budgets", "no budgets given");
 
   // The token budget: given, or a fraction of what the base was pretrained on.
   const int64_t base_tokens = base_pretraining_tokens(o.model);
@@ -116,6 +116,11 @@ nlohmann::json convert(const ConvertOptions& o) {
     r.seed = o.seed;
     r.threads = o.threads;
     return r;
+  };
+
+  const fs::path profile_file = stages_dir / "profile" / route::kLatencyFile;
+  auto load_profile = [&] {
+    return route::latency_table_from_json(io::read_json_file(profile_file), profile_file.string());
   };
 
   std::vector<Stage> stages;
@@ -185,27 +190,29 @@ nlohmann::json convert(const ConvertOptions& o) {
                             j["check"]["median_relative_error"];
                       return outcome;
                     }});
-  stages.push_back({"routers",
-                    "surrogate, static and dynamic routers",
-                    {{"budgets", o.budgets},
-                     {"router_steps", o.router_steps},
-                     {"surrogate_samples", o.surrogate_samples},
-                     {"dynamic_steps", o.dynamic_steps},
-                     {"batch", o.router_batch},
-                     {"seed", o.seed}},
-                    [&](const fs::path& dir) {
-                      auto r = router_options(elastic, dir);
-                      r.latency = stages_dir / "profile" / route::kLatencyFile;
-                      r.dynamic = true;
-                      const auto report = route::train_routers(r);
-                      StageOutcome outcome;
-                      outcome.tokens_trained = o.dynamic_steps * o.router_batch * o.seq_len;
-                      outcome.tokens_read = report.value("architectures_measured", int64_t{0}) *
-                                            r.eval_windows * o.seq_len;
-                      outcome.details["surrogate_heldout_spearman"] =
-                          report.value("surrogate_heldout_spearman", 0.0);
-                      return outcome;
-                    }});
+  stages.push_back(
+      {"routers",
+       "surrogate, static and dynamic routers",
+       {{"budgets", o.budgets.empty() ? nlohmann::json("auto") : nlohmann::json(o.budgets)},
+        {"router_steps", o.router_steps},
+        {"surrogate_samples", o.surrogate_samples},
+        {"dynamic_steps", o.dynamic_steps},
+        {"batch", o.router_batch},
+        {"seed", o.seed}},
+       [&](const fs::path& dir) {
+         auto r = router_options(elastic, dir);
+         r.latency = profile_file;
+         if (o.budgets.empty()) r.budgets = route::feasible_budget_grid(load_profile());
+         r.dynamic = true;
+         const auto report = route::train_routers(r);
+         StageOutcome outcome;
+         outcome.tokens_trained = o.dynamic_steps * o.router_batch * o.seq_len;
+         outcome.tokens_read =
+             report.value("architectures_measured", int64_t{0}) * r.eval_windows * o.seq_len;
+         outcome.details["surrogate_heldout_spearman"] =
+             report.value("surrogate_heldout_spearman", 0.0);
+         return outcome;
+       }});
   if (joint_tokens > 0)
     stages.push_back({"joint",
                       "joint fine-tune of model and routers",
@@ -281,6 +288,8 @@ nlohmann::json convert(const ConvertOptions& o) {
   if (joint_tokens == 0) record["stages"].erase("joint");
 
   publish(stages_dir / stages.back().name, o.out);
+  record["smallest_latency_fraction"] = route::smallest_latency_fraction(load_profile());
+  record["budgets"] = io::read_json_file(o.out / route::kRouterFile).at("budgets");
   int64_t trained = 0, read = 0;
   double seconds = 0.0;
   std::printf("%-9s %-12s %-12s %-10s %s\n", "stage", "trained", "read", "time", "output");
@@ -295,18 +304,30 @@ nlohmann::json convert(const ConvertOptions& o) {
                 train::format_duration(e.value("seconds", 0.0)).c_str(),
                 (stages_dir / stage.name).c_str());
   }
+  // The LLM's weights learn in the elastic and joint stages; the router stage sends tokens
+  // forward and backward through the frozen LLM to train the routers alone.
+  const int64_t llm =
+      record["stages"]["elastic"].value("tokens_trained", int64_t{0}) +
+      (joint_tokens > 0 ? record["stages"]["joint"].value("tokens_trained", int64_t{0}) : 0);
+  auto fraction = [&](int64_t tokens) {
+    return base_tokens > 0 ? static_cast<double>(tokens) / static_cast<double>(base_tokens) : 0.0;
+  };
   record["tokens_trained"] = trained;
+  record["llm_tokens"] = llm;
+  record["router_tokens"] = trained - llm;
   record["tokens_read"] = read;
   record["seconds"] = seconds;
-  record["fraction_of_pretraining"] =
-      base_tokens > 0 ? static_cast<double>(trained) / static_cast<double>(base_tokens) : 0.0;
+  record["fraction_of_pretraining"] = fraction(llm);
+  record["fraction_of_pretraining_all_passes"] = fraction(trained);
   record["done"] = true;
   save_record();
   if (base_tokens > 0)
-    std::printf("trained on %lld tokens = %.2f%% of the base's %lld pretraining tokens, in %s\n",
-                static_cast<long long>(trained),
-                100.0 * record["fraction_of_pretraining"].get<double>(),
-                static_cast<long long>(base_tokens), train::format_duration(seconds).c_str());
+    std::printf(
+        "LLM trained on %lld tokens = %.2f%% of the base's %lld pretraining tokens; with the "
+        "routers' passes %lld = %.2f%%; %s in all\n",
+        static_cast<long long>(llm), 100.0 * fraction(llm), static_cast<long long>(base_tokens),
+        static_cast<long long>(trained), 100.0 * fraction(trained),
+        train::format_duration(seconds).c_str());
   std::printf("Flextron model: %s (generate/perplexity/eval --model %s --budget ...)\n",
               o.out.c_str(), o.out.c_str());
   return record;

@@ -32,7 +32,9 @@ struct ConvertOptions {
   int64_t tokens = 0;              // training token budget (elastic + joint); or
   double token_fraction = 0.0763;  // of the base's pretraining tokens (its training.json)
   double joint_share = 0.2;        // share of the budget for the joint fine-tune (0: no stage 5)
-  std::vector<double> budgets{0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+  // Latency fractions the routers are trained for; empty: six from the smallest reachable on
+  // this machine to 1 (route::feasible_budget_grid).
+  std::vector<double> budgets;
   int64_t rank_samples = 256;
   int64_t seq_len = 256;
   int64_t batch = 8;         // sequences per elastic-training step

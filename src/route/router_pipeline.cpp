@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include <torch/torch.h>
@@ -27,6 +28,24 @@ std::vector<double> parse_budget_list(const std::string& text, const std::string
   std::sort(out.begin(), out.end());
   if (std::adjacent_find(out.begin(), out.end()) != out.end())
     fail(where, "budgets must be distinct");
+  return out;
+}
+
+double smallest_latency_fraction(const LatencyTable& table) {
+  model::Architecture narrowest;
+  for (size_t l = 0; l < table.mlp_widths.size(); ++l)
+    narrowest.push_back({table.mlp_widths[l].front(), table.kv_groups[l].front()});
+  return latency_fraction(table, narrowest);
+}
+
+std::vector<double> feasible_budget_grid(const LatencyTable& table, int count) {
+  const double low = std::min(1.0, std::ceil(smallest_latency_fraction(table) * 100.0) / 100.0);
+  std::vector<double> out;
+  for (int i = 0; i < count; ++i) {
+    const double b = low + (1.0 - low) * i / std::max(1, count - 1);
+    const double rounded = std::round(b * 100.0) / 100.0;
+    if (out.empty() || rounded > out.back()) out.push_back(rounded);
+  }
   return out;
 }
 

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "route/latency.h"
+
 namespace flextron::route {
 
 struct RouterPipelineOptions {
@@ -45,5 +47,12 @@ nlohmann::json train_routers(const RouterPipelineOptions& options);
 
 // Parses "0.4,0.5,..." (fractions in (0, 1], ascending after sorting, distinct).
 std::vector<double> parse_budget_list(const std::string& text, const std::string& where);
+
+// The latency fraction of the table's narrowest architecture: no budget below it is reachable.
+double smallest_latency_fraction(const LatencyTable& table);
+// `count` budgets evenly spaced from the smallest reachable fraction (rounded up to 0.01) to 1:
+// what to train routers for when the user names none (how low a model can go depends on the
+// machine: per-operation overhead is a floor that no width reduction removes).
+std::vector<double> feasible_budget_grid(const LatencyTable& table, int count = 6);
 
 }  // namespace flextron::route

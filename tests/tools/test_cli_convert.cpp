@@ -64,22 +64,18 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
   EXPECT_EQ(fs::last_write_time(ranked_weights), rank_time);
   EXPECT_EQ(fs::last_write_time(elastic_weights), elastic_time);
 
-  // Budgets come from the profile: between the smallest achievable latency fraction and 1.
+  // A budget below the smallest architecture is refused by name, after the cached stages.
   std::smatch m;
   ASSERT_TRUE(std::regex_search(r.out, m, std::regex("smallest latency fraction ([0-9.]+)")))
       << r.out;
   const double smallest = std::stod(m[1]);
-  const double low = std::ceil((smallest + (1.0 - smallest) / 2) * 100.0) / 100.0;
-  const std::string budgets = low < 1.0 ? std::to_string(low).substr(0, 4) + ",1.0" : "1.0";
-  const size_t budget_count = low < 1.0 ? 2 : 1;
-
-  // A budget below the smallest architecture is refused by name, after the cached stages.
   r = run_cli(common + " --budgets " + std::to_string(smallest / 2).substr(0, 5) + ",1.0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("flextron: error: --budgets: budget"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("below the smallest achievable latency fraction"), std::string::npos);
 
-  r = run_cli(common + " --budgets " + budgets);
+  // By default the budgets run from the smallest reachable on this machine to 1.
+  r = run_cli(common);
   ASSERT_EQ(r.exit_code, 0) << tail_of(r.err, 2000);
   for (const char* line : {"[convert 1/5] importance ranking: cached",
                            "[convert 2/5] elastic continued training: cached",
@@ -87,6 +83,13 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
     EXPECT_NE(r.err.find(line), std::string::npos) << line;
   record = flextron::io::read_json_file(out / "convert.json");
   EXPECT_TRUE(record["done"].get<bool>());
+  const auto budgets = record["budgets"].get<std::vector<double>>();
+  ASSERT_GE(budgets.size(), 1u);
+  EXPECT_GE(budgets.front(), smallest - 1e-9);
+  EXPECT_NEAR(record["smallest_latency_fraction"].get<double>(), smallest, 1e-3);
+  EXPECT_DOUBLE_EQ(budgets.back(), 1.0);
+  const size_t budget_count = budgets.size();
+  const std::string low_budget = std::to_string(budgets.front());
   for (const char* stage : {"rank", "elastic", "profile", "routers", "joint"})
     EXPECT_TRUE(record["stages"][stage]["done"].get<bool>()) << stage;
   // The budget split: elastic + joint = 40% of the base's 40,960 pretraining tokens (up to the
@@ -100,7 +103,7 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
 
   // The converted model serves a budget like any model directory.
   r = run_cli("generate --model " + quote(out) + " --prompt 'KING' --max-tokens 8 --budget " +
-              budgets.substr(0, budgets.find(',')) + " --router dynamic");
+              low_budget + " --router dynamic");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 
   // eval: one row per budget and kind, plus the full model and the baseline.
@@ -134,7 +137,6 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
 
   // The paper-table baselines: the static router's shape at the low budget, taken from the
   // ranked base without training, and trained from scratch with the base's tokenizer.
-  const std::string low_budget = budgets.substr(0, budgets.find(','));
   r = run_cli("extract --model " + quote(out) + " --budget " + low_budget + " --out " +
               quote(dir / "shape"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
