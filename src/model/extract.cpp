@@ -53,16 +53,27 @@ Transformer extract_subnetwork(TransformerImpl& model, const Architecture& arch)
 int64_t subnetwork_parameter_count(const ModelConfig& config, const Architecture& arch) {
   const Architecture widths = arch.empty() ? full_architecture(config) : arch;
   const bool gpt = config.family == Family::Gpt2;
-  const int64_t d = config.hidden_size, hd = config.head_dim(), rep = config.group_size();
+  const int64_t d = config.hidden_size;
   const int64_t norm = gpt ? 2 * d : d;  // LayerNorm has a bias
   int64_t n = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + norm;
-  for (const auto& w : widths) {
-    const int64_t q = w.kv_groups * rep * hd, kv = w.kv_groups * hd;
-    n += d * q + 2 * d * kv + q * d + (gpt ? q + 2 * kv + d : 0);  // q, k, v, o (+ biases)
-    n += (gpt ? 2 : 3) * d * w.mlp + (gpt ? w.mlp + d : 0);        // MLP (+ biases)
-    n += 2 * norm;
-  }
+  for (const auto& w : widths)
+    n += layer_attention_parameters(config, w.kv_groups) + layer_mlp_parameters(config, w.mlp) +
+         2 * norm;
   return n;
+}
+
+int64_t layer_mlp_parameters(const ModelConfig& config, int64_t width) {
+  const bool gpt = config.family == Family::Gpt2;
+  const int64_t d = config.hidden_size;
+  return (gpt ? 2 : 3) * d * width + (gpt ? width + d : 0);  // gate?, up, down (+ biases)
+}
+
+int64_t layer_attention_parameters(const ModelConfig& config, int64_t kv_groups) {
+  const bool gpt = config.family == Family::Gpt2;
+  const int64_t d = config.hidden_size;
+  const int64_t q = kv_groups * config.group_size() * config.head_dim(),
+                kv = kv_groups * config.head_dim();
+  return d * q + 2 * d * kv + q * d + (gpt ? q + 2 * kv + d : 0);  // q, k, v, o (+ biases)
 }
 
 }  // namespace flextron::model

@@ -17,5 +17,9 @@ Transformer extract_subnetwork(TransformerImpl& model, const Architecture& arch)
 
 // Parameters of the sub-network at `arch` (empty: full), i.e. of its extracted model.
 int64_t subnetwork_parameter_count(const ModelConfig& config, const Architecture& arch);
+// One layer's MLP parameters at `width` neurons, and its attention parameters at `kv_groups`
+// (with biases for the GPT family): what a decode step reads of that layer.
+int64_t layer_mlp_parameters(const ModelConfig& config, int64_t width);
+int64_t layer_attention_parameters(const ModelConfig& config, int64_t kv_groups);
 
 }  // namespace flextron::model

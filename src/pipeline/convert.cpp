@@ -173,7 +173,8 @@ nlohmann::json convert(const ConvertOptions& o) {
                     }});
   stages.push_back({"profile",
                     "latency profile",
-                    {{"contexts", o.profile.contexts},
+                    {{"method", "entries + weight bytes"},  // what the fit regresses on
+                     {"contexts", o.profile.contexts},
                      {"repeats", o.profile.repeats},
                      {"check", o.profile_check}},
                     [&](const fs::path& dir) {

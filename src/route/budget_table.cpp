@@ -146,8 +146,16 @@ std::vector<BudgetEntry> build_budget_table(StaticRouterImpl& router, SurrogateI
   for (double b = std::ceil(smallest / step + 1e-9) * step; b < 1.0 + 1e-9; b += step) {
     const double budget = std::min(1.0, b);
     auto arch = route_static(router, surrogate, layout, table, budget);
-    out.push_back(make_entry(budget, arch, table, config, dtype,
-                             predict_losses(surrogate, layout, {arch})[0]));
+    auto entry = make_entry(budget, arch, table, config, dtype,
+                            predict_losses(surrogate, layout, {arch})[0]);
+    // A larger budget never gets a slower-to-be-worse answer: where the router's choice is
+    // faster than the previous budget's and not predicted better, the previous one (which fits
+    // this budget too) stands.
+    const auto& previous = out.back();
+    if (entry.latency_fraction < previous.latency_fraction &&
+        entry.predicted_loss >= previous.predicted_loss)
+      entry = make_entry(budget, previous.arch, table, config, dtype, previous.predicted_loss);
+    out.push_back(entry);
   }
   return out;
 }

@@ -12,6 +12,7 @@
 #include "core/timing.h"
 #include "io/atomic_file.h"
 #include "io/files.h"
+#include "model/extract.h"
 #include "route/surrogate.h"
 
 namespace flextron::route {
@@ -78,15 +79,23 @@ std::vector<std::pair<size_t, size_t>> LatencyTable::entries(const Architecture&
   return out;
 }
 
-double LatencyTable::decode_ms(const Architecture& arch, int64_t context) const {
-  double total = 0.0;
+LatencyTable::Features LatencyTable::features(const Architecture& arch, int64_t context) const {
+  Features f;
   const auto chosen = entries(arch);
   for (size_t l = 0; l < chosen.size(); ++l) {
     const auto [m, a] = chosen[l];
-    total += mlp_decode_ms[l][m] + interpolate(contexts, attn_decode_ms[l][a], context);
+    f.entries_ms += mlp_decode_ms[l][m] + interpolate(contexts, attn_decode_ms[l][a], context);
+    if (!mlp_mib.empty()) f.mib += mlp_mib[l][m] + attn_mib[l][a];
   }
+  return f;
+}
+
+double LatencyTable::decode_ms(const Architecture& arch, int64_t context) const {
+  const auto f = features(arch, context);
   return interpolate(contexts, fixed_decode_ms, context) +
-         interpolate(contexts, decode_scale, context) * total;
+         interpolate(contexts, decode_scale, context) * f.entries_ms +
+         (decode_ms_per_mib.empty() ? 0.0 : interpolate(contexts, decode_ms_per_mib, context)) *
+             f.mib;
 }
 
 double LatencyTable::decode_ms(const Architecture& arch) const {
@@ -109,23 +118,28 @@ double LatencyTable::fixed_ms() const {
   return mean(fixed_decode_ms);
 }
 
-// decode_ms(arch) = mean_c [fixed(c) + scale(c) * sum of entries(c)]: split into the parts.
+// decode_ms(arch) = mean_c [fixed(c) + scale(c) * sum of entries(c) + per_mib(c) * MiB]: split
+// into the parts.
 std::vector<std::vector<double>> LatencyTable::mlp_ms() const {
-  const double scale = mean(decode_scale);
+  const double scale = mean(decode_scale),
+               per_mib = decode_ms_per_mib.empty() ? 0.0 : mean(decode_ms_per_mib);
   auto out = mlp_decode_ms;
-  for (auto& layer : out)
-    for (double& v : layer) v *= scale;
+  for (size_t l = 0; l < out.size(); ++l)
+    for (size_t c = 0; c < out[l].size(); ++c)
+      out[l][c] = out[l][c] * scale + (mlp_mib.empty() ? 0.0 : per_mib * mlp_mib[l][c]);
   return out;
 }
 
 std::vector<std::vector<double>> LatencyTable::attn_ms() const {
+  const double per_mib = decode_ms_per_mib.empty() ? 0.0 : mean(decode_ms_per_mib);
   std::vector<std::vector<double>> out(attn_decode_ms.size());
   for (size_t l = 0; l < attn_decode_ms.size(); ++l) {
-    for (const auto& by_context : attn_decode_ms[l]) {
+    for (size_t a = 0; a < attn_decode_ms[l].size(); ++a) {
+      const auto& by_context = attn_decode_ms[l][a];
       std::vector<double> scaled;
       for (size_t c = 0; c < by_context.size(); ++c)
         scaled.push_back(by_context[c] * decode_scale[c]);
-      out[l].push_back(mean(scaled));
+      out[l].push_back(mean(scaled) + (attn_mib.empty() ? 0.0 : per_mib * attn_mib[l][a]));
     }
   }
   return out;
@@ -158,6 +172,91 @@ nlohmann::json describe_hardware(const model::TransformerImpl& model) {
           {"device", model.device().str()},
           {"dtype", std::string(c10::toString(model.dtype()))},
           {"libtorch", TORCH_VERSION}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calibration fit
+
+namespace {
+
+// Least squares of y on the columns of x (plus nothing else: callers add the constant column),
+// through the normal equations; false when they are singular.
+bool least_squares(const std::vector<std::vector<double>>& x, const std::vector<double>& y,
+                   std::vector<double>& beta) {
+  const size_t k = x.empty() ? 0 : x[0].size();
+  std::vector<std::vector<double>> a(k, std::vector<double>(k + 1, 0.0));
+  for (size_t r = 0; r < x.size(); ++r)
+    for (size_t i = 0; i < k; ++i) {
+      for (size_t j = 0; j < k; ++j) a[i][j] += x[r][i] * x[r][j];
+      a[i][k] += x[r][i] * y[r];
+    }
+  // Gaussian elimination with partial pivoting on the k x k system.
+  for (size_t c = 0; c < k; ++c) {
+    size_t pivot = c;
+    for (size_t r = c + 1; r < k; ++r)
+      if (std::abs(a[r][c]) > std::abs(a[pivot][c])) pivot = r;
+    if (std::abs(a[pivot][c]) < 1e-12 * std::max(1.0, std::abs(a[c][c]))) return false;
+    std::swap(a[c], a[pivot]);
+    for (size_t r = 0; r < k; ++r) {
+      if (r == c) continue;
+      const double f = a[r][c] / a[c][c];
+      for (size_t j = c; j <= k; ++j) a[r][j] -= f * a[c][j];
+    }
+  }
+  beta.assign(k, 0.0);
+  for (size_t i = 0; i < k; ++i) beta[i] = a[i][k] / a[i][i];
+  return true;
+}
+
+double residual(const LatencyFit& f, const std::vector<LatencyTable::Features>& x,
+                const std::vector<double>& y) {
+  double sum = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double e = f.fixed + f.scale * x[i].entries_ms + f.per_mib * x[i].mib - y[i];
+    sum += e * e;
+  }
+  return sum;
+}
+
+// y ~ fixed + slope * feature with fixed >= min_fixed (else pinned there and the slope refitted);
+// slope >= 0.
+std::pair<double, double> fit_one(const std::vector<double>& feature, const std::vector<double>& y,
+                                  double min_fixed) {
+  std::vector<std::vector<double>> x;
+  for (double v : feature) x.push_back({1.0, v});
+  std::vector<double> beta;
+  if (least_squares(x, y, beta) && beta[0] >= min_fixed && beta[1] >= 0.0)
+    return {beta[0], beta[1]};
+  double sxy = 0.0, sxx = 0.0;
+  for (size_t i = 0; i < y.size(); ++i)
+    sxy += feature[i] * (y[i] - min_fixed), sxx += feature[i] * feature[i];
+  return {min_fixed, sxx > 0.0 ? std::max(0.0, sxy / sxx) : 0.0};
+}
+
+}  // namespace
+
+LatencyFit fit_latency_model(const std::vector<LatencyTable::Features>& x,
+                             const std::vector<double>& y, double min_fixed) {
+  if (x.size() != y.size() || x.size() < 2) fail("latency", "the fit needs two measurements");
+  std::vector<LatencyFit> candidates;
+  std::vector<std::vector<double>> rows;
+  for (const auto& f : x) rows.push_back({1.0, f.entries_ms, f.mib});
+  std::vector<double> beta;
+  if (x.size() >= 3 && least_squares(rows, y, beta) && beta[0] >= min_fixed && beta[1] >= 0.0 &&
+      beta[2] >= 0.0)
+    candidates.push_back({beta[0], beta[1], beta[2]});
+  std::vector<double> entries, mib;
+  for (const auto& f : x) entries.push_back(f.entries_ms), mib.push_back(f.mib);
+  const auto [fixed_e, scale] = fit_one(entries, y, min_fixed);
+  candidates.push_back({fixed_e, scale, 0.0});
+  if (std::any_of(mib.begin(), mib.end(), [](double v) { return v > 0.0; })) {
+    const auto [fixed_b, per_mib] = fit_one(mib, y, min_fixed);
+    candidates.push_back({fixed_b, 0.0, per_mib});
+  }
+  for (auto& c : candidates) c.residual = residual(c, x, y);
+  return *std::min_element(
+      candidates.begin(), candidates.end(),
+      [](const LatencyFit& a, const LatencyFit& b) { return a.residual < b.residual; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -207,6 +306,18 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   table.hardware = describe_hardware(model);
   table.mlp_widths = space.mlp;
   table.kv_groups = space.kv_groups;
+  // Weights each choice reads per token, from the parameter count of the sub-network.
+  const double element_mib = static_cast<double>(c10::elementSize(model.dtype())) / (1 << 20);
+  for (size_t l = 0; l < space.mlp.size(); ++l) {
+    table.mlp_mib.emplace_back();
+    table.attn_mib.emplace_back();
+    for (int64_t width : space.mlp[l])
+      table.mlp_mib.back().push_back(
+          element_mib * static_cast<double>(model::layer_mlp_parameters(config, width)));
+    for (int64_t groups : space.kv_groups[l])
+      table.attn_mib.back().push_back(
+          element_mib * static_cast<double>(model::layer_attention_parameters(config, groups)));
+  }
 
   const int64_t batch = options.batch, prompt = table.prefill_tokens, hd = config.head_dim();
   const auto n_contexts = static_cast<int64_t>(table.contexts.size());
@@ -272,35 +383,28 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   }
 
   // Calibration: whole forwards of the widest, the narrowest and a spread of architectures at
-  // each context; measured = fixed + scale * (sum of entries), fitted by least squares. With
-  // scale 1 and fixed 0, decode_ms returns the plain sum of entries (what the fit regresses on).
+  // each context, and the fit of measured = fixed + scale * entries + per_mib * MiB.
   auto archs = sample_spread_architectures(space, n_calibration - 2, 97531);
   archs.push_back(model::widest_architecture(space));
   archs.push_back(model::narrowest_architecture(space));
   table.fixed_decode_ms.assign(table.contexts.size(), 0.0);
   table.decode_scale.assign(table.contexts.size(), 1.0);
-  std::vector<double> fixed, scale;
+  table.decode_ms_per_mib.assign(table.contexts.size(), 0.0);
+  std::vector<double> fixed, scale, per_mib;
   for (int64_t c : table.contexts) {
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
-    const auto n = static_cast<double>(archs.size());
+    std::vector<LatencyTable::Features> x;
+    std::vector<double> y;
     for (const auto& arch : archs) {
-      const double x = table.decode_ms(arch, c);
-      const double y = measure_decode_ms(model, arch, c, batch, options.warmup, options.repeats);
-      sx += x, sy += y, sxx += x * x, sxy += x * y;
+      x.push_back(table.features(arch, c));
+      y.push_back(measure_decode_ms(model, arch, c, batch, options.warmup, options.repeats));
       tick();
     }
-    const double var = sxx - sx * sx / n;
-    double slope = var > 1e-12 ? (sxy - sx * sy / n) / var : 1.0;
-    double intercept = (sy - slope * sx) / n;
-    if (!(slope > 0.0) || intercept < table.head_decode_ms) {
-      // The fixed part is at least the embedding and LM head: pin it there and fit the slope
-      // alone, sum x (y - head) / sum x^2.
-      intercept = table.head_decode_ms;
-      slope = std::max(1e-3, (sxy - intercept * sx) / sxx);
-    }
-    scale.push_back(slope);
-    fixed.push_back(intercept);
+    const auto fit = fit_latency_model(x, y, table.head_decode_ms);
+    fixed.push_back(fit.fixed);
+    scale.push_back(fit.scale);
+    per_mib.push_back(fit.per_mib);
   }
+  table.decode_ms_per_mib = per_mib;
   table.fixed_decode_ms = fixed;
   table.decode_scale = scale;
   return table;
@@ -333,11 +437,13 @@ nlohmann::json latency_table_to_json(const LatencyTable& t) {
     for (size_t c = 0; c < t.mlp_widths[l].size(); ++c)
       mlp.push_back({{"width", t.mlp_widths[l][c]},
                      {"decode_ms", t.mlp_decode_ms[l][c]},
-                     {"prefill_ms_per_token", t.mlp_prefill_ms[l][c]}});
+                     {"prefill_ms_per_token", t.mlp_prefill_ms[l][c]},
+                     {"mib", t.mlp_mib.empty() ? 0.0 : t.mlp_mib[l][c]}});
     for (size_t c = 0; c < t.kv_groups[l].size(); ++c)
       attn.push_back({{"kv_groups", t.kv_groups[l][c]},
                       {"decode_ms", t.attn_decode_ms[l][c]},
-                      {"prefill_ms_per_token", t.attn_prefill_ms[l][c]}});
+                      {"prefill_ms_per_token", t.attn_prefill_ms[l][c]},
+                      {"mib", t.attn_mib.empty() ? 0.0 : t.attn_mib[l][c]}});
     layers.push_back({{"mlp", mlp}, {"attention", attn}});
   }
   return {
@@ -350,6 +456,7 @@ nlohmann::json latency_table_to_json(const LatencyTable& t) {
       {"prefill_tokens", t.prefill_tokens},
       {"fixed", {{"decode_ms", t.fixed_decode_ms}, {"prefill_ms_per_token", t.fixed_prefill_ms}}},
       {"decode_scale", t.decode_scale},
+      {"decode_ms_per_mib", t.decode_ms_per_mib},
       {"embedding_and_head_decode_ms", t.head_decode_ms},
       {"layers", layers}};
 }
@@ -370,22 +477,31 @@ LatencyTable latency_table_from_json(const nlohmann::json& j, const std::string&
     t.fixed_prefill_ms = j.at("fixed").at("prefill_ms_per_token").get<double>();
     t.decode_scale = j.at("decode_scale").get<std::vector<double>>();
     t.head_decode_ms = j.value("embedding_and_head_decode_ms", 0.0);
+    // Tables written before the byte term predict with entries alone.
+    t.decode_ms_per_mib = j.value("decode_ms_per_mib", std::vector<double>());
+    if (t.decode_ms_per_mib.empty()) t.decode_ms_per_mib.assign(t.contexts.size(), 0.0);
     if (t.contexts.empty() || !std::is_sorted(t.contexts.begin(), t.contexts.end()) ||
-        t.fixed_decode_ms.size() != t.contexts.size() || t.decode_scale.size() != t.contexts.size())
-      fail(where, "\"contexts\" must be ascending and match fixed.decode_ms and decode_scale");
+        t.fixed_decode_ms.size() != t.contexts.size() ||
+        t.decode_scale.size() != t.contexts.size() ||
+        t.decode_ms_per_mib.size() != t.contexts.size())
+      fail(where,
+           "\"contexts\" must be ascending and match fixed.decode_ms, decode_scale and "
+           "decode_ms_per_mib");
     for (const auto& layer : j.at("layers")) {
       std::vector<int64_t> widths, groups;
-      std::vector<double> md, mp, ap;
+      std::vector<double> md, mp, ap, mm, am;
       std::vector<std::vector<double>> ad;
       for (const auto& e : layer.at("mlp")) {
         widths.push_back(e.at("width").get<int64_t>());
         md.push_back(e.at("decode_ms").get<double>());
         mp.push_back(e.at("prefill_ms_per_token").get<double>());
+        mm.push_back(e.value("mib", 0.0));
       }
       for (const auto& e : layer.at("attention")) {
         groups.push_back(e.at("kv_groups").get<int64_t>());
         ad.push_back(e.at("decode_ms").get<std::vector<double>>());
         ap.push_back(e.at("prefill_ms_per_token").get<double>());
+        am.push_back(e.value("mib", 0.0));
         if (ad.back().size() != t.contexts.size())
           fail(where, "attention decode_ms needs one entry per context");
       }
@@ -395,6 +511,8 @@ LatencyTable latency_table_from_json(const nlohmann::json& j, const std::string&
       t.mlp_prefill_ms.push_back(mp);
       t.attn_decode_ms.push_back(ad);
       t.attn_prefill_ms.push_back(ap);
+      t.mlp_mib.push_back(mm);
+      t.attn_mib.push_back(am);
     }
     auto check_times = [&](double v) {
       if (!std::isfinite(v) || v < 0) fail(where, "latencies must be finite and >= 0");

@@ -3,9 +3,12 @@
 // per token, at decode (batch B, a few context lengths) and at prefill, plus the fixed cost of a
 // forward (embedding, final norm, LM head and the per-call overhead). An architecture's decode
 // latency at context c is predicted as fixed(c) + scale(c) * sum over layers of its two entries.
-// fixed(c) and scale(c) are calibrated by least squares on a few whole architectures measured
-// end to end: a block timed alone keeps its weights in cache, inside a full forward it competes
-// with every other layer's, so in-situ cost grows with the bytes touched, not by a constant.
+// fixed(c), scale(c) and bytes(c) are calibrated by least squares on whole architectures measured
+// end to end:
+//   decode_ms(arch, c) = fixed(c) + scale(c) * sum of entries(c) + bytes(c) * MiB of weights read
+// A block timed alone keeps its weights in cache; inside a full forward it competes with every
+// other layer's, and once the model outgrows the caches each step streams its weights from
+// memory, so in-situ cost grows with the bytes a sub-network touches.
 #pragma once
 
 #include <cmath>
@@ -30,8 +33,8 @@ struct ProfileOptions {
   int64_t batch = 1;
   int64_t prefill_tokens = 128;  // prompt length timed for prefill (clipped to the context)
   int64_t warmup = 5;
-  int64_t repeats = 25;                   // the median of these is stored
-  int64_t calibration_architectures = 8;  // whole forwards measured to fit fixed(c), scale(c)
+  int64_t repeats = 25;                    // the median of these is stored
+  int64_t calibration_architectures = 16;  // whole forwards measured per context for the fit
 };
 
 struct LatencyTable {
@@ -43,14 +46,17 @@ struct LatencyTable {
   std::vector<std::vector<int64_t>> mlp_widths;  // [layer][choice], as in the elastic space
   std::vector<std::vector<int64_t>> kv_groups;
   // Milliseconds per decode step (one token per sequence) by context; per token at prefill.
-  std::vector<double> fixed_decode_ms;  // [context]
-  std::vector<double> decode_scale;     // [context], multiplies layers
-  double head_decode_ms = 0.0;          // embedding + final norm + LM head alone (part of fixed)
-  double fixed_prefill_ms = 0.0;        // per prompt token
+  std::vector<double> fixed_decode_ms;    // [context]
+  std::vector<double> decode_scale;       // [context], multiplies layers
+  std::vector<double> decode_ms_per_mib;  // [context], multiplies the MiB of layer weights read
+  double head_decode_ms = 0.0;            // embedding + final norm + LM head alone (part of fixed)
+  double fixed_prefill_ms = 0.0;          // per prompt token
   std::vector<std::vector<double>> mlp_decode_ms;                // [layer][choice]
   std::vector<std::vector<double>> mlp_prefill_ms;               // [layer][choice]
   std::vector<std::vector<std::vector<double>>> attn_decode_ms;  // [layer][choice][context]
   std::vector<std::vector<double>> attn_prefill_ms;              // [layer][choice]
+  std::vector<std::vector<double>> mlp_mib;                      // [layer][choice], weights
+  std::vector<std::vector<double>> attn_mib;                     // [layer][choice], weights
 
   // Predicted decode milliseconds per step at `context` (linear between profiled contexts,
   // clamped at the ends) or, without a context, averaged over the profiled contexts: the
@@ -64,6 +70,14 @@ struct LatencyTable {
   std::vector<std::vector<double>> mlp_ms() const;   // [layer][choice]
   std::vector<std::vector<double>> attn_ms() const;  // [layer][choice], mean over contexts
 
+  // What the prediction is linear in, at one context: the sum of the chosen entries and the MiB
+  // of layer weights they read.
+  struct Features {
+    double entries_ms = 0.0;
+    double mib = 0.0;
+  };
+  Features features(const model::Architecture& arch, int64_t context) const;
+
   // Index of `width` among layer l's choices; throws naming the layer if it is not one.
   int64_t mlp_choice(int64_t layer, int64_t width) const;
   int64_t attn_choice(int64_t layer, int64_t groups) const;
@@ -71,6 +85,17 @@ struct LatencyTable {
  private:
   std::vector<std::pair<size_t, size_t>> entries(const model::Architecture& arch) const;
 };
+
+// The calibration fit at one context: measured ~ fixed + scale * entries_ms + per_mib * mib, by
+// least squares with every coefficient physical (fixed >= min_fixed, the embedding and head
+// alone; scale, per_mib >= 0). Where the joint fit breaks a bound, the better of the two
+// one-feature fits is kept.
+struct LatencyFit {
+  double fixed = 0.0, scale = 1.0, per_mib = 0.0;
+  double residual = 0.0;  // sum of squared errors, ms^2
+};
+LatencyFit fit_latency_model(const std::vector<LatencyTable::Features>& x,
+                             const std::vector<double>& y, double min_fixed);
 
 // What the table records about a model; two models with the same description share a table.
 nlohmann::json describe_model(const model::ModelConfig& config, const model::ElasticSpace& space);

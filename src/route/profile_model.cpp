@@ -39,14 +39,14 @@ nlohmann::json profile_model_dir(const ProfileModelOptions& a) {
       "latency table of %s on %s (%d threads, %s, batch %lld)\n", a.model.c_str(),
       table.hardware["cpu"].get<std::string>().c_str(), table.hardware["threads"].get<int>(),
       table.hardware["device"].get<std::string>().c_str(), static_cast<long long>(table.batch));
-  std::printf("%-10s %-16s %-16s %-10s %s\n", "context", "full ms/token", "narrowest", "fixed ms",
-              "layer scale");
+  std::printf("%-10s %-16s %-16s %-10s %-12s %s\n", "context", "full ms/token", "narrowest",
+              "fixed ms", "layer scale", "ms per MiB");
   const auto narrowest = model::narrowest_architecture(loaded.space);
   for (size_t i = 0; i < table.contexts.size(); ++i) {
     const int64_t c = table.contexts[i];
-    std::printf("%-10lld %-16.4f %-16.4f %-10.4f %.3f\n", static_cast<long long>(c),
+    std::printf("%-10lld %-16.4f %-16.4f %-10.4f %-12.3f %.4f\n", static_cast<long long>(c),
                 table.decode_ms({}, c), table.decode_ms(narrowest, c), table.fixed_decode_ms[i],
-                table.decode_scale[i]);
+                table.decode_scale[i], table.decode_ms_per_mib[i]);
   }
   std::printf("prefill: %.4f ms/token full, %.4f narrowest; smallest latency fraction %.3f\n",
               table.prefill_ms_per_token({}), table.prefill_ms_per_token(narrowest),

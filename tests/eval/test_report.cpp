@@ -13,8 +13,8 @@
 
 namespace {
 
-nlohmann::json row(const std::string& model, const std::string& router, double latency,
-                   double ppl, double acc_norm) {
+nlohmann::json row(const std::string& model, const std::string& router, double latency, double ppl,
+                   double acc_norm) {
   return {{"model", model},
           {"router", router},
           {"budget", latency},
@@ -73,9 +73,9 @@ TEST(Report, PlotsALinePerRouterKindAndAMarkerPerBaseline) {
   ASSERT_EQ(xs.size(), 2u);
   for (const auto& x : xs) EXPECT_TRUE(std::is_sorted(x.begin(), x.end()));
   const std::regex square("<rect x=[^>]*width=\"10\"");
-  EXPECT_EQ(std::distance(std::sregex_iterator(svg.begin(), svg.end(), square),
-                          std::sregex_iterator()),
-            4);
+  EXPECT_EQ(
+      std::distance(std::sregex_iterator(svg.begin(), svg.end(), square), std::sregex_iterator()),
+      4);
   EXPECT_NE(svg.find(">scratch-0.5<"), std::string::npos);
   EXPECT_NE(svg.find("perplexity (lower is better)"), std::string::npos);
 }
@@ -94,9 +94,9 @@ TEST(Report, WritesEveryFileAndSkipsMissingMetrics) {
   const auto svg = flextron::testing::read_file(dir / "quality_perplexity.svg");
   // dynamic now has one point: no line for it, one polyline (static) left.
   const std::regex polyline("<polyline");
-  EXPECT_EQ(std::distance(std::sregex_iterator(svg.begin(), svg.end(), polyline),
-                          std::sregex_iterator()),
-            1);
+  EXPECT_EQ(
+      std::distance(std::sregex_iterator(svg.begin(), svg.end(), polyline), std::sregex_iterator()),
+      1);
 }
 
 }  // namespace

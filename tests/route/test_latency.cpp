@@ -150,3 +150,39 @@ TEST(Budget, ParameterAndMemoryCosts) {
   EXPECT_THROW(fr::architecture_cost(fr::BudgetKind::Latency, config, {}, nullptr, torch::kFloat),
                flextron::Error);
 }
+
+namespace {
+
+// The calibration fit recovers known coefficients exactly, and keeps them physical when the
+// unconstrained fit would not be.
+TEST(LatencyFit, RecoversFixedScaleAndPerMibAndStaysPhysical) {
+  using Features = flextron::route::LatencyTable::Features;
+  std::vector<Features> x;
+  std::vector<double> y;
+  for (int i = 0; i < 10; ++i) {
+    // Entries and MiB vary independently enough to tell apart.
+    const Features f{0.1 * i + 0.05 * (i % 3), 2.0 * i * i / 10.0 + (i % 2)};
+    x.push_back(f);
+    y.push_back(0.3 + 1.7 * f.entries_ms + 0.12 * f.mib);
+  }
+  auto fit = flextron::route::fit_latency_model(x, y, 0.1);
+  EXPECT_NEAR(fit.fixed, 0.3, 1e-9);
+  EXPECT_NEAR(fit.scale, 1.7, 1e-9);
+  EXPECT_NEAR(fit.per_mib, 0.12, 1e-9);
+  EXPECT_NEAR(fit.residual, 0.0, 1e-12);
+
+  // Time falling with bytes is unphysical: the fit keeps per_mib >= 0 and explains the data
+  // with entries alone.
+  for (size_t i = 0; i < x.size(); ++i) y[i] = 0.3 + 2.0 * x[i].entries_ms - 0.05 * x[i].mib;
+  fit = flextron::route::fit_latency_model(x, y, 0.1);
+  EXPECT_GE(fit.scale, 0.0);
+  EXPECT_GE(fit.per_mib, 0.0);
+  EXPECT_GE(fit.fixed, 0.1);
+  // The fixed part never drops below the embedding and head's own cost.
+  for (size_t i = 0; i < x.size(); ++i) y[i] = 0.05 + 1.0 * x[i].entries_ms;
+  fit = flextron::route::fit_latency_model(x, y, 0.2);
+  EXPECT_DOUBLE_EQ(fit.fixed, 0.2);
+  EXPECT_THROW(flextron::route::fit_latency_model({x[0]}, {y[0]}, 0.0), flextron::Error);
+}
+
+}  // namespace

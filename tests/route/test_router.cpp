@@ -120,13 +120,15 @@ TEST_F(StoriesRouter, StaticRouterHonoursBudgetsDeterministically) {
     EXPECT_EQ(fr::route_static(*bundle.router, *bundle.surrogate, layout, table_, b), arch);
     EXPECT_EQ(fr::lookup_budget(bundle.table, {b, fr::BudgetKind::Latency}).arch, arch);
   }
-  // The full budget gets the full model; larger budgets never get less latency.
+  // The full budget gets the full model. A larger budget may get a slightly faster architecture
+  // only when it is predicted better (the router's projection is per budget), never a worse one.
   EXPECT_EQ(fr::lookup_budget(bundle.table, {1.0, fr::BudgetKind::Latency}).arch,
             fm::widest_architecture(stories_.space));
-  double previous = 0.0;
-  for (const auto& e : bundle.table) {
-    EXPECT_GE(e.latency_fraction, previous - 1e-12);
-    previous = e.latency_fraction;
+  for (size_t i = 1; i < bundle.table.size(); ++i) {
+    const auto &e = bundle.table[i], &previous = bundle.table[i - 1];
+    EXPECT_GE(e.latency_fraction, previous.latency_fraction - 0.01) << e.budget;
+    if (e.latency_fraction < previous.latency_fraction)
+      EXPECT_LT(e.predicted_loss, previous.predicted_loss) << e.budget;
   }
   // Other budget kinds look up the same table.
   const auto& by_params = fr::lookup_budget(bundle.table, {0.6, fr::BudgetKind::Params});
