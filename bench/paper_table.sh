@@ -34,7 +34,7 @@ echo "base $BASE: preset $PRESET, $N pretraining tokens"
 # is a floor no width removes), the lowest reachable budget and the one midway to 1 instead.
 LOWEST=$(sed -n 's/.*"smallest_latency_fraction": \([0-9.]*\).*/\1/p' "$FLEX/convert.json")
 read -r B1 B2 < <(awk "BEGIN{low = int($LOWEST * 100 + 0.999) / 100; b1 = (low > 0.5) ? low : 0.5;
-  b2 = (0.7 >= b1 + 0.1) ? 0.7 : (b1 + 1) / 2; printf \"%.2f %.2f\", b1, b2}")
+  b2 = (0.7 >= b1 + 0.1) ? 0.7 : (b1 + 1) / 2; printf \"%.2f %.2f\\n\", b1, b2}")
 echo "budgets for the from-scratch shapes: $B1 $B2 (smallest reachable: $LOWEST)"
 BASELINES=("base=$BASE")
 for B in $B1 $B2; do
@@ -53,8 +53,12 @@ for B in $B1 $B2; do
   BASELINES+=("scratch-$B=$WORK/scratch-$B" "pruned-$B=$WORK/pruned-$B")
 done
 
-echo "== evaluation (every budget and router kind, and the baselines) =="
-"$FLEXTRON" eval --model "$FLEX" --ppl "$HELDOUT" --ctx 256 \
+# The routers' trained budgets plus the two shapes' own, so that each from-scratch and pruned
+# shape has Flextron rows at its budget.
+TRAINED_BUDGETS=$(sed -n '/^  "budgets": \[/,/\]/p' "$FLEX/convert.json" | grep -o '[0-9.]\+')
+BUDGETS=$(printf '%s\n' $TRAINED_BUDGETS "$B1" "$B2" | awk '{printf "%.2f\n", $1}' | sort -un | paste -sd,)
+echo "== evaluation at budgets $BUDGETS (every router kind) and the baselines =="
+"$FLEXTRON" eval --model "$FLEX" --budgets "$BUDGETS" --ppl "$HELDOUT" --ctx 256 \
   --ppl-tokens 16384 --tasks "$TASK" --baseline "${BASELINES[@]}" --report "$WORK/report"
 
 TRAINED=$(sed -n 's/^  "tokens_trained": \([0-9]*\).*/\1/p' "$FLEX/convert.json")
