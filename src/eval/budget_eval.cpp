@@ -83,21 +83,28 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     if (!baselines.back().tokenizer) fail(dir.string(), "no tokenizer in this baseline directory");
   }
 
+  auto subject = [](std::string label, std::string kind, double budget, io::LoadedModel& m) {
+    Subject s;
+    s.model_label = std::move(label);
+    s.kind = std::move(kind);
+    s.budget = budget;
+    s.model = m.model.get();
+    s.tokenizer = m.tokenizer.get();
+    s.space = &m.space;
+    return s;
+  };
   std::vector<Subject> subjects;
-  Subject full{"flextron", "full", 1.0, loaded.model.get(), loaded.tokenizer.get(), &loaded.space};
-  subjects.push_back(std::move(full));
+  subjects.push_back(subject("flextron", "full", 1.0, loaded));
   for (auto kind : o.kinds)
     for (double b : o.budgets) {
-      Subject s{"flextron",         route::router_kind_name(kind), b,
-                loaded.model.get(), loaded.tokenizer.get(),        &loaded.space};
+      auto s = subject("flextron", route::router_kind_name(kind), b, loaded);
       s.plan = route::plan_budget(o.model, *loaded.model, loaded.space,
                                   {b, route::BudgetKind::Latency}, kind);
       s.arch = s.plan->arch;
       subjects.push_back(std::move(s));
     }
   for (size_t i = 0; i < baselines.size(); ++i)
-    subjects.push_back({o.baselines[i].first, "baseline", 0.0, baselines[i].model.get(),
-                        baselines[i].tokenizer.get(), &baselines[i].space});
+    subjects.push_back(subject(o.baselines[i].first, "baseline", 0.0, baselines[i]));
 
   // Latency contexts: those of the model's table (what budgets are fractions of).
   std::vector<int64_t> contexts{128};

@@ -127,8 +127,9 @@ TEST_F(StoriesRouter, StaticRouterHonoursBudgetsDeterministically) {
   for (size_t i = 1; i < bundle.table.size(); ++i) {
     const auto &e = bundle.table[i], &previous = bundle.table[i - 1];
     EXPECT_GE(e.latency_fraction, previous.latency_fraction - 0.01) << e.budget;
-    if (e.latency_fraction < previous.latency_fraction)
+    if (e.latency_fraction < previous.latency_fraction) {
       EXPECT_LT(e.predicted_loss, previous.predicted_loss) << e.budget;
+    }
   }
   // Other budget kinds look up the same table.
   const auto& by_params = fr::lookup_budget(bundle.table, {0.6, fr::BudgetKind::Params});
