@@ -8,6 +8,7 @@
 #include "eval/report.h"
 #include "io/files.h"
 #include "io/model_dir.h"
+#include "route/latency.h"
 #include "route/router_file.h"
 #include "route/router_pipeline.h"
 
@@ -37,10 +38,13 @@ void run_eval(EvalArgs& a) {
   auto& o = a.options;
   o.model = a.model;
   const auto [trained, has_dynamic] = trained_routers(o.model);
+  const bool profiled = std::filesystem::exists(o.model / route::kLatencyFile);
   if (!a.budgets.empty())
     o.budgets = route::parse_budget_list(a.budgets, "--budgets");
   else if (!trained.empty())
     o.budgets = trained;
+  else if (!profiled)
+    o.budgets.clear();  // a plain model: measured at full width only
   o.kinds.clear();
   if (a.kinds.empty()) {
     o.kinds.push_back(route::RouterKind::Uniform);

@@ -60,7 +60,6 @@ double parameters_used(const model::ModelConfig& config, const Subject& s) {
 }  // namespace
 
 nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
-  if (o.budgets.empty() && o.baselines.empty()) fail("--budgets", "no budgets given");
   if (o.ppl.empty() && o.tasks.empty())
     fail("eval", "nothing to measure quality with: give --ppl FILE and/or --tasks FILE.jsonl");
   auto loaded = io::load_model_dir(o.model);
@@ -93,11 +92,15 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     s.space = &m.space;
     return s;
   };
+  // Rows of the evaluated model carry its directory's name, as baselines carry theirs.
+  auto name = o.model.lexically_normal();
+  if (name.filename().empty()) name = name.parent_path();
+  const std::string label = name.filename().string();
   std::vector<Subject> subjects;
-  subjects.push_back(subject("flextron", "full", 1.0, loaded));
+  subjects.push_back(subject(label, "full", 1.0, loaded));
   for (auto kind : o.kinds)
     for (double b : o.budgets) {
-      auto s = subject("flextron", route::router_kind_name(kind), b, loaded);
+      auto s = subject(label, route::router_kind_name(kind), b, loaded);
       s.plan = route::plan_budget(o.model, *loaded.model, loaded.space,
                                   {b, route::BudgetKind::Latency}, kind);
       s.arch = s.plan->arch;

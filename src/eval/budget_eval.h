@@ -37,8 +37,9 @@ struct BudgetEvalOptions {
   std::vector<std::pair<std::string, std::filesystem::path>> baselines;  // (label, directory)
 };
 
-// Returns the report: {"model", "settings", "full": {...}, "rows": [...]} with one row per
-// (kind, budget), then one per baseline. Everything is checked before the first measurement:
+// Returns the report: {"model", "settings", "rows": [...]}: the full model, one row per
+// (kind, budget) (none without budgets: a plain model is measured at full width), then one per
+// baseline. Everything is checked before the first measurement:
 // budgets below the smallest architecture, kinds the model has no router for, unreadable task
 // files and baselines are errors naming the option or file.
 nlohmann::json evaluate_budgets(const BudgetEvalOptions& options);

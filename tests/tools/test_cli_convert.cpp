@@ -135,6 +135,15 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
   EXPECT_NE(flextron::testing::read_file(report_dir / "quality_perplexity.svg").find("<polyline"),
             std::string::npos);
 
+  // A plain model (no latency table, no routers) is measured at full width alone.
+  r = run_cli("eval --model " + quote(base) + " --tasks " + quote(task) +
+              " --repeats 2 --rounds 1 --report " + quote(dir / "plain"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto plain = flextron::io::read_json_file(dir / "plain/report.json");
+  ASSERT_EQ(plain["rows"].size(), 1u);
+  EXPECT_EQ(plain["rows"][0]["router"], "full");
+  EXPECT_EQ(plain["rows"][0]["model"], "base");
+
   // The paper-table baselines: the static router's shape at the low budget, taken from the
   // ranked base without training, and trained from scratch with the base's tokenizer.
   r = run_cli("extract --model " + quote(out) + " --budget " + low_budget + " --out " +
