@@ -75,7 +75,7 @@ stage "evaluation at every budget and router kind"
 TASK="$RUN_DIR/faq_next_words.jsonl"
 [ -f "$TASK" ] || "$FLEXTRON" make-task --data "$RUN_DIR/corpus/heldout.txt" --out "$TASK" --examples 200
 REPORT="$RUN_DIR/report"
-if [ -f "$REPORT/report.json" ] && [ "$REPORT/report.json" -nt "$FLEX/convert.json" ]; then
+if [ -f "$REPORT/report.json" ] && [ "$REPORT/report.json" -nt "$FLEX/model.safetensors" ]; then
   echo "cached: $REPORT"
   sed -n '3,/^$/p' "$REPORT/report.md"
 else
