@@ -47,6 +47,10 @@ void register_profile(CLI::App& app) {
   cmd->add_option("--repeats", a->options.repeats, "Timed runs per entry (the median is kept)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--rounds", a->options.rounds,
+                  "Whole-forward measurements in interleaved rounds (the median is kept)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--warmup", a->options.warmup, "Untimed runs before each entry")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

@@ -40,4 +40,17 @@ double median(std::vector<double> values) {
   return 0.5 * (lower + upper);
 }
 
+std::vector<double> interleaved_medians(size_t n, int64_t rounds,
+                                        const std::function<double(size_t)>& measure,
+                                        const std::function<void(int64_t)>& on_round) {
+  std::vector<std::vector<double>> samples(n);
+  for (int64_t r = 1; r <= std::max<int64_t>(1, rounds); ++r) {
+    for (size_t i = 0; i < n; ++i) samples[i].push_back(measure(i));
+    if (on_round) on_round(r);
+  }
+  std::vector<double> out;
+  for (auto& s : samples) out.push_back(median(std::move(s)));
+  return out;
+}
+
 }  // namespace flextron

@@ -16,4 +16,11 @@ std::vector<double> time_calls_ms(const std::function<void()>& fn, int64_t warmu
 
 double median(std::vector<double> values);
 
+// Measures each of n things once per round, round-robin over `rounds` rounds, and returns each
+// one's median: on a shared machine slow drift and bursts of load then reach all alike instead
+// of whichever was being measured at the time. on_round(r) is called after round r (1-based).
+std::vector<double> interleaved_medians(size_t n, int64_t rounds,
+                                        const std::function<double(size_t)>& measure,
+                                        const std::function<void(int64_t)>& on_round = {});
+
 }  // namespace flextron

@@ -181,25 +181,26 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
 
   // Latency: every subject once per round, rounds interleaved so that drift in the machine's
   // speed reaches all alike; the median over rounds is kept.
-  std::vector<std::vector<double>> ms(subjects.size());
-  for (int64_t round = 0; round < o.latency_rounds; ++round) {
-    for (size_t i = 0; i < subjects.size(); ++i) {
-      auto& s = subjects[i];
-      model::LayerRouter* router = s.plan ? s.plan->router() : nullptr;
-      const int64_t max_context = s.model->config().max_position_embeddings - 1;
-      double sum = 0.0;
-      for (int64_t c : contexts)
-        sum += route::measure_decode_ms(*s.model, s.arch, std::min(c, max_context), 1,
-                                        o.latency_warmup, o.latency_repeats, router);
-      ms[i].push_back(sum / static_cast<double>(contexts.size()));
-    }
-    std::fprintf(stderr, "\r[eval] latency round %lld/%lld   ", static_cast<long long>(round + 1),
-                 static_cast<long long>(o.latency_rounds));
-  }
+  const auto ms = interleaved_medians(
+      subjects.size(), o.latency_rounds,
+      [&](size_t i) {
+        auto& s = subjects[i];
+        model::LayerRouter* router = s.plan ? s.plan->router() : nullptr;
+        const int64_t max_context = s.model->config().max_position_embeddings - 1;
+        double sum = 0.0;
+        for (int64_t c : contexts)
+          sum += route::measure_decode_ms(*s.model, s.arch, std::min(c, max_context), 1,
+                                          o.latency_warmup, o.latency_repeats, router);
+        return sum / static_cast<double>(contexts.size());
+      },
+      [&](int64_t round) {
+        std::fprintf(stderr, "\r[eval] latency round %lld/%lld   ", static_cast<long long>(round),
+                     static_cast<long long>(o.latency_rounds));
+      });
   std::fprintf(stderr, "\n");
-  const double full_ms = median(ms[0]);
+  const double full_ms = ms[0];
   for (size_t i = 0; i < subjects.size(); ++i) {
-    const double m = median(ms[i]);
+    const double m = ms[i];
     rows[i]["decode_ms"] = m;
     rows[i]["latency_fraction"] = m / full_ms;
     rows[i]["tokens_per_second"] = 1000.0 / m;

@@ -171,26 +171,26 @@ nlohmann::json convert(const ConvertOptions& o) {
                       outcome.tokens_trained = r.tokens;
                       return outcome;
                     }});
-  stages.push_back({"profile",
-                    "latency profile",
-                    {{"method", "entries + weight bytes"},  // what the fit regresses on
-                     {"contexts", o.profile.contexts},
-                     {"repeats", o.profile.repeats},
-                     {"check", o.profile_check}},
-                    [&](const fs::path& dir) {
-                      route::ProfileModelOptions p;
-                      p.model = elastic;
-                      p.out = dir / route::kLatencyFile;
-                      p.profile = o.profile;
-                      p.check = o.profile_check;
-                      fs::create_directories(dir);
-                      const auto j = route::profile_model_dir(p);
-                      StageOutcome outcome;
-                      if (j.contains("check"))
-                        outcome.details["median_relative_error"] =
-                            j["check"]["median_relative_error"];
-                      return outcome;
-                    }});
+  stages.push_back(
+      {"profile",
+       "latency profile",
+       {{"method", "entries + weight bytes, interleaved rounds"},  // what the fit regresses on
+        {"contexts", o.profile.contexts},
+        {"repeats", o.profile.repeats},
+        {"check", o.profile_check}},
+       [&](const fs::path& dir) {
+         route::ProfileModelOptions p;
+         p.model = elastic;
+         p.out = dir / route::kLatencyFile;
+         p.profile = o.profile;
+         p.check = o.profile_check;
+         fs::create_directories(dir);
+         const auto j = route::profile_model_dir(p);
+         StageOutcome outcome;
+         if (j.contains("check"))
+           outcome.details["median_relative_error"] = j["check"]["median_relative_error"];
+         return outcome;
+       }});
   stages.push_back(
       {"routers",
        "surrogate, static and dynamic routers",

@@ -322,7 +322,7 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   const int64_t batch = options.batch, prompt = table.prefill_tokens, hd = config.head_dim();
   const auto n_contexts = static_cast<int64_t>(table.contexts.size());
   const int64_t n_calibration = std::max<int64_t>(2, options.calibration_architectures);
-  int64_t total = 1 + n_contexts * n_calibration, done = 0;
+  int64_t total = 1 + n_contexts * n_calibration * std::max<int64_t>(1, options.rounds), done = 0;
   for (int64_t l = 0; l < config.num_hidden_layers; ++l)
     total += static_cast<int64_t>(space.mlp[l].size() + space.kv_groups[l].size());
   auto tick = [&] {
@@ -393,12 +393,13 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   std::vector<double> fixed, scale, per_mib;
   for (int64_t c : table.contexts) {
     std::vector<LatencyTable::Features> x;
-    std::vector<double> y;
-    for (const auto& arch : archs) {
-      x.push_back(table.features(arch, c));
-      y.push_back(measure_decode_ms(model, arch, c, batch, options.warmup, options.repeats));
+    for (const auto& arch : archs) x.push_back(table.features(arch, c));
+    const auto y = interleaved_medians(archs.size(), options.rounds, [&](size_t i) {
+      const double ms =
+          measure_decode_ms(model, archs[i], c, batch, options.warmup, options.repeats);
       tick();
-    }
+      return ms;
+    });
     const auto fit = fit_latency_model(x, y, table.head_decode_ms);
     fixed.push_back(fit.fixed);
     scale.push_back(fit.scale);
@@ -413,7 +414,8 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
 std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
                                               const LatencyTable& table,
                                               const model::ElasticSpace& space, int64_t count,
-                                              uint64_t seed, int64_t warmup, int64_t repeats) {
+                                              uint64_t seed, int64_t warmup, int64_t repeats,
+                                              int64_t rounds) {
   std::vector<LatencyCheck> out;
   const auto archs = sample_spread_architectures(space, count, seed);
   for (size_t i = 0; i < archs.size(); ++i) {
@@ -421,9 +423,12 @@ std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
     c.arch = archs[i];
     c.context = table.contexts[i % table.contexts.size()];
     c.predicted_ms = table.decode_ms(c.arch, c.context);
-    c.measured_ms = measure_decode_ms(model, c.arch, c.context, table.batch, warmup, repeats);
     out.push_back(c);
   }
+  const auto measured = interleaved_medians(out.size(), rounds, [&](size_t i) {
+    return measure_decode_ms(model, out[i].arch, out[i].context, table.batch, warmup, repeats);
+  });
+  for (size_t i = 0; i < out.size(); ++i) out[i].measured_ms = measured[i];
   return out;
 }
 

@@ -35,6 +35,7 @@ struct ProfileOptions {
   int64_t warmup = 5;
   int64_t repeats = 25;                    // the median of these is stored
   int64_t calibration_architectures = 16;  // whole forwards measured per context for the fit
+  int64_t rounds = 3;  // each whole forward measured in interleaved rounds, median (core/timing.h)
 };
 
 struct LatencyTable {
@@ -123,11 +124,13 @@ struct LatencyCheck {
 };
 
 // `count` architectures spread over the space (route/surrogate.h), each at the next profiled
-// context in turn, predicted and measured (median of `repeats` decode steps).
+// context in turn, predicted and measured (median of `repeats` decode steps, then the median of
+// `rounds` interleaved measurements).
 std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
                                               const LatencyTable& table,
                                               const model::ElasticSpace& space, int64_t count,
-                                              uint64_t seed, int64_t warmup, int64_t repeats);
+                                              uint64_t seed, int64_t warmup, int64_t repeats,
+                                              int64_t rounds = 3);
 
 nlohmann::json latency_table_to_json(const LatencyTable& table);
 // Throws flextron::Error naming `where` for a malformed table.

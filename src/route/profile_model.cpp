@@ -55,7 +55,7 @@ nlohmann::json profile_model_dir(const ProfileModelOptions& a) {
   auto j = latency_table_to_json(table);
   if (a.check > 0) {
     const auto checks = check_latency_table(*loaded.model, table, loaded.space, a.check, 4321,
-                                            options.warmup, options.repeats);
+                                            options.warmup, options.repeats, options.rounds);
     std::vector<double> errors;
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& c : checks) {
