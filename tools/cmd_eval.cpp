@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/parse.h"
 #include "eval/budget_eval.h"
 #include "eval/report.h"
 #include "io/files.h"
@@ -51,11 +52,7 @@ void run_eval(EvalArgs& a) {
     if (!trained.empty()) o.kinds.push_back(route::RouterKind::Static);
     if (has_dynamic) o.kinds.push_back(route::RouterKind::Dynamic);
   } else {
-    for (size_t start = 0; start <= a.kinds.size();) {
-      const size_t comma = std::min(a.kinds.find(',', start), a.kinds.size());
-      o.kinds.push_back(route::parse_router_kind(a.kinds.substr(start, comma - start)));
-      start = comma + 1;
-    }
+    for (const auto& kind : split_list(a.kinds)) o.kinds.push_back(route::parse_router_kind(kind));
   }
   o.ppl = a.ppl;
   o.tasks.assign(a.tasks.begin(), a.tasks.end());

@@ -20,7 +20,9 @@ T parse_whole(const std::string& text, const std::string& where, const char* wha
   fail(where, "\"" + text + "\" is not " + what);
 }
 
-std::vector<std::string> split(const std::string& text) {
+}  // namespace
+
+std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
   std::stringstream in(text);
   std::string item;
@@ -28,7 +30,6 @@ std::vector<std::string> split(const std::string& text) {
   if (!text.empty() && text.back() == ',') items.emplace_back();
   return items;
 }
-}  // namespace
 
 double parse_double(const std::string& text, const std::string& where) {
   return parse_whole<double>(text, where, "a number",
@@ -43,13 +44,13 @@ int64_t parse_int(const std::string& text, const std::string& where) {
 
 std::vector<double> parse_double_list(const std::string& text, const std::string& where) {
   std::vector<double> out;
-  for (const auto& item : split(text)) out.push_back(parse_double(item, where));
+  for (const auto& item : split_list(text)) out.push_back(parse_double(item, where));
   return out;
 }
 
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& where) {
   std::vector<int64_t> out;
-  for (const auto& item : split(text)) out.push_back(parse_int(item, where));
+  for (const auto& item : split_list(text)) out.push_back(parse_int(item, where));
   return out;
 }
 

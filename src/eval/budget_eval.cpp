@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <optional>
 
 #include <torch/torch.h>
@@ -34,7 +35,6 @@ struct Subject {
   double budget = 0.0;  // 0: not a budget row
   model::TransformerImpl* model = nullptr;
   const text::Tokenizer* tokenizer = nullptr;
-  const model::ElasticSpace* space = nullptr;
   std::optional<route::BudgetPlan> plan;
   model::Architecture arch;
 };
@@ -46,10 +46,8 @@ double parameters_used(const model::ModelConfig& config, const Subject& s) {
   if (!s.plan || !s.plan->dynamic || s.plan->dynamic->forwards() == 0)
     return static_cast<double>(count);
   const auto arch = s.arch.empty() ? model::full_architecture(config) : s.arch;
-  auto wider = arch;
-  wider[0].mlp += 1;
-  const double per_neuron =
-      static_cast<double>(model::subnetwork_parameter_count(config, wider) - count);
+  const auto per_neuron = static_cast<double>(model::layer_mlp_parameters(config, 1) -
+                                              model::layer_mlp_parameters(config, 0));
   const auto means = s.plan->dynamic->mean_mlp_widths();
   double n = static_cast<double>(count);
   for (size_t l = 0; l < arch.size() && l < means.size(); ++l)
@@ -89,7 +87,6 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     s.budget = budget;
     s.model = m.model.get();
     s.tokenizer = m.tokenizer.get();
-    s.space = &m.space;
     return s;
   };
   // Rows of the evaluated model carry its directory's name, as baselines carry theirs.
@@ -123,7 +120,9 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
                                   static_cast<double>(total - done));
   };
   const double full_params = static_cast<double>(model::subnetwork_parameter_count(config, {}));
-  // Quality first: the dynamic router's usage then counts real text only.
+  // Quality first: the dynamic router's usage then counts real text only. The held-out text is
+  // encoded once per tokenizer (every row of the evaluated model shares one).
+  std::map<const text::Tokenizer*, std::vector<int64_t>> ppl_tokens;
   nlohmann::json rows = nlohmann::json::array();
   for (size_t i = 0; i < subjects.size(); ++i) {
     auto& s = subjects[i];
@@ -137,9 +136,12 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     if (s.budget > 0.0) row["budget"] = s.budget;
     if (s.plan) row["predicted_latency_fraction"] = s.plan->predicted_latency_fraction;
     if (!ppl_text.empty()) {
-      auto tokens = s.tokenizer->encode(ppl_text, true);
-      if (o.ppl_max_tokens > 0 && static_cast<int64_t>(tokens.size()) > o.ppl_max_tokens)
-        tokens.resize(static_cast<size_t>(o.ppl_max_tokens));
+      auto& tokens = ppl_tokens[s.tokenizer];
+      if (tokens.empty()) {
+        tokens = s.tokenizer->encode(ppl_text, true);
+        if (o.ppl_max_tokens > 0 && static_cast<int64_t>(tokens.size()) > o.ppl_max_tokens)
+          tokens.resize(static_cast<size_t>(o.ppl_max_tokens));
+      }
       PerplexityOptions po;
       po.ctx = std::min(o.ppl_ctx, cfg.max_position_embeddings);
       po.arch = s.arch;

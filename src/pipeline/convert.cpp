@@ -43,11 +43,7 @@ std::vector<std::string> path_strings(const std::vector<fs::path>& paths) {
 
 int64_t base_pretraining_tokens(const fs::path& model) {
   const auto file = model / "training.json";
-  if (!fs::exists(file)) return 0;
-  const auto j = io::read_json_file(file);
-  if (j.contains("base_pretraining_tokens") && j["base_pretraining_tokens"].is_number_integer())
-    return j["base_pretraining_tokens"].get<int64_t>();
-  return j.contains("tokens") && j["tokens"].is_number_integer() ? j["tokens"].get<int64_t>() : 0;
+  return fs::exists(file) ? train::base_pretraining_tokens(io::read_json_file(file)) : 0;
 }
 
 // The finished model directory: every regular file of the last stage, hard-linked (copied where

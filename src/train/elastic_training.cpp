@@ -88,6 +88,13 @@ torch::Tensor distillation_loss(const torch::Tensor& student_logits,
   return (log_t.exp() * (log_t - log_s)).sum(-1).mean();
 }
 
+int64_t base_pretraining_tokens(const nlohmann::json& training) {
+  for (const char* key : {"base_pretraining_tokens", "tokens"})
+    if (training.contains(key) && training[key].is_number_integer())
+      return training[key].get<int64_t>();
+  return 0;
+}
+
 ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
   if (o.out.empty()) fail("--out", "an output directory is required");
   if (o.tokens > 0 && o.token_fraction != 0.0)
@@ -117,13 +124,11 @@ ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
   if (fs::exists(o.model / "training.json"))
     base_training = io::read_json_file(o.model / "training.json");
   if (o.token_fraction > 0.0) {
-    if (!base_training.contains("tokens") || !base_training["tokens"].is_number_integer())
+    const int64_t base = base_pretraining_tokens(base_training);
+    if (base <= 0)
       fail((o.model / "training.json").string(),
            "--token-fraction needs the base model's pretraining token count here (pass --tokens "
            "instead)");
-    // An elastic model records the base's budget under "base_pretraining_tokens".
-    const int64_t base =
-        base_training.value("base_pretraining_tokens", base_training["tokens"].get<int64_t>());
     tokens = static_cast<int64_t>(std::llround(o.token_fraction * static_cast<double>(base)));
   }
   if (tokens <= 0) fail("--tokens", "give a token budget with --tokens or --token-fraction");
@@ -244,8 +249,7 @@ ElasticTrainResult train_elastic(const ElasticTrainOptions& o) {
   if (main_process) {
     m->to(torch::kFloat);  // checkpoints are float32 whatever the training precision
     io::save_model_dir(o.out, *m, loaded.tokenizer.get(), &loaded.space);
-    const int64_t base_tokens =
-        base_training.value("base_pretraining_tokens", base_training.value("tokens", int64_t{0}));
+    const int64_t base_tokens = base_pretraining_tokens(base_training);
     nlohmann::json training = {
         {"kind", "elastic"},
         {"tokens", result.tokens},

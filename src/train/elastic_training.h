@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include "model/elastic_space.h"
 
@@ -40,6 +41,10 @@ std::vector<ProbeArchitecture> probe_architectures(const model::ElasticSpace& sp
 // logits: [..., vocab], same shapes.
 torch::Tensor distillation_loss(const torch::Tensor& student_logits,
                                 const torch::Tensor& teacher_logits);
+
+// The pretraining token count a training.json records for the base model: an elastic model's
+// "base_pretraining_tokens", else a pretrained model's own "tokens"; 0 when it records neither.
+int64_t base_pretraining_tokens(const nlohmann::json& training);
 
 struct ElasticTrainOptions {
   std::filesystem::path model;  // ranked model directory (its own training.json, if any, gives
