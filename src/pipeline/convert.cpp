@@ -96,7 +96,7 @@ nlohmann::json convert(const ConvertOptions& o) {
 
   const fs::path stages_dir = o.out / "stages";
   const fs::path ranked = stages_dir / "rank", elastic = stages_dir / "elastic",
-                 routed = stages_dir / "routers", joint = stages_dir / "joint";
+                 routed = stages_dir / "routers";
   auto router_options = [&](const fs::path& model, const fs::path& out) {
     route::RouterPipelineOptions r;
     r.model = model;
