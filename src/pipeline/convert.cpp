@@ -249,6 +249,8 @@ nlohmann::json convert(const ConvertOptions& o) {
   bool rerun_rest = false;
   const int total = static_cast<int>(stages.size());
   for (int i = 0; i < total; ++i) {
+    // Stages print tables on stdout and progress on stderr: keep them in order in a log file.
+    std::fflush(stdout);
     const auto& stage = stages[i];
     const fs::path dir = stages_dir / stage.name;
     auto& entry = record["stages"][stage.name];
