@@ -117,33 +117,32 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer)
   o_proj = register_module("o_proj", Linear(q_dim, config.hidden_size, bias));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
-                                     const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
-                                     torch::Tensor* cache_k, torch::Tensor* cache_v) {
+AttentionImpl::Projected AttentionImpl::project(const torch::Tensor& x, int64_t kv_groups,
+                                                const torch::Tensor& rope_cos,
+                                                const torch::Tensor& rope_sin) {
   const int64_t batch = x.size(0), steps = x.size(1), hidden = x.size(2);
-  const int64_t hd = config_.head_dim(), rep = config_.group_size();
-  const int64_t heads = kv_groups * rep;  // query heads of the kept KV groups (a prefix)
-
+  const int64_t hd = config_.head_dim();
+  const int64_t heads = kv_groups * config_.group_size();  // query heads of the kept KV groups
   // [B, T, heads * hd] -> [B, heads, T, hd]; head h's rows are h*hd .. (h+1)*hd.
-  auto q = q_proj->forward(x, heads * hd, hidden).view({batch, steps, heads, hd}).transpose(1, 2);
-  auto k = k_proj->forward(x, kv_groups * hd, hidden)
-               .view({batch, steps, kv_groups, hd})
-               .transpose(1, 2);
-  auto v = v_proj->forward(x, kv_groups * hd, hidden)
-               .view({batch, steps, kv_groups, hd})
-               .transpose(1, 2);
+  Projected p;
+  p.q = q_proj->forward(x, heads * hd, hidden).view({batch, steps, heads, hd}).transpose(1, 2);
+  p.k = k_proj->forward(x, kv_groups * hd, hidden)
+            .view({batch, steps, kv_groups, hd})
+            .transpose(1, 2);
+  p.v = v_proj->forward(x, kv_groups * hd, hidden)
+            .view({batch, steps, kv_groups, hd})
+            .transpose(1, 2);
   if (rope_cos.defined()) {
-    q = apply_rotary(q, rope_cos, rope_sin);
-    k = apply_rotary(k, rope_cos, rope_sin);
+    p.q = apply_rotary(p.q, rope_cos, rope_sin);
+    p.k = apply_rotary(p.k, rope_cos, rope_sin);
   }
-  if (cache_k != nullptr) {
-    cache_k->narrow(2, start, steps).copy_(k);
-    cache_v->narrow(2, start, steps).copy_(v);
-    k = cache_k->narrow(2, 0, start + steps);
-    v = cache_v->narrow(2, 0, start + steps);
-  }
-  const int64_t span = k.size(2);
+  return p;
+}
 
+torch::Tensor AttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& k,
+                                    const torch::Tensor& v, int64_t start) const {
+  const int64_t batch = q.size(0), steps = q.size(2), hd = q.size(3);
+  const int64_t kv_groups = k.size(1), rep = config_.group_size(), span = k.size(2);
   // Grouped-query attention without repeating K/V: query heads g*rep .. g*rep+rep-1 share KV
   // head g, so fold them into the row dimension: [B, kv, rep*T, hd] x [B, kv, hd, S].
   auto qg = q.reshape({batch, kv_groups, rep * steps, hd});
@@ -152,18 +151,57 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int6
   if (steps > 1) {
     // Query t sits at position start+t and may see keys s <= start+t.
     auto future =
-        torch::ones({steps, span}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
+        torch::ones({steps, span}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
             .triu(start + 1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
   auto probs = torch::softmax(scores, -1, accumulation_type(scores)).to(v.scalar_type());
   auto out =
       torch::matmul(probs.view({batch, kv_groups, rep * steps, span}), v);  // [B,kv,rep*T,hd]
-  out = out.view({batch, kv_groups, rep, steps, hd})
-            .permute({0, 3, 1, 2, 4})
-            .reshape({batch, steps, heads * hd});
-  if (observer != nullptr) observer->attention_heads(layer_, out.view({batch, steps, heads, hd}));
-  return o_proj->forward(out, hidden, heads * hd);
+  return out.view({batch, kv_groups, rep, steps, hd})
+      .permute({0, 3, 1, 2, 4})
+      .reshape({batch, steps, kv_groups * rep * hd});
+}
+
+torch::Tensor AttentionImpl::output(const torch::Tensor& heads_out) {
+  const int64_t width = heads_out.size(2), hd = config_.head_dim();
+  if (observer != nullptr)
+    observer->attention_heads(
+        layer_, heads_out.view({heads_out.size(0), heads_out.size(1), width / hd, hd}));
+  return o_proj->forward(heads_out, config_.hidden_size, width);
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
+                                     const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                                     torch::Tensor* cache_k, torch::Tensor* cache_v) {
+  auto p = project(x, kv_groups, rope_cos, rope_sin);
+  if (cache_k != nullptr) {
+    const int64_t steps = x.size(1);
+    cache_k->narrow(2, start, steps).copy_(p.k);
+    cache_v->narrow(2, start, steps).copy_(p.v);
+    p.k = cache_k->narrow(2, 0, start + steps);
+    p.v = cache_v->narrow(2, 0, start + steps);
+  }
+  return output(attend(p.q, p.k, p.v, start));
+}
+
+torch::Tensor AttentionImpl::forward_rows(const torch::Tensor& x, int64_t kv_groups,
+                                          const torch::Tensor& rope_cos,
+                                          const torch::Tensor& rope_sin,
+                                          const std::vector<RowCache>& rows) {
+  auto p = project(x, kv_groups, rope_cos, rope_sin);
+  // Each row attends over its own past: [1, kv, position + 1, hd] of its cache.
+  std::vector<torch::Tensor> outs;
+  outs.reserve(rows.size());
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const auto i = static_cast<int64_t>(b);
+    const auto& row = rows[b];
+    row.keys->narrow(2, row.position, 1).copy_(p.k.narrow(0, i, 1));
+    row.values->narrow(2, row.position, 1).copy_(p.v.narrow(0, i, 1));
+    outs.push_back(attend(p.q.narrow(0, i, 1), row.keys->narrow(2, 0, row.position + 1),
+                          row.values->narrow(2, 0, row.position + 1), row.position));
+  }
+  return output(torch::cat(outs, 0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,6 +244,15 @@ torch::Tensor DecoderLayerImpl::attention_block(const torch::Tensor& x, int64_t 
 
 torch::Tensor DecoderLayerImpl::mlp_block(const torch::Tensor& h, int64_t width) {
   return h + mlp->forward(post_attention_layernorm->forward(h), width);
+}
+
+torch::Tensor DecoderLayerImpl::forward_rows(const torch::Tensor& x, const LayerWidths& widths,
+                                             const torch::Tensor& rope_cos,
+                                             const torch::Tensor& rope_sin,
+                                             const std::vector<RowCache>& rows) {
+  auto h = x + self_attn->forward_rows(input_layernorm->forward(x), widths.kv_groups, rope_cos,
+                                       rope_sin, rows);
+  return mlp_block(h, widths.mlp);
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
@@ -295,6 +342,44 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   }
   if (cache) cache->length += steps;
   return head(h);
+}
+
+torch::Tensor TransformerImpl::decode_rows(const std::vector<int64_t>& tokens,
+                                           const std::vector<KVCache*>& caches,
+                                           const Architecture* arch) {
+  const auto batch = static_cast<int64_t>(tokens.size());
+  if (batch == 0 || caches.size() != tokens.size())
+    fail("decode_rows", std::to_string(tokens.size()) + " tokens for " +
+                            std::to_string(caches.size()) + " caches");
+  const bool full = arch == nullptr || arch->empty();
+  if (!full) check_architecture(config_, *arch, "architecture");
+  const Architecture& widths = full ? full_arch_ : *arch;
+  std::vector<int64_t> positions;
+  for (const auto* cache : caches) {
+    if (cache->length >= cache->capacity)
+      fail("decode_rows", "a sequence's cache is full (" + std::to_string(cache->capacity) +
+                              " positions)");
+    positions.push_back(cache->length);
+  }
+  auto at = torch::tensor(positions, torch::kLong).to(device());
+  rope(0, 1);  // moves the tables to the model's device on first use
+  const int64_t half = config_.head_dim() / 2;
+  auto cos = rope_cos_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
+  auto sin = rope_sin_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
+  auto h = embed(torch::tensor(tokens, torch::kLong).to(device()).view({batch, 1}));
+  std::vector<RowCache> rows(caches.size());
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    for (size_t b = 0; b < caches.size(); ++b) {
+      auto& keys = caches[b]->keys[l];
+      if (!keys.defined() || keys.size(0) != 1 || keys.size(1) != widths[l].kv_groups)
+        fail("decode_rows", "sequence " + std::to_string(b) + "'s cache at layer " +
+                                std::to_string(l) + " was not made for this architecture");
+      rows[b] = RowCache{&keys, &caches[b]->values[l], positions[b]};
+    }
+    h = layer(l).forward_rows(h, widths[l], cos, sin, rows);
+  }
+  for (auto* cache : caches) cache->length += 1;
+  return head(h).view({batch, -1});
 }
 
 torch::Tensor TransformerImpl::embed(const torch::Tensor& tokens) {

@@ -95,6 +95,14 @@ struct KVCache {
   int64_t capacity = 0;
 };
 
+// One row of a batched decoding step: the cache of that row's sequence (batch 1) and the
+// position its token sits at. Rows of one step may sit at different positions.
+struct RowCache {
+  torch::Tensor* keys = nullptr;    // [1, kv_groups, capacity, head_dim]
+  torch::Tensor* values = nullptr;  // same
+  int64_t position = 0;
+};
+
 // A weight matrix [out, in] with optional bias, applied to a prefix of its rows and columns.
 class LinearImpl : public torch::nn::Module {
  public:
@@ -129,10 +137,24 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, int64_t start, int64_t kv_groups,
                         const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
                         torch::Tensor* cache_k, torch::Tensor* cache_v);
+  // Batched decoding: x [B, 1, hidden], row b's token at rows[b].position with its own cache.
+  // rope_cos / rope_sin: [B, 1, 1, head_dim / 2], each row's position.
+  torch::Tensor forward_rows(const torch::Tensor& x, int64_t kv_groups,
+                             const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                             const std::vector<RowCache>& rows);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   ActivationObserver* observer = nullptr;
 
  private:
+  struct Projected {
+    torch::Tensor q, k, v;  // [B, heads or kv_groups, T, head_dim], rotated
+  };
+  Projected project(const torch::Tensor& x, int64_t kv_groups, const torch::Tensor& rope_cos,
+                    const torch::Tensor& rope_sin);
+  // softmax(q k^T / sqrt(hd)) v for queries at positions start.. over keys 0..; [B, T, heads*hd].
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       int64_t start) const;
+  torch::Tensor output(const torch::Tensor& heads_out);
   ModelConfig config_;
   int64_t layer_;
 };
@@ -166,6 +188,10 @@ class DecoderLayerImpl : public torch::nn::Module {
                                 const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
                                 torch::Tensor* cache_k, torch::Tensor* cache_v);
   torch::Tensor mlp_block(const torch::Tensor& h, int64_t width);
+  // One batched decoding step at `widths` (see AttentionImpl::forward_rows).
+  torch::Tensor forward_rows(const torch::Tensor& x, const LayerWidths& widths,
+                             const torch::Tensor& rope_cos, const torch::Tensor& rope_sin,
+                             const std::vector<RowCache>& rows);
   Norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
@@ -193,6 +219,13 @@ class TransformerImpl : public torch::nn::Module {
   // router: when given, it chooses every layer's widths instead of `arch`.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr,
                         const Architecture* arch = nullptr, LayerRouter* router = nullptr);
+
+  // One decoding step for several sequences at once, each with its own cache (batch 1, made for
+  // `arch`) and length: logits [B, vocab] for tokens[b] at position caches[b]->length, and every
+  // cache advances by one. The matrix work is batched; only attention runs row by row. Equals B
+  // separate forward() calls (how the server batches requests that share an architecture).
+  torch::Tensor decode_rows(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
+                            const Architecture* arch = nullptr);
 
   // Embedding of tokens [batch, T] (the profiler times it) and the final norm + LM head.
   torch::Tensor embed(const torch::Tensor& tokens);

@@ -107,6 +107,46 @@ TEST_P(CachedDecoding, EqualsFullForward) {
 INSTANTIATE_TEST_SUITE_P(Stories260K, CachedDecoding,
                          ::testing::Values(torch::kDouble, torch::kFloat));
 
+// Batched decoding of sequences at different positions (how the server steps requests that
+// share an architecture) equals stepping each sequence alone, in float64 to rounding, at full
+// width and at a reduced per-layer architecture.
+TEST(Stories260K, BatchedDecodingOfUnequalSequencesEqualsSeparateSteps) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  auto m = load_stories260k();
+  m->to(torch::kDouble);
+  c10::InferenceMode guard;
+  torch::manual_seed(1);
+  flextron::model::Architecture reduced;
+  for (int64_t l = 0; l < 5; ++l) reduced.push_back({64 + 20 * l, 1 + (l + 1) % 4});
+  const std::vector<const flextron::model::Architecture*> archs = {nullptr, &reduced};
+  for (const auto* arch : archs) {
+    const std::vector<int64_t> prompt_lengths = {3, 17, 9};
+    std::vector<flextron::model::KVCache> alone, batched;
+    std::vector<int64_t> next;
+    for (int64_t len : prompt_lengths) {
+      auto prompt = torch::randint(3, 512, {1, len}, torch::kLong);
+      alone.push_back(m->make_cache(1, 40, arch));
+      batched.push_back(m->make_cache(1, 40, arch));
+      auto logits = m->forward(prompt, &alone.back(), arch);
+      m->forward(prompt, &batched.back(), arch);
+      next.push_back(logits[0][-1].argmax().item<int64_t>());
+    }
+    for (int step = 0; step < 6; ++step) {
+      std::vector<flextron::model::KVCache*> caches;
+      for (auto& c : batched) caches.push_back(&c);
+      auto rows = m->decode_rows(next, caches, arch);
+      ASSERT_EQ(rows.sizes(), torch::IntArrayRef({3, 512}));
+      for (size_t b = 0; b < next.size(); ++b) {
+        auto one = m->forward(torch::full({1, 1}, next[b], torch::kLong), &alone[b], arch)[0][0];
+        EXPECT_LT((rows[b] - one).abs().max().item<double>(), 1e-10)
+            << (arch ? "reduced" : "full") << " row " << b << " step " << step;
+        EXPECT_EQ(batched[b].length, alone[b].length);
+        next[b] = one.argmax().item<int64_t>();
+      }
+    }
+  }
+}
+
 // A reduced architecture really is a smaller network: it equals a dense model built from the
 // sliced weights (the identity extraction relies on).
 TEST(Stories260K, PrefixArchitectureEqualsSlicedDenseModel) {

@@ -1,0 +1,70 @@
+// One sequence being generated: its prompt, KV cache, sampler and stopping rule, stepped from
+// outside. generate() drives one with its own forwards; the server's scheduler drives many,
+// batching the decode steps of those that share an architecture (TransformerImpl::decode_rows).
+//
+// The life of a sequence: prefill() runs the prompt and samples the first token; while
+// !finished(), the caller runs a forward of next_input() on cache() and hands the logits to
+// accept(), which samples the next token. Every accepted token's text collects until
+// take_text().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+#include "runtime/sampler.h"
+#include "text/tokenizer.h"
+
+namespace flextron::runtime {
+
+// BOS + the encoded prompt. Throws flextron::Error naming "prompt" when it leaves no room in the
+// model's context for a single new token.
+std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
+                                   const model::ModelConfig& config, const std::string& prompt);
+
+class Sequence {
+ public:
+  // arch: empty = full model; router: chooses widths instead (not owned, may be null).
+  Sequence(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
+           std::vector<int64_t> prompt_tokens, int64_t max_tokens,
+           const SamplingOptions& sampling, const model::Architecture& arch,
+           model::LayerRouter* router = nullptr);
+
+  // One forward over the prompt, then the first token.
+  void prefill();
+  // The token the next decode step feeds (the last one sampled).
+  int64_t next_input() const { return next_; }
+  model::KVCache* cache() { return &cache_; }
+  // Samples from logits [vocab] of the last decode step.
+  void accept(const torch::Tensor& logits);
+  // Ends the sequence early (a stop string matched, or the client went away).
+  void finish(const std::string& reason);
+
+  bool finished() const { return !stop_reason_.empty(); }
+  // "length", "eos", "context", or what finish() was given; empty while running.
+  const std::string& stop_reason() const { return stop_reason_; }
+  const std::vector<int64_t>& prompt_tokens() const { return prompt_; }
+  const std::vector<int64_t>& tokens() const { return tokens_; }
+  // Text of the tokens accepted since the last call (bytes; a UTF-8 character may be split
+  // across calls when the tokenizer emits byte pieces).
+  std::string take_text();
+
+ private:
+  void take_sampled();  // appends next_ or ends the sequence
+
+  model::TransformerImpl& model_;
+  const text::Tokenizer& tokenizer_;
+  std::vector<int64_t> prompt_;
+  int64_t max_tokens_;
+  model::Architecture arch_;
+  model::LayerRouter* router_;
+  Sampler sampler_;
+  model::KVCache cache_;
+  std::vector<int64_t> tokens_;
+  std::string text_;
+  int64_t prev_ = 0, next_ = 0;
+  std::string stop_reason_;
+};
+
+}  // namespace flextron::runtime
