@@ -22,5 +22,6 @@ void register_train_router(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_make_task(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace flextron::cli

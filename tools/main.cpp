@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   flextron::cli::register_convert(app);
   flextron::cli::register_eval(app);
   flextron::cli::register_make_task(app);
+  flextron::cli::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,260 @@
+#include "serve/engine.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <torch/torch.h>
+
+#include "model/elastic_space.h"
+#include "serve/api.h"
+
+namespace flextron::serve {
+
+namespace {
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+const model::Architecture kFull;
+
+const model::Architecture& architecture_of(const JobSpec& spec) {
+  return spec.plan ? spec.plan->arch : kFull;
+}
+model::LayerRouter* router_of(const JobSpec& spec) {
+  return spec.plan ? spec.plan->router() : nullptr;
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+Job::Job(JobSpec spec) : spec_(std::move(spec)), stream_(spec_.stop) {
+  progress_.prompt_tokens = static_cast<int64_t>(spec_.prompt_tokens.size());
+  progress_.submitted = Clock::now();
+}
+
+bool Job::wait(std::string& out, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait_for(lock, timeout, [&] { return !text_.empty() || finished_; });
+  out += text_;
+  text_.clear();
+  return finished_;
+}
+
+JobOutcome Job::outcome() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return outcome_;
+}
+
+void Job::publish(const std::string& text, bool finished) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    text_ += text;
+    if (finished) {
+      finished_ = true;
+      outcome_ = progress_;
+    }
+  }
+  changed_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+Engine::Engine(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
+               const EngineOptions& options, Metrics& metrics)
+    : model_(model), tokenizer_(tokenizer), options_(options), metrics_(metrics) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Engine::~Engine() {
+  shutdown(std::chrono::milliseconds(0));
+}
+
+std::shared_ptr<Job> Engine::submit(JobSpec spec) {
+  auto job = std::make_shared<Job>(std::move(spec));
+  // Jobs that decode together share a key: their architecture. A dynamic router picks widths
+  // per token, so its job is a batch of its own.
+  if (router_of(job->spec()) != nullptr) {
+    job->batch_key_ = "dynamic:" + std::to_string(reinterpret_cast<uintptr_t>(job.get()));
+  } else {
+    const auto& arch = architecture_of(job->spec());
+    job->batch_key_ = arch.empty() ? "full" : model::architecture_to_json(arch).dump();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) throw ApiError(503, "the server is shutting down", "", "server_error");
+    if (static_cast<int64_t>(queue_.size()) + active_count_ >=
+        options_.max_active + options_.max_queue)
+      throw ApiError(503,
+                     "the server is busy: " + std::to_string(active_count_) + " generating, " +
+                         std::to_string(queue_.size()) + " waiting; retry shortly",
+                     "", "server_error");
+    queue_.push_back(job);
+    metrics_.set_queue(static_cast<int64_t>(queue_.size()), active_count_);
+  }
+  wake_.notify_one();
+  return job;
+}
+
+void Engine::shutdown(std::chrono::milliseconds grace) {
+  std::deque<std::shared_ptr<Job>> queued;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    deadline_ = std::min(deadline_, Clock::now() + grace);
+    queued.swap(queue_);
+  }
+  for (auto& job : queued) finish(*job, "cancelled", "the server is shutting down");
+  wake_.notify_all();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+void Engine::run() {
+  c10::InferenceMode inference;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      admit();
+      active_count_ = static_cast<int64_t>(active_.size());
+      metrics_.set_queue(static_cast<int64_t>(queue_.size()), active_count_);
+      if (active_.empty()) {
+        if (stopping_) break;
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        continue;
+      }
+      if (Clock::now() > deadline_)
+        for (auto& job : active_) job->cancel();
+    }
+    step();
+    active_.erase(std::remove_if(active_.begin(), active_.end(),
+                                 [](const auto& job) { return job->sequence_ == nullptr; }),
+                  active_.end());
+  }
+}
+
+void Engine::admit() {
+  double least = 0.0;
+  if (!active_.empty())
+    least = (*std::min_element(active_.begin(), active_.end(), [](const auto& a, const auto& b) {
+              return a->charge_ < b->charge_;
+            }))->charge_;
+  while (!queue_.empty() && static_cast<int64_t>(active_.size()) < options_.max_active) {
+    auto job = queue_.front();
+    queue_.pop_front();
+    const auto& spec = job->spec();
+    try {
+      job->sequence_ = std::make_unique<runtime::Sequence>(
+          model_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,
+          architecture_of(spec), router_of(spec));
+    } catch (const std::exception& e) {
+      finish(*job, "error", e.what());
+      continue;
+    }
+    job->charge_ = least;
+    active_.push_back(job);
+  }
+}
+
+void Engine::step() {
+  for (auto& job : active_)
+    if (job->cancelled() && job->sequence_) finish(*job, "cancelled");
+  std::vector<Job*> running;
+  for (auto& job : active_)
+    if (job->sequence_) running.push_back(job.get());
+  if (running.empty()) return;
+  auto by_charge = [](const Job* a, const Job* b) { return a->charge_ < b->charge_; };
+  std::stable_sort(running.begin(), running.end(), by_charge);
+  Job& first = *running.front();
+  const auto started = Clock::now();
+  std::vector<Job*> rows;
+  const bool prefilling = first.progress_.started == Clock::time_point();
+  try {
+    if (prefilling) {
+      rows = {&first};
+      prefill(first);
+    } else {
+      for (Job* job : running)
+        if (job->batch_key_ == first.batch_key_ && job->progress_.started != Clock::time_point() &&
+            static_cast<int64_t>(rows.size()) < options_.max_batch)
+          rows.push_back(job);
+      decode(rows);
+    }
+  } catch (const std::exception& e) {
+    for (Job* job : rows) finish(*job, "error", e.what());
+    return;
+  }
+  const double share = seconds(Clock::now() - started) / static_cast<double>(rows.size());
+  for (Job* job : rows) {
+    job->charge_ += share;
+    (prefilling ? job->progress_.prefill_seconds : job->progress_.decode_seconds) += share;
+    deliver(*job);
+  }
+}
+
+void Engine::prefill(Job& job) {
+  job.progress_.started = Clock::now();
+  job.sequence_->prefill();
+}
+
+void Engine::decode(const std::vector<Job*>& rows) {
+  if (rows.size() == 1) {
+    // One sequence (a dynamic router's, or an architecture nobody else runs): the same forward
+    // as `flextron generate`.
+    Job& job = *rows.front();
+    auto& seq = *job.sequence_;
+    const auto& arch = architecture_of(job.spec());
+    auto input = torch::full({1, 1}, seq.next_input(),
+                             torch::TensorOptions().dtype(torch::kLong).device(model_.device()));
+    seq.accept(model_.forward(input, seq.cache(), arch.empty() ? nullptr : &arch,
+                              router_of(job.spec()))[0][0]);
+  } else {
+    std::vector<int64_t> tokens;
+    std::vector<model::KVCache*> caches;
+    for (Job* job : rows) {
+      tokens.push_back(job->sequence_->next_input());
+      caches.push_back(job->sequence_->cache());
+    }
+    const auto& arch = architecture_of(rows.front()->spec());
+    auto logits = model_.decode_rows(tokens, caches, arch.empty() ? nullptr : &arch);
+    for (size_t b = 0; b < rows.size(); ++b)
+      rows[b]->sequence_->accept(logits[static_cast<int64_t>(b)]);
+  }
+  metrics_.record_batch(static_cast<int64_t>(rows.size()));
+  for (Job* job : rows) {
+    ++job->progress_.decode_steps;
+    job->progress_.batch_rows += static_cast<double>(rows.size());
+  }
+}
+
+void Engine::deliver(Job& job) {
+  auto& seq = *job.sequence_;
+  std::string text = job.stream_.push(seq.take_text());
+  if (job.stream_.stopped()) seq.finish("stop");
+  const auto tokens = static_cast<int64_t>(seq.tokens().size());
+  if (tokens > 0 && job.progress_.completion_tokens == 0) job.progress_.first_token = Clock::now();
+  job.progress_.completion_tokens = tokens;
+  if (seq.finished()) {
+    job.publish(text + job.stream_.flush(), false);
+    finish(job, seq.stop_reason());
+  } else if (!text.empty()) {
+    job.publish(text, false);
+  }
+}
+
+void Engine::finish(Job& job, const std::string& reason, const std::string& error) {
+  job.progress_.stop_reason = reason;
+  job.progress_.error = error;
+  job.progress_.finished = Clock::now();
+  if (job.progress_.started == Clock::time_point()) job.progress_.started = job.progress_.finished;
+  job.sequence_.reset();  // frees the KV cache; the engine drops the job from active_
+  Metrics::Generation g;
+  g.budget = job.spec().budget_label;
+  g.router = job.spec().router_label;
+  g.finish_reason = error.empty() ? finish_reason(reason) : "error";
+  g.prompt_tokens = job.progress_.prompt_tokens;
+  g.completion_tokens = job.progress_.completion_tokens;
+  g.queue_seconds = seconds(job.progress_.started - job.progress_.submitted);
+  g.first_token_seconds = seconds(job.progress_.first_token - job.progress_.submitted);
+  g.total_seconds = seconds(job.progress_.finished - job.progress_.submitted);
+  metrics_.record_generation(g);
+  job.publish("", true);
+}
+
+}  // namespace flextron::serve

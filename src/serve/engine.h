@@ -1,0 +1,142 @@
+// The generation engine: one thread owns the model and runs every forward; HTTP handlers submit
+// jobs and wait for their text.
+//
+// Scheduling is processor sharing. Every active sequence is charged the engine time of the
+// steps it takes part in (a batched step's time split evenly between its rows). Each step serves
+// the least-charged sequence, together with the other active sequences that share its
+// architecture (up to max_batch, least charged first), in one batched decode step. So every
+// request gets an equal share of the engine's time whatever its budget, a cheaper architecture
+// turns that share into proportionally more tokens, and requests at the same architecture share
+// the cost of reading the weights. A sequence joins at the least charge of those running: it
+// neither waits for them nor overtakes them. Dynamic-router sequences choose widths per token,
+// so each decodes alone. At most max_active sequences hold KV caches; up to max_queue more wait,
+// and beyond that submit() answers 503.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/transformer.h"
+#include "route/select.h"
+#include "runtime/sampler.h"
+#include "runtime/sequence.h"
+#include "serve/metrics.h"
+#include "serve/text_stream.h"
+#include "text/tokenizer.h"
+
+namespace flextron::serve {
+
+using Clock = std::chrono::steady_clock;
+
+// What to generate, checked by the caller (prompt fits, plan resolved).
+struct JobSpec {
+  std::vector<int64_t> prompt_tokens;  // BOS + prompt
+  int64_t max_tokens = 16;
+  runtime::SamplingOptions sampling;
+  std::vector<std::string> stop;
+  std::shared_ptr<route::BudgetPlan> plan;  // null: the full model
+  std::string budget_label = "full";        // metrics label: "0.5", "full"
+  std::string router_label = "static";
+};
+
+// How a job ended, with its timings (filled by the engine; read after finished).
+struct JobOutcome {
+  std::string stop_reason;  // Sequence's reason, "stop" (a stop string) or "cancelled"
+  std::string error;        // non-empty when the engine could not run it
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t decode_steps = 0;
+  double batch_rows = 0.0;  // sum over decode steps of the rows decoded together
+  Clock::time_point submitted, started, first_token, finished;
+  // Engine time charged to this job (a batched step's time split between its rows).
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;
+};
+
+class Job {
+ public:
+  explicit Job(JobSpec spec);
+  const JobSpec& spec() const { return spec_; }
+
+  // Handler side. Waits up to `timeout` for new text or the end; appends new text to `out`.
+  // Returns true once the job has finished (and all its text was handed out).
+  bool wait(std::string& out, std::chrono::milliseconds timeout);
+  // Asks the engine to stop generating for this job (a client went away).
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+  JobOutcome outcome() const;
+
+ private:
+  friend class Engine;
+  // Engine side: hands out text; at the end, the outcome with it.
+  void publish(const std::string& text, bool finished);
+
+  const JobSpec spec_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string text_;  // not yet taken by wait()
+  bool finished_ = false;
+  JobOutcome outcome_;  // set when finished
+  std::atomic<bool> cancelled_{false};
+
+  // Engine thread only (and a queued job's finish at shutdown).
+  JobOutcome progress_;
+  std::unique_ptr<runtime::Sequence> sequence_;
+  TextStream stream_;
+  std::string batch_key_;
+  double charge_ = 0.0;
+};
+
+struct EngineOptions {
+  int64_t max_batch = 8;    // rows per batched decode step
+  int64_t max_active = 16;  // sequences holding a KV cache at once
+  int64_t max_queue = 64;   // submitted jobs waiting for a slot
+};
+
+class Engine {
+ public:
+  Engine(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
+         const EngineOptions& options, Metrics& metrics);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a job. Throws ApiError(503) when the queue is full or the engine is shutting down.
+  std::shared_ptr<Job> submit(JobSpec spec);
+  // Stops taking jobs, cancels the queued ones, lets running ones finish for up to `grace`,
+  // cancels the rest, and joins the engine thread.
+  void shutdown(std::chrono::milliseconds grace);
+
+ private:
+  void run();
+  void admit();  // queue -> active (engine thread, under mutex_)
+  void step();   // one prefill or decode step
+  void prefill(Job& job);
+  void decode(const std::vector<Job*>& rows);
+  void deliver(Job& job);
+  void finish(Job& job, const std::string& reason, const std::string& error = {});
+
+  model::TransformerImpl& model_;
+  const text::Tokenizer& tokenizer_;
+  EngineOptions options_;
+  Metrics& metrics_;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  int64_t active_count_ = 0;  // active_.size() as of the engine's last look, under mutex_
+  bool stopping_ = false;
+  Clock::time_point deadline_ = Clock::time_point::max();  // cancel everything after it
+  std::vector<std::shared_ptr<Job>> active_;              // engine thread only
+  std::thread thread_;
+};
+
+}  // namespace flextron::serve

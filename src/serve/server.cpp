@@ -1,0 +1,397 @@
+#include "serve/server.h"
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <random>
+
+#include <httplib.h>
+
+#include "core/error.h"
+#include "route/budget.h"
+#include "route/latency.h"
+#include "route/router_file.h"
+#include "runtime/sequence.h"
+#include "serve/api.h"
+
+namespace flextron::serve {
+
+using nlohmann::json;
+
+namespace {
+
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump(body) + "\n", "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  if (e.status == 503) res.set_header("Retry-After", "1");
+  send_json(res, e.status, error_body(e.what(), e.type, e.param, e.status));
+}
+
+// The metrics label of a path: known endpoints by name, everything else as one series.
+std::string path_label(const std::string& path) {
+  static const char* known[] = {"/health", "/metrics", "/v1/models", "/v1/completions",
+                                "/v1/chat/completions"};
+  for (const char* k : known)
+    if (path == k) return path;
+  return "other";
+}
+
+std::string budget_label(const route::Budget& b) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%g", b.value);
+  return b.kind == route::BudgetKind::Latency ? buf : route::budget_kind_name(b.kind) + ":" + buf;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(const std::filesystem::path& dir, io::LoadedModel& loaded, const ServerOptions& options)
+      : dir(dir),
+        loaded(loaded),
+        options(options),
+        engine(*loaded.model, *loaded.tokenizer, options.engine, metrics),
+        seeds(std::random_device{}()) {}
+
+  std::filesystem::path dir;
+  io::LoadedModel& loaded;
+  ServerOptions options;
+  Metrics metrics;
+  Engine engine;
+  httplib::Server http;
+  std::mutex mutex;  // plans, seeds
+  std::map<std::string, std::shared_ptr<route::BudgetPlan>> plans;  // static and uniform
+  std::mt19937_64 seeds;
+  const int64_t started_at = static_cast<int64_t>(std::time(nullptr));
+  std::once_flag stopped;
+  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> requests{0};
+
+  void routes();
+  bool authorized(const httplib::Request& req, httplib::Response& res) const;
+  std::shared_ptr<route::BudgetPlan> plan_for(const CompletionRequest& r, route::Budget* budget);
+  json flextron_object(const JobSpec& spec, const JobOutcome& outcome) const;
+  void completion(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
+  json models() const;
+};
+
+bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
+  if (options.api_key.empty() || req.path == "/health") return true;
+  if (req.get_header_value("Authorization") == "Bearer " + options.api_key) return true;
+  send_json(res, 401,
+            error_body(req.has_header("Authorization")
+                           ? "incorrect API key in the Authorization header"
+                           : "missing API key: send \"Authorization: Bearer KEY\"",
+                       "invalid_request_error", "", 401));
+  return false;
+}
+
+// The plan for a request's budget; null runs the full model. Static and uniform plans are a
+// table look-up, computed once per budget and shared; a dynamic router keeps per-sequence state
+// (its attention choice), so each dynamic request gets its own.
+std::shared_ptr<route::BudgetPlan> Server::Impl::plan_for(const CompletionRequest& r,
+                                                          route::Budget* budget) {
+  budget->kind = route::parse_budget_kind(r.budget_kind);
+  budget->value = r.budget.value_or(options.default_budget);
+  const auto kind = route::parse_router_kind(r.router);
+  route::check_budget(*budget, "budget");
+  const bool full_width = budget->kind == route::BudgetKind::Latency && budget->value == 1.0 &&
+                          kind != route::RouterKind::Dynamic;
+  if (full_width && !std::filesystem::exists(dir / route::kLatencyFile)) return nullptr;
+  const std::string key = r.router + "|" + r.budget_kind + "|" + budget_label(*budget);
+  if (kind != route::RouterKind::Dynamic) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+  }
+  auto plan = std::make_shared<route::BudgetPlan>(
+      route::plan_budget(dir, *loaded.model, loaded.space, *budget, kind));
+  if (kind != route::RouterKind::Dynamic) {
+    std::lock_guard<std::mutex> lock(mutex);
+    plans.emplace(key, plan);
+  }
+  return plan;
+}
+
+json Server::Impl::flextron_object(const JobSpec& spec, const JobOutcome& o) const {
+  const auto& config = loaded.model->config();
+  json j;
+  if (spec.plan) {
+    j = spec.plan->to_json(config);
+  } else {
+    j = {{"router", "full"},
+         {"budget", 1.0},
+         {"budget_kind", "latency"},
+         {"architecture", model::architecture_to_json(model::full_architecture(config))},
+         {"architecture_summary", model::describe_architecture({}, config)},
+         {"predicted_latency_fraction", 1.0}};
+  }
+  const double decode_wall = seconds(o.finished - o.first_token);
+  const double steps = static_cast<double>(o.decode_steps);
+  j["measured"] = {
+      {"queue_ms", 1e3 * seconds(o.started - o.submitted)},
+      {"time_to_first_token_ms",
+       o.completion_tokens > 0 ? 1e3 * seconds(o.first_token - o.submitted) : 0.0},
+      {"decode_ms_per_token", o.decode_steps > 0 ? 1e3 * decode_wall / steps : 0.0},
+      {"tokens_per_second", o.decode_steps > 0 && decode_wall > 0 ? steps / decode_wall : 0.0},
+      {"engine_ms_per_token", o.decode_steps > 0 ? 1e3 * o.decode_seconds / steps : 0.0},
+      {"mean_batch_size", o.decode_steps > 0 ? o.batch_rows / steps : 0.0}};
+  return j;
+}
+
+void Server::Impl::completion(const httplib::Request& req, httplib::Response& res,
+                              Endpoint endpoint) {
+  CompletionRequest request;
+  JobSpec spec;
+  try {
+    request = parse_completion_request(req.body, endpoint);
+    route::Budget budget;
+    try {
+      spec.plan = plan_for(request, &budget);
+    } catch (const Error& e) {
+      if (!std::filesystem::exists(dir / route::kLatencyFile))
+        throw ApiError(400,
+                       "this model has no latency table, so it serves the full model only "
+                       "(budget 1.0); flextron convert or flextron profile makes one",
+                       "budget");
+      throw ApiError(400, e.what(), "budget");
+    }
+    spec.budget_label = spec.plan ? budget_label(budget) : "full";
+    spec.router_label = spec.plan ? route::router_kind_name(spec.plan->kind) : "full";
+    try {
+      spec.prompt_tokens =
+          runtime::encode_prompt(*loaded.tokenizer, loaded.model->config(), request.prompt);
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(),
+                     endpoint == Endpoint::ChatCompletions ? "messages" : "prompt");
+    }
+    spec.max_tokens = request.max_tokens;
+    spec.sampling = request.sampling;
+    if (!request.seed_given) {
+      std::lock_guard<std::mutex> lock(mutex);
+      spec.sampling.seed = seeds();
+    }
+    spec.stop = request.stop;
+  } catch (const ApiError& e) {
+    return send_error(res, e);
+  }
+
+  std::shared_ptr<Job> job;
+  try {
+    job = engine.submit(spec);
+  } catch (const ApiError& e) {
+    return send_error(res, e);
+  }
+  metrics.add_in_flight(1);
+  CompletionResult result;
+  result.id = std::string(endpoint == Endpoint::ChatCompletions ? "chatcmpl-" : "cmpl-") +
+              std::to_string(started_at) + "-" + std::to_string(++requests);
+  result.created = static_cast<int64_t>(std::time(nullptr));
+  result.model = options.model_name;
+  result.prompt_tokens = static_cast<int64_t>(job->spec().prompt_tokens.size());
+  auto complete = [this, job](CompletionResult& r) {
+    const auto o = job->outcome();
+    r.finish_reason = finish_reason(o.stop_reason);
+    r.completion_tokens = o.completion_tokens;
+    r.flextron = flextron_object(job->spec(), o);
+    return o;
+  };
+
+  if (!request.stream) {
+    std::string text;
+    while (!job->wait(text, std::chrono::milliseconds(1000))) {
+    }
+    result.text = text;
+    const auto o = complete(result);
+    metrics.add_in_flight(-1);
+    if (!o.error.empty())
+      return send_error(res, ApiError(500, "generation failed: " + o.error, "", "server_error"));
+    return send_json(res, 200, completion_response(endpoint, result));
+  }
+
+  // Server-Sent Events: a chunk per piece of text, the last with finish_reason, usage and the
+  // flextron object, then [DONE]. A write that fails means the client left: the job is
+  // cancelled, and the releaser (always called) takes it out of the in-flight count.
+  auto first = std::make_shared<bool>(true);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, job, endpoint, result, first, complete](size_t, httplib::DataSink& sink) mutable {
+        std::string text;
+        const bool done = job->wait(text, std::chrono::milliseconds(1000));
+        auto send = [&](const std::string& event) {
+          if (sink.write(event.data(), event.size())) return true;
+          job->cancel();
+          return false;
+        };
+        if (!text.empty() || (*first && !done)) {
+          if (!send("data: " + dump(completion_chunk(endpoint, result, text, *first, false)) +
+                    "\n\n"))
+            return false;
+          *first = false;
+        } else if (!done && !send(": keep-alive\n\n")) {
+          return false;
+        }
+        if (!done) return true;
+        const auto o = complete(result);
+        const json last = o.error.empty()
+                              ? completion_chunk(endpoint, result, "", *first, true)
+                              : error_body("generation failed: " + o.error, "server_error", "", 500);
+        if (!send("data: " + dump(last) + "\n\ndata: [DONE]\n\n")) return false;
+        sink.done();
+        return true;
+      },
+      [this, job](bool) {
+        job->cancel();  // no-op when it already finished
+        metrics.add_in_flight(-1);
+      });
+  res.set_header("Cache-Control", "no-cache");
+}
+
+json Server::Impl::models() const {
+  const auto& config = loaded.model->config();
+  json info = {{"context_length", config.max_position_embeddings},
+               {"parameters", loaded.model->parameter_count()},
+               {"default_budget", options.default_budget}};
+  json routers = json::array();
+  if (std::filesystem::exists(dir / route::kLatencyFile)) {
+    routers.push_back("uniform");
+    if (std::filesystem::exists(dir / route::kRouterFile)) {
+      auto bundle = route::load_routers(dir, config, loaded.space);
+      routers.push_back("static");
+      if (bundle.dynamic) routers.push_back("dynamic");
+      json grid = json::array();
+      for (const auto& entry : bundle.table) grid.push_back(entry.budget);
+      info["budget_grid"] = grid;
+    }
+  }
+  info["routers"] = routers;
+  json model = {{"id", options.model_name},
+                {"object", "model"},
+                {"created", 0},
+                {"owned_by", "flextron"},
+                {"flextron", info}};
+  return {{"object", "list"}, {"data", json::array({model})}};
+}
+
+void Server::Impl::routes() {
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                : httplib::Server::HandlerResponse::Handled;
+  });
+  // Statuses httplib answers itself (404 unknown path, 413 body too large, 400 unparsable
+  // request) get OpenAI's error body too.
+  http.set_error_handler(httplib::Server::HandlerWithResponse(
+      [](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message = "HTTP " + std::to_string(res.status);
+    if (res.status == 404) message = "no such endpoint: " + req.method + " " + req.path;
+    if (res.status == 413) message = "request body is larger than the server's limit";
+    if (res.status == 405) message = "method not allowed: " + req.method + " " + req.path;
+    send_json(res, res.status,
+              error_body(message, res.status == 404 ? "not_found_error" : "invalid_request_error",
+                         "", res.status));
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  http.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string message = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          message = e.what();
+        } catch (...) {
+        }
+        send_json(res, 500, error_body(message, "server_error", "", 500));
+      });
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    metrics.count_request(path_label(req.path), res.status);
+    if (options.access_log)
+      std::fprintf(stderr, "serve: %s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
+  });
+
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (stopping) return send_json(res, 503, {{"status", "shutting_down"}});
+    send_json(res, 200, {{"status", "ok"}});
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics.render(), "text/plain; version=0.0.4");
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, models());
+  });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    completion(req, res, Endpoint::Completions);
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    completion(req, res, Endpoint::ChatCompletions);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
+               const ServerOptions& options) {
+  if (!loaded.tokenizer) fail(model_dir, "no tokenizer in this model directory: cannot serve text");
+  if (options.engine.max_batch < 1) fail("--max-batch", "must be >= 1");
+  if (options.engine.max_active < 1) fail("--max-active", "must be >= 1");
+  if (options.engine.max_queue < 0) fail("--max-queue", "must be >= 0");
+  route::check_budget({options.default_budget, route::BudgetKind::Latency}, "--default-budget");
+  // A client that goes away mid-stream must fail a write, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  auto opts = options;
+  if (opts.model_name.empty())
+    opts.model_name = std::filesystem::absolute(model_dir).lexically_normal().filename().string();
+  if (opts.model_name.empty()) opts.model_name = "flextron";
+  impl_ = std::make_unique<Impl>(model_dir, loaded, opts);
+  // Every request in flight holds a worker (streams and waits block), so the pool is sized for
+  // the engine's slots and queue plus a few for /health and /metrics; further requests are
+  // answered 503 by the engine instead of waiting unseen in httplib's queue.
+  const size_t workers =
+      static_cast<size_t>(opts.engine.max_active + opts.engine.max_queue) + 8;
+  impl_->http.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
+  impl_->http.set_payload_max_length(opts.max_body_bytes);
+  impl_->routes();
+}
+
+Server::~Server() {
+  stop();
+}
+
+int Server::bind() {
+  auto& o = impl_->options;
+  int port = o.port;
+  if (o.port == 0) {
+    port = impl_->http.bind_to_any_port(o.host);
+    if (port < 0) fail("--host", "cannot bind " + o.host + " to a free port");
+  } else if (!impl_->http.bind_to_port(o.host, o.port)) {
+    fail("--port", "cannot bind " + o.host + ":" + std::to_string(o.port) +
+                       " (in use, or not an address of this machine)");
+  }
+  return port;
+}
+
+void Server::run() {
+  impl_->http.listen_after_bind();
+}
+
+void Server::stop() {
+  std::call_once(impl_->stopped, [this] {
+    impl_->stopping = true;
+    impl_->engine.shutdown(impl_->options.shutdown_grace);
+    impl_->http.stop();
+  });
+}
+
+Metrics& Server::metrics() {
+  return impl_->metrics;
+}
+
+}  // namespace flextron::serve

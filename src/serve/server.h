@@ -1,0 +1,54 @@
+// `flextron serve`: an OpenAI-compatible HTTP server (cpp-httplib) over one elastic model, where
+// every request picks its own budget. GET /health, GET /v1/models, POST /v1/completions,
+// POST /v1/chat/completions (Server-Sent Events with "stream": true), GET /metrics (Prometheus).
+// See docs/serving.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "io/model_dir.h"
+#include "serve/engine.h"
+#include "serve/metrics.h"
+
+namespace flextron::serve {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";  // loopback unless asked otherwise
+  int port = 8080;                  // 0: any free port (see Server::bind)
+  EngineOptions engine;
+  double default_budget = 1.0;  // latency fraction for requests that name none
+  std::string api_key;          // non-empty: "Authorization: Bearer KEY" on all but /health
+  size_t max_body_bytes = 1 << 20;
+  std::string model_name;  // the id /v1/models lists; default: the directory's name
+  std::chrono::milliseconds shutdown_grace{10000};  // in-flight work may finish within it
+  bool access_log = true;  // one line per request on stderr
+};
+
+class Server {
+ public:
+  // `loaded` must outlive the server. Throws flextron::Error for bad options.
+  Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
+         const ServerOptions& options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port; returns the port (the chosen one for port 0). Throws flextron::Error.
+  int bind();
+  // Serves until stop(); returns once in-flight work has finished or been cancelled.
+  void run();
+  // Stops taking requests, lets in-flight ones finish within the grace period, closes the port.
+  // Thread-safe, idempotent.
+  void stop();
+  Metrics& metrics();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flextron::serve

@@ -1,0 +1,108 @@
+// flextron serve: the OpenAI-compatible server (src/serve/server.h). SIGINT / SIGTERM stop it
+// cleanly: no new requests, in-flight ones finish within --shutdown-grace, the port closes.
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "commands.h"
+#include "core/error.h"
+#include "device_options.h"
+#include "io/model_dir.h"
+#include "serve/server.h"
+
+namespace flextron::cli {
+
+namespace {
+// SIGINT / SIGTERM may land on any thread (LibTorch starts some before main), so the handler
+// only writes the signal number to a pipe (async-signal-safe), and a watcher thread reads it.
+int signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int sig) {
+  const char byte = static_cast<char>(sig);
+  [[maybe_unused]] auto n = write(signal_pipe[1], &byte, 1);
+}
+
+struct ServeArgs {
+  std::string model;
+  serve::ServerOptions server;
+  double grace_seconds = 10.0;
+  bool quiet = false;
+  DeviceArgs device;
+};
+
+void run_serve(ServeArgs& a) {
+  if (!(a.grace_seconds >= 0)) fail("--shutdown-grace", "must be >= 0 seconds");
+  a.server.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(1e3 * a.grace_seconds));
+  a.server.access_log = !a.quiet;
+  auto loaded = io::load_model_dir(a.model, a.device.load_options());
+  serve::Server server(a.model, loaded, a.server);
+  const int port = server.bind();
+  std::fprintf(stderr,
+               "serve: %s on http://%s:%d (max batch %lld, %lld active, queue %lld)%s\n",
+               a.model.c_str(), a.server.host.c_str(), port,
+               static_cast<long long>(a.server.engine.max_batch),
+               static_cast<long long>(a.server.engine.max_active),
+               static_cast<long long>(a.server.engine.max_queue),
+               a.server.api_key.empty() ? "" : ", API key required");
+  std::printf("listening on %d\n", port);  // for scripts that asked for port 0
+  std::fflush(stdout);
+
+  if (pipe(signal_pipe) != 0) fail("serve", "cannot create the signal pipe");
+  struct sigaction action = {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  std::thread watcher([&] {
+    char sig = 0;
+    while (read(signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    std::fprintf(stderr, "serve: %s, finishing in-flight requests (up to %g s)\n",
+                 sig == SIGINT ? "SIGINT" : "SIGTERM", a.grace_seconds);
+    server.stop();
+  });
+  server.run();
+  watcher.join();
+  std::fprintf(stderr, "serve: stopped\n");
+}
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server; each request picks its budget");
+  cmd->add_option("--model", args->model, "Model directory")->required();
+  cmd->add_option("--host", args->server.host, "Address to bind (loopback by default)")
+      ->capture_default_str();
+  cmd->add_option("--port", args->server.port, "Port (0: any free port, printed at start)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--max-batch", args->server.engine.max_batch,
+                  "Sequences at one architecture decoded in one step")
+      ->capture_default_str();
+  cmd->add_option("--max-active", args->server.engine.max_active,
+                  "Sequences generating at once (each holds a KV cache)")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", args->server.engine.max_queue,
+                  "Requests waiting beyond those; more are answered 503 + Retry-After")
+      ->capture_default_str();
+  cmd->add_option("--default-budget", args->server.default_budget,
+                  "Latency budget of requests that name none")
+      ->capture_default_str();
+  cmd->add_option("--api-key", args->server.api_key,
+                  "Require \"Authorization: Bearer KEY\" (all endpoints but /health)");
+  cmd->add_option("--max-body", args->server.max_body_bytes, "Largest request body, bytes (413 above)")
+      ->capture_default_str();
+  cmd->add_option("--model-name", args->server.model_name,
+                  "Model id in /v1/models and responses (default: the directory's name)");
+  cmd->add_option("--shutdown-grace", args->grace_seconds,
+                  "Seconds in-flight requests may take to finish after SIGINT/SIGTERM")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
+  args->device.add_to(cmd);
+  cmd->callback([args] { run_serve(*args); });
+}
+
+}  // namespace flextron::cli
