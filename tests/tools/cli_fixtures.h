@@ -7,6 +7,9 @@
 #include <string>
 
 #include "io/atomic_file.h"
+#include "io/model_dir.h"
+#include "route/latency.h"
+#include "route/route_fixtures.h"
 #include "test_util.h"
 
 namespace flextron::testing {
@@ -51,6 +54,36 @@ inline void expect_one_line_error(const CliResult& r, const std::string& where,
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find(where), std::string::npos) << r.err;
   EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
+}
+
+// stories260K ranked, with a latency table known in closed form (route_fixtures.h, so routing
+// does not depend on this machine's timing) and static and dynamic routers trained briefly for
+// budgets 0.5..1.0: `dir`/routed. `train_output` gets train-router's stdout.
+struct RoutedStories {
+  std::filesystem::path dir, text, ranked, routed;
+};
+inline RoutedStories build_routed_stories(const std::filesystem::path& dir,
+                                          std::string* train_output = nullptr) {
+  RoutedStories s;
+  s.dir = dir;
+  const auto model = import_stories(dir);
+  s.text = write_calibration_text(model, dir);
+  s.ranked = dir / "ranked";
+  s.routed = dir / "routed";
+  auto r = run_cli("rank --model " + quote(model) + " --data " + quote(s.text) + " --out " +
+                   quote(s.ranked) + " --samples 8 --seq-len 64");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto loaded = io::load_model_dir(s.ranked);
+  route::save_latency_table(s.ranked / "latency.json",
+                            synthetic_table(loaded.model->config(), loaded.space));
+  // The calibration text doubles as held-out text: this checks the plumbing, not quality.
+  r = run_cli("train-router --model " + quote(s.ranked) + " --data " + quote(s.text) + " --val " +
+              quote(s.text) + " --out " + quote(s.routed) +
+              " --budgets 0.5,0.6,0.7,0.8,0.9,1.0 --steps 60 --sm-samples 16 --dynamic"
+              " --dynamic-steps 3 --seq-len 64 --batch 2 --eval-windows 2");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  if (train_output != nullptr) *train_output = r.out;
+  return s;
 }
 
 }  // namespace flextron::testing

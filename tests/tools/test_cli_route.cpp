@@ -28,22 +28,9 @@ struct RoutedStories {
 
   void build() {
     dir_ = flextron::testing::scratch_dir();
-    const auto model = flextron::testing::import_stories(dir_);
-    text_ = flextron::testing::write_calibration_text(model, dir_);
-    auto r = run_cli("rank --model " + quote(model) + " --data " + quote(text_) + " --out " +
-                     quote(dir_ / "ranked") + " --samples 8 --seq-len 64");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    auto loaded = flextron::io::load_model_dir(dir_ / "ranked");
-    flextron::route::save_latency_table(
-        dir_ / "ranked" / "latency.json",
-        flextron::testing::synthetic_table(loaded.model->config(), loaded.space));
-    // The calibration text doubles as held-out text: this checks the plumbing, not quality.
-    r = run_cli("train-router --model " + quote(dir_ / "ranked") + " --data " + quote(text_) +
-                " --val " + quote(text_) + " --out " + quote(dir_ / "routed") +
-                " --budgets 0.5,0.6,0.7,0.8,0.9,1.0 --steps 60 --sm-samples 16 --dynamic"
-                " --dynamic-steps 3 --seq-len 64 --batch 2 --eval-windows 2");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    train_out_ = r.out;
+    auto built = flextron::testing::build_routed_stories(dir_, &train_out_);
+    text_ = built.text;
+    ASSERT_TRUE(fs::exists(built.routed / "router.json"));
   }
   static nlohmann::json generate(const fs::path& model, const std::string& extra) {
     auto r = run_cli("generate --model " + quote(model) +

@@ -1,0 +1,386 @@
+// The server against real HTTP on an ephemeral loopback port, on stories260K with trained
+// static and dynamic routers: concurrent requests at budgets 0.5 and 1.0 (completions and chat,
+// streamed and not) give exactly `flextron generate`'s greedy text; bad requests get OpenAI-style
+// errors with the right status and the server keeps serving; a client that leaves mid-stream
+// stops its generation; the API key, the bounded queue and a clean stop.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <future>
+#include <regex>
+#include <thread>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "io/model_dir.h"
+#include "serve/api.h"
+#include "serve/server.h"
+#include "test_util.h"
+#include "tools/cli_fixtures.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using flextron::testing::quote;
+using flextron::testing::run_cli;
+using nlohmann::json;
+
+// A server on a free loopback port, serving from a thread until destroyed.
+struct LiveServer {
+  LiveServer(const fs::path& dir, flextron::serve::ServerOptions options)
+      : loaded(flextron::io::load_model_dir(dir)) {
+    options.port = 0;
+    options.access_log = false;
+    server = std::make_unique<flextron::serve::Server>(dir, loaded, options);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~LiveServer() {
+    server->stop();
+    thread.join();
+  }
+  httplib::Client client(const std::string& key = "") const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    if (!key.empty()) c.set_bearer_token_auth(key.c_str());
+    return c;
+  }
+  flextron::io::LoadedModel loaded;
+  std::unique_ptr<flextron::serve::Server> server;
+  int port = 0;
+  std::thread thread;
+};
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string text;  // the completion's text (streams: the chunks' text joined)
+  json flextron;
+  std::string retry_after;
+};
+
+// POSTs `body` to `path`; a stream is read event by event and reassembled.
+Reply post(const LiveServer& s, const std::string& path, const json& body,
+           const std::string& key = "") {
+  auto c = s.client(key);
+  Reply r;
+  auto res = c.Post(path, body.dump(), "application/json");
+  if (!res) return r;
+  r.status = res->status;
+  r.retry_after = res->get_header_value("Retry-After");
+  if (!body.value("stream", false) || res->status != 200) {
+    r.body = json::parse(res->body, nullptr, false);
+    if (r.status == 200) {
+      const auto& choice = r.body["choices"][0];
+      r.text = choice.contains("message") ? choice["message"]["content"].get<std::string>()
+                                          : choice["text"].get<std::string>();
+      r.flextron = r.body["flextron"];
+    }
+    return r;
+  }
+  // "data: {...}\n\n" events, the last "data: [DONE]".
+  std::regex event("data: (.*)\n\n");
+  const std::string& raw = res->body;
+  bool done = false;
+  for (std::sregex_iterator it(raw.begin(), raw.end(), event), end; it != end; ++it) {
+    const std::string data = (*it)[1];
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    auto chunk = json::parse(data);
+    const auto& choice = chunk["choices"][0];
+    if (choice.contains("delta"))
+      r.text += choice["delta"].value("content", "");
+    else
+      r.text += choice["text"].get<std::string>();
+    if (chunk.contains("flextron")) r.flextron = chunk["flextron"];
+  }
+  EXPECT_TRUE(done) << raw;
+  return r;
+}
+
+// `flextron generate`'s greedy text for the same model, prompt and budget.
+std::string generate_text(const fs::path& model, const std::string& prompt, double budget,
+                          int max_tokens) {
+  auto r = run_cli("generate --model " + quote(model) + " --prompt " + quote(prompt) +
+                   " --budget " + std::to_string(budget) + " --temperature 0 --max-tokens " +
+                   std::to_string(max_tokens) + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.exit_code == 0 ? json::parse(r.out)["text"].get<std::string>() : "";
+}
+
+// A metric's value from /metrics text (first series whose line starts with `series`).
+double metric(const LiveServer& s, const std::string& series) {
+  auto res = s.client().Get("/metrics");
+  if (!res) return -1;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return 0;
+}
+
+void expect_error(const Reply& r, int status, const std::string& what) {
+  EXPECT_EQ(r.status, status) << r.body.dump();
+  ASSERT_TRUE(r.body.contains("error")) << r.body.dump();
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find(what), std::string::npos)
+      << r.body.dump();
+  EXPECT_TRUE(r.body["error"].contains("type"));
+}
+
+TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::build_routed_stories(dir).routed;
+  ASSERT_TRUE(fs::exists(model / "router.json"));
+  const int kTokens = 40;
+  const std::string prompt = "Once upon a time";
+  std::vector<std::string> chat_stops;
+  const std::string chat_prompt = flextron::serve::render_chat(
+      json::array({{{"role", "user"}, {"content", "Tell me a story."}}}), &chat_stops);
+  const std::map<double, std::string> expected = {
+      {0.5, generate_text(model, prompt, 0.5, kTokens)},
+      {1.0, generate_text(model, prompt, 1.0, kTokens)}};
+  const std::map<double, std::string> expected_chat = {
+      {0.5, generate_text(model, chat_prompt, 0.5, kTokens)},
+      {1.0, generate_text(model, chat_prompt, 1.0, kTokens)}};
+  ASSERT_NE(expected.at(0.5), expected.at(1.0)) << "budgets should differ on this model";
+
+  flextron::serve::ServerOptions options;
+  options.max_body_bytes = 64 * 1024;
+  options.engine.max_batch = 4;
+  LiveServer s(model, options);
+
+  {
+    SCOPED_TRACE("completions and chat, streamed and not, at 0.5 and 1.0 at the same time");
+    struct Case {
+      std::string path;
+      bool stream;
+      double budget;
+    };
+    std::vector<Case> cases;
+    for (int copy = 0; copy < 2; ++copy)  // two of each budget and kind: some decode batched
+      for (double budget : {0.5, 1.0})
+        for (bool stream : {false, true})
+          for (const char* path : {"/v1/completions", "/v1/chat/completions"})
+            cases.push_back({path, stream, budget});
+    std::vector<std::future<Reply>> replies;
+    for (const auto& c : cases) {
+      json body = {{"max_tokens", kTokens}, {"temperature", 0}, {"stream", c.stream},
+                   {"budget", c.budget}, {"model", "stories"}};
+      if (c.path == "/v1/completions")
+        body["prompt"] = prompt;
+      else
+        body["messages"] = json::array({{{"role", "user"}, {"content", "Tell me a story."}}});
+      replies.push_back(std::async(std::launch::async, [&s, c, body] { return post(s, c.path, body); }));
+    }
+    double batched = 0;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const auto r = replies[i].get();
+      const auto& c = cases[i];
+      SCOPED_TRACE(c.path + (c.stream ? " stream" : "") + " budget " + std::to_string(c.budget));
+      ASSERT_EQ(r.status, 200) << r.body.dump();
+      if (c.path == "/v1/completions") {
+        EXPECT_EQ(r.text, expected.at(c.budget));
+      } else {
+        // The chat template's turn markers are stop strings: the text is generate's, cut there.
+        const auto& full = expected_chat.at(c.budget);
+        ASSERT_EQ(full.compare(0, r.text.size(), r.text), 0) << r.text << " vs " << full;
+        if (r.text.size() < full.size()) {
+          const auto rest = full.substr(r.text.size());
+          EXPECT_TRUE(rest.rfind("\nUser:", 0) == 0 || rest.rfind("\nAssistant:", 0) == 0) << rest;
+        }
+      }
+      ASSERT_TRUE(r.flextron.is_object());
+      EXPECT_EQ(r.flextron["budget"].get<double>(), c.budget);
+      EXPECT_EQ(r.flextron["router"], "static");
+      EXPECT_LE(r.flextron["predicted_latency_fraction"].get<double>(), c.budget + 1e-9);
+      EXPECT_GT(r.flextron["measured"]["tokens_per_second"].get<double>(), 0.0);
+      batched = std::max(batched, r.flextron["measured"]["mean_batch_size"].get<double>());
+    }
+    // Eight requests share each architecture; the scheduler decodes some of them together.
+    EXPECT_GT(batched, 1.0);
+  }
+  {
+    SCOPED_TRACE("dynamic router and uniform widths");
+    auto r = post(s, "/v1/completions",
+                  {{"prompt", prompt}, {"max_tokens", 8}, {"budget", 0.6}, {"router", "dynamic"}});
+    ASSERT_EQ(r.status, 200) << r.body.dump();
+    EXPECT_EQ(r.flextron["router"], "dynamic");
+    EXPECT_TRUE(r.flextron.contains("dynamic_mean_mlp_widths")) << r.flextron.dump();
+    r = post(s, "/v1/completions",
+             {{"prompt", prompt}, {"max_tokens", 8}, {"budget", 0.6}, {"router", "uniform"}});
+    ASSERT_EQ(r.status, 200) << r.body.dump();
+    EXPECT_EQ(r.flextron["router"], "uniform");
+  }
+  {
+    SCOPED_TRACE("bad requests");
+    auto c = s.client();
+    auto raw = c.Post("/v1/completions", "{\"prompt\": ", "application/json");
+    ASSERT_TRUE(raw);
+    EXPECT_EQ(raw->status, 400);
+    EXPECT_NE(raw->body.find("not valid JSON"), std::string::npos) << raw->body;
+    expect_error(post(s, "/v1/completions", {{"max_tokens", 4}}), 400, "'prompt' is required");
+    expect_error(post(s, "/v1/chat/completions", {{"prompt", "x"}}), 400, "'messages'");
+    expect_error(post(s, "/v1/completions", {{"prompt", "x"}, {"budget", 1.5}}), 400, "<= 1");
+    expect_error(post(s, "/v1/completions", {{"prompt", "x"}, {"budget", 0.05}}), 400,
+                 "smallest achievable");
+    expect_error(post(s, "/v1/completions", {{"prompt", "x"}, {"router", "psychic"}}), 400,
+                 "static");
+    std::string long_prompt;
+    for (int i = 0; i < 300; ++i) long_prompt += "Once upon a time ";
+    expect_error(post(s, "/v1/completions", {{"prompt", long_prompt}}), 400,
+                 "do not fit the model's context of 512");
+    expect_error(post(s, "/v1/completions", {{"prompt", std::string(100 * 1024, 'a')}}), 413,
+                 "larger than");
+    auto missing = c.Get("/v1/nothing");
+    ASSERT_TRUE(missing);
+    EXPECT_EQ(missing->status, 404);
+    EXPECT_NE(missing->body.find("\"error\""), std::string::npos);
+    auto health = c.Get("/health");
+    ASSERT_TRUE(health);
+    EXPECT_EQ(health->status, 200);  // still serving
+    EXPECT_EQ(post(s, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 3}}).status, 200);
+  }
+  {
+    SCOPED_TRACE("a client that leaves mid-stream");
+    const double cancelled_before =
+        metric(s, "flextron_generations_total{budget=\"1\",router=\"static\",finish_reason=\"cancelled\"}");
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = json({{"prompt", prompt}, {"max_tokens", 500}, {"stream", true}, {"budget", 1.0}})
+                   .dump();
+    req.set_header("Content-Type", "application/json");
+    int events = 0;
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      return ++events < 3;  // read a little, then hang up
+    };
+    auto c = s.client();
+    c.send(req);
+    EXPECT_EQ(events, 3);
+    // The in-flight gauge returns to 0 and the generation ends as cancelled, long before its 500
+    // tokens.
+    bool drained = false;
+    for (int i = 0; i < 200 && !drained; ++i) {
+      drained = metric(s, "flextron_requests_in_flight") == 0 &&
+                metric(s, "flextron_sequences_active") == 0;
+      if (!drained) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(drained);
+    EXPECT_EQ(metric(s, "flextron_generations_total{budget=\"1\",router=\"static\",finish_reason="
+                        "\"cancelled\"}"),
+              cancelled_before + 1);
+  }
+  {
+    SCOPED_TRACE("metrics");
+    auto res = s.client().Get("/metrics");
+    ASSERT_TRUE(res);
+    EXPECT_NE(res->body.find("flextron_request_duration_seconds_bucket{budget=\"0.5\""),
+              std::string::npos);
+    EXPECT_NE(res->body.find("flextron_http_requests_total{path=\"/v1/completions\",status=\"413\"}"),
+              std::string::npos);
+    EXPECT_EQ(s.server->metrics().in_flight(), 0);
+  }
+}
+
+TEST(Server, ApiKeyQueueLimitAndCleanStop) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  flextron::serve::ServerOptions options;
+  options.api_key = "sekret";
+  options.engine.max_active = 1;
+  options.engine.max_queue = 0;
+  auto s = std::make_unique<LiveServer>(model, options);
+  const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 4}};
+  {
+    SCOPED_TRACE("API key");
+    expect_error(post(*s, "/v1/completions", body), 401, "missing API key");
+    expect_error(post(*s, "/v1/completions", body, "wrong"), 401, "incorrect API key");
+    auto models = s->client().Get("/v1/models");
+    ASSERT_TRUE(models);
+    EXPECT_EQ(models->status, 401);
+    auto health = s->client().Get("/health");
+    ASSERT_TRUE(health);
+    EXPECT_EQ(health->status, 200);
+    auto r = post(*s, "/v1/completions", body, "sekret");
+    EXPECT_EQ(r.status, 200) << r.body.dump();
+    EXPECT_EQ(r.flextron["router"], "full");  // a plain model serves its full width
+    expect_error(post(*s, "/v1/completions", {{"prompt", "x"}, {"budget", 0.5}}, "sekret"), 400,
+                 "no latency table");
+  }
+  {
+    SCOPED_TRACE("a full queue answers 503 with Retry-After; stop() lets in-flight work finish");
+    // One slot, no queue: while a long generation holds the slot, the next request is refused.
+    std::atomic<bool> started{false};
+    auto long_request = std::async(std::launch::async, [&] {
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/completions";
+      req.body = json({{"prompt", "Once"}, {"max_tokens", 500}, {"stream", true}}).dump();
+      req.set_header("Content-Type", "application/json");
+      req.set_header("Authorization", "Bearer sekret");
+      std::string received;
+      req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+        received.append(data, n);
+        started = true;
+        return true;
+      };
+      auto c = s->client();
+      c.send(req);
+      return received;
+    });
+    while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    auto busy = post(*s, "/v1/completions", body, "sekret");
+    EXPECT_EQ(busy.status, 503) << busy.body.dump();
+    EXPECT_EQ(busy.retry_after, "1");
+    s.reset();  // stop(): the stream in flight still ends properly
+    const auto received = long_request.get();
+    EXPECT_NE(received.find("data: [DONE]"), std::string::npos) << received.substr(0, 200);
+    EXPECT_TRUE(std::regex_search(received, std::regex("\"finish_reason\":\"(length|stop)\"")))
+        << received.substr(received.size() > 600 ? received.size() - 600 : 0);
+  }
+}
+
+// The CLI process: SIGTERM stops it cleanly (exit 0) after answering what was in flight.
+TEST(Server, CliStopsCleanlyOnSigterm) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  const auto out = dir / "serve.out", err = dir / "serve.err", pid_file = dir / "serve.pid";
+  const std::string command = "'" + flextron::testing::cli() + "' serve --model " + quote(model) +
+                              " --port 0 >" + quote(out) + " 2>" + quote(err) + " & echo $! >" +
+                              quote(pid_file);
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  int port = 0;
+  for (int i = 0; i < 600 && port == 0; ++i) {
+    std::smatch m;
+    const auto text = flextron::testing::read_file(out);
+    if (std::regex_search(text, m, std::regex("listening on (\\d+)")))
+      port = std::stoi(m[1]);
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(port, 0) << flextron::testing::read_file(err);
+  const pid_t pid = std::stoi(flextron::testing::read_file(pid_file));
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Post("/v1/completions", R"({"prompt":"Once","max_tokens":5})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  bool gone = false;
+  for (int i = 0; i < 400 && !gone; ++i) {
+    gone = kill(pid, 0) != 0;
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(gone) << "still running 20 s after SIGTERM";
+  const auto log = flextron::testing::read_file(err);
+  EXPECT_NE(log.find("SIGTERM"), std::string::npos) << log;
+  EXPECT_NE(log.find("serve: stopped"), std::string::npos) << log;
+  EXPECT_FALSE(c.Get("/health")) << "the port is still open";
+}
+
+}  // namespace
