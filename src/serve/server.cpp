@@ -1,5 +1,7 @@
 #include "serve/server.h"
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -72,6 +74,7 @@ struct Server::Impl {
   std::map<std::string, std::shared_ptr<route::BudgetPlan>> plans;  // static and uniform
   std::mt19937_64 seeds;
   const int64_t started_at = static_cast<int64_t>(std::time(nullptr));
+  int listen_socket = -1;
   std::once_flag stopped;
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> requests{0};
@@ -358,6 +361,15 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
       static_cast<size_t>(opts.engine.max_active + opts.engine.max_queue) + 8;
   impl_->http.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
   impl_->http.set_payload_max_length(opts.max_body_bytes);
+  // httplib listens with a backlog of 5: a burst of clients connecting at once overflows it and
+  // some of them fail to read a response. Remember the socket to deepen the backlog after bind.
+  // SO_REUSEADDR only (httplib's default adds SO_REUSEPORT, which would let a second server
+  // silently share the port instead of reporting it in use).
+  impl_->http.set_socket_options([impl = impl_.get()](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    impl->listen_socket = sock;
+  });
   impl_->routes();
 }
 
@@ -375,6 +387,7 @@ int Server::bind() {
     fail("--port", "cannot bind " + o.host + ":" + std::to_string(o.port) +
                        " (in use, or not an address of this machine)");
   }
+  if (impl_->listen_socket >= 0) ::listen(impl_->listen_socket, SOMAXCONN);
   return port;
 }
 

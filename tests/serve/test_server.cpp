@@ -67,7 +67,10 @@ Reply post(const LiveServer& s, const std::string& path, const json& body,
   auto c = s.client(key);
   Reply r;
   auto res = c.Post(path, body.dump(), "application/json");
-  if (!res) return r;
+  if (!res) {
+    r.body = {{"client_error", httplib::to_string(res.error())}};
+    return r;
+  }
   r.status = res->status;
   r.retry_after = res->get_header_value("Retry-After");
   if (!body.value("stream", false) || res->status != 200) {
