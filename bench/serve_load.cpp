@@ -110,22 +110,32 @@ int main(int argc, char** argv) {
   std::vector<double> budgets = {0.5, 1.0};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--host") host = value;
-    else if (flag == "--port") port = std::atoi(value.c_str());
-    else if (flag == "--clients") clients = std::atoi(value.c_str());
-    else if (flag == "--requests") requests = std::atoi(value.c_str());
-    else if (flag == "--budgets") budgets = parse_budgets(value);
-    else if (flag == "--max-tokens") max_tokens = std::atoi(value.c_str());
-    else if (flag == "--prompt") prompt = value;
-    else if (flag == "--api-key") key = value;
-    else if (flag == "--json") json_path = value;
+    if (flag == "--host")
+      host = value;
+    else if (flag == "--port")
+      port = std::atoi(value.c_str());
+    else if (flag == "--clients")
+      clients = std::atoi(value.c_str());
+    else if (flag == "--requests")
+      requests = std::atoi(value.c_str());
+    else if (flag == "--budgets")
+      budgets = parse_budgets(value);
+    else if (flag == "--max-tokens")
+      max_tokens = std::atoi(value.c_str());
+    else if (flag == "--prompt")
+      prompt = value;
+    else if (flag == "--api-key")
+      key = value;
+    else if (flag == "--json")
+      json_path = value;
     else {
       std::fprintf(stderr, "serve_load: unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
   if (port <= 0 || clients < 1 || requests < 1 || budgets.empty()) {
-    std::fprintf(stderr, "usage: serve_load --port P [--clients C] [--requests N] [--budgets B,...]\n");
+    std::fprintf(stderr,
+                 "usage: serve_load --port P [--clients C] [--requests N] [--budgets B,...]\n");
     return 2;
   }
 
@@ -159,15 +169,19 @@ int main(int argc, char** argv) {
     tokens += s.tokens;
     by_budget[s.budget].push_back(s);
   }
-  json out = {{"clients", clients},      {"requests", requests},
-              {"max_tokens", max_tokens}, {"wall_seconds", wall},
-              {"errors", errors},        {"generated_tokens", tokens},
+  json out = {{"clients", clients},
+              {"requests", requests},
+              {"max_tokens", max_tokens},
+              {"wall_seconds", wall},
+              {"errors", errors},
+              {"generated_tokens", tokens},
               {"tokens_per_second", static_cast<double>(tokens) / wall},
               {"requests_per_second", static_cast<double>(samples.size() - errors) / wall}};
-  std::printf("%d clients, %d requests, %d max tokens: %.1f s, %.1f tokens/s, %.2f requests/s, "
-              "%lld errors\n",
-              clients, requests, max_tokens, wall, out["tokens_per_second"].get<double>(),
-              out["requests_per_second"].get<double>(), static_cast<long long>(errors));
+  std::printf(
+      "%d clients, %d requests, %d max tokens: %.1f s, %.1f tokens/s, %.2f requests/s, "
+      "%lld errors\n",
+      clients, requests, max_tokens, wall, out["tokens_per_second"].get<double>(),
+      out["requests_per_second"].get<double>(), static_cast<long long>(errors));
   std::printf("%-7s %5s %9s %9s %9s %11s %11s\n", "budget", "ok", "p50 s", "p99 s", "ttft p50",
               "ms/token p50", "tokens/req");
   json rows = json::array();

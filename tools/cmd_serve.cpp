@@ -40,8 +40,7 @@ void run_serve(ServeArgs& a) {
   auto loaded = io::load_model_dir(a.model, a.device.load_options());
   serve::Server server(a.model, loaded, a.server);
   const int port = server.bind();
-  std::fprintf(stderr,
-               "serve: %s on http://%s:%d (max batch %lld, %lld active, queue %lld)%s\n",
+  std::fprintf(stderr, "serve: %s on http://%s:%d (max batch %lld, %lld active, queue %lld)%s\n",
                a.model.c_str(), a.server.host.c_str(), port,
                static_cast<long long>(a.server.engine.max_batch),
                static_cast<long long>(a.server.engine.max_active),
@@ -72,7 +71,8 @@ void run_serve(ServeArgs& a) {
 
 void register_serve(CLI::App& app) {
   auto args = std::make_shared<ServeArgs>();
-  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server; each request picks its budget");
+  auto* cmd =
+      app.add_subcommand("serve", "OpenAI-compatible HTTP server; each request picks its budget");
   cmd->add_option("--model", args->model, "Model directory")->required();
   cmd->add_option("--host", args->server.host, "Address to bind (loopback by default)")
       ->capture_default_str();
@@ -93,7 +93,8 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--api-key", args->server.api_key,
                   "Require \"Authorization: Bearer KEY\" (all endpoints but /health)");
-  cmd->add_option("--max-body", args->server.max_body_bytes, "Largest request body, bytes (413 above)")
+  cmd->add_option("--max-body", args->server.max_body_bytes,
+                  "Largest request body, bytes (413 above)")
       ->capture_default_str();
   cmd->add_option("--model-name", args->server.model_name,
                   "Model id in /v1/models and responses (default: the directory's name)");

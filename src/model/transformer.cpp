@@ -357,8 +357,8 @@ torch::Tensor TransformerImpl::decode_rows(const std::vector<int64_t>& tokens,
   std::vector<int64_t> positions;
   for (const auto* cache : caches) {
     if (cache->length >= cache->capacity)
-      fail("decode_rows", "a sequence's cache is full (" + std::to_string(cache->capacity) +
-                              " positions)");
+      fail("decode_rows",
+           "a sequence's cache is full (" + std::to_string(cache->capacity) + " positions)");
     positions.push_back(cache->length);
   }
   auto at = torch::tensor(positions, torch::kLong).to(device());

@@ -36,7 +36,8 @@ Sequence::Sequence(model::TransformerImpl& model, const text::Tokenizer& tokeniz
   const auto prompt_len = static_cast<int64_t>(prompt_.size());
   const int64_t capacity = std::min(config.max_position_embeddings, prompt_len + max_tokens);
   // A router picks attention widths at prefill, so its cache is allocated then.
-  cache_ = model.make_cache(1, capacity, arch_.empty() ? nullptr : &arch_, /*lazy=*/router != nullptr);
+  cache_ =
+      model.make_cache(1, capacity, arch_.empty() ? nullptr : &arch_, /*lazy=*/router != nullptr);
 }
 
 void Sequence::prefill() {

@@ -27,9 +27,8 @@ class Sequence {
  public:
   // arch: empty = full model; router: chooses widths instead (not owned, may be null).
   Sequence(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
-           std::vector<int64_t> prompt_tokens, int64_t max_tokens,
-           const SamplingOptions& sampling, const model::Architecture& arch,
-           model::LayerRouter* router = nullptr);
+           std::vector<int64_t> prompt_tokens, int64_t max_tokens, const SamplingOptions& sampling,
+           const model::Architecture& arch, model::LayerRouter* router = nullptr);
 
   // One forward over the prompt, then the first token.
   void prefill();

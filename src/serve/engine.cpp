@@ -140,9 +140,9 @@ void Engine::admit() {
     queue_.pop_front();
     const auto& spec = job->spec();
     try {
-      job->sequence_ = std::make_unique<runtime::Sequence>(
-          model_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,
-          architecture_of(spec), router_of(spec));
+      job->sequence_ = std::make_unique<runtime::Sequence>(model_, tokenizer_, spec.prompt_tokens,
+                                                           spec.max_tokens, spec.sampling,
+                                                           architecture_of(spec), router_of(spec));
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;
@@ -159,7 +159,9 @@ void Engine::step() {
   for (auto& job : active_)
     if (job->sequence_) running.push_back(job.get());
   if (running.empty()) return;
-  auto by_charge = [](const Job* a, const Job* b) { return a->charge_ < b->charge_; };
+  auto by_charge = [](const Job* a, const Job* b) {
+    return a->charge_ < b->charge_;
+  };
   std::stable_sort(running.begin(), running.end(), by_charge);
   Job& first = *running.front();
   const auto started = Clock::now();

@@ -135,7 +135,7 @@ class Engine {
   int64_t active_count_ = 0;  // active_.size() as of the engine's last look, under mutex_
   bool stopping_ = false;
   Clock::time_point deadline_ = Clock::time_point::max();  // cancel everything after it
-  std::vector<std::shared_ptr<Job>> active_;              // engine thread only
+  std::vector<std::shared_ptr<Job>> active_;               // engine thread only
   std::thread thread_;
 };
 

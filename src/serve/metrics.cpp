@@ -52,8 +52,9 @@ void Metrics::record_generation(const Generation& g) {
   if (g.completion_tokens > 0) {
     histogram(first_token_).observe(g.first_token_seconds);
     if (g.completion_tokens > 1)
-      histogram(per_token_).observe((g.total_seconds - g.first_token_seconds) /
-                                    static_cast<double>(g.completion_tokens - 1));
+      histogram(per_token_)
+          .observe((g.total_seconds - g.first_token_seconds) /
+                   static_cast<double>(g.completion_tokens - 1));
   }
 }
 

@@ -21,9 +21,9 @@ class Metrics {
     std::string finish_reason;
     int64_t prompt_tokens = 0;
     int64_t completion_tokens = 0;
-    double queue_seconds = 0.0;   // submitted -> prefill started
+    double queue_seconds = 0.0;        // submitted -> prefill started
     double first_token_seconds = 0.0;  // submitted -> first token
-    double total_seconds = 0.0;   // submitted -> done
+    double total_seconds = 0.0;        // submitted -> done
   };
   void record_generation(const Generation& g);
   // Sequences decoded together in one engine step.
@@ -36,7 +36,7 @@ class Metrics {
 
  private:
   struct Histogram {
-    std::vector<double> bounds;  // upper bounds; +Inf is implicit
+    std::vector<double> bounds;    // upper bounds; +Inf is implicit
     std::vector<uint64_t> counts;  // per bound, not cumulative; last = +Inf
     double sum = 0.0;
     uint64_t count = 0;

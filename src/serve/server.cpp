@@ -70,7 +70,7 @@ struct Server::Impl {
   Metrics metrics;
   Engine engine;
   httplib::Server http;
-  std::mutex mutex;  // plans, seeds
+  std::mutex mutex;                                                 // plans, seeds
   std::map<std::string, std::shared_ptr<route::BudgetPlan>> plans;  // static and uniform
   std::mt19937_64 seeds;
   const int64_t started_at = static_cast<int64_t>(std::time(nullptr));
@@ -174,8 +174,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
       spec.prompt_tokens =
           runtime::encode_prompt(*loaded.tokenizer, loaded.model->config(), request.prompt);
     } catch (const Error& e) {
-      throw ApiError(400, e.what(),
-                     endpoint == Endpoint::ChatCompletions ? "messages" : "prompt");
+      throw ApiError(400, e.what(), endpoint == Endpoint::ChatCompletions ? "messages" : "prompt");
     }
     spec.max_tokens = request.max_tokens;
     spec.sampling = request.sampling;
@@ -245,9 +244,9 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
         }
         if (!done) return true;
         const auto o = complete(result);
-        const json last = o.error.empty()
-                              ? completion_chunk(endpoint, result, "", *first, true)
-                              : error_body("generation failed: " + o.error, "server_error", "", 500);
+        const json last =
+            o.error.empty() ? completion_chunk(endpoint, result, "", *first, true)
+                            : error_body("generation failed: " + o.error, "server_error", "", 500);
         if (!send("data: " + dump(last) + "\n\ndata: [DONE]\n\n")) return false;
         sink.done();
         return true;
@@ -292,8 +291,8 @@ void Server::Impl::routes() {
   });
   // Statuses httplib answers itself (404 unknown path, 413 body too large, 400 unparsable
   // request) get OpenAI's error body too.
-  http.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request& req, httplib::Response& res) {
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
+                                                                 httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message = "HTTP " + std::to_string(res.status);
     if (res.status == 404) message = "no such endpoint: " + req.method + " " + req.path;
@@ -357,9 +356,10 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
   // Every request in flight holds a worker (streams and waits block), so the pool is sized for
   // the engine's slots and queue plus a few for /health and /metrics; further requests are
   // answered 503 by the engine instead of waiting unseen in httplib's queue.
-  const size_t workers =
-      static_cast<size_t>(opts.engine.max_active + opts.engine.max_queue) + 8;
-  impl_->http.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
+  const size_t workers = static_cast<size_t>(opts.engine.max_active + opts.engine.max_queue) + 8;
+  impl_->http.new_task_queue = [workers] {
+    return new httplib::ThreadPool(workers);
+  };
   impl_->http.set_payload_max_length(opts.max_body_bytes);
   // httplib listens with a backlog of 5: a burst of clients connecting at once overflows it and
   // some of them fail to read a response. Remember the socket to deepen the backlog after bind.

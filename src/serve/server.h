@@ -18,14 +18,14 @@ namespace flextron::serve {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";  // loopback unless asked otherwise
-  int port = 8080;                  // 0: any free port (see Server::bind)
+  int port = 8080;                 // 0: any free port (see Server::bind)
   EngineOptions engine;
   double default_budget = 1.0;  // latency fraction for requests that name none
   std::string api_key;          // non-empty: "Authorization: Bearer KEY" on all but /health
   size_t max_body_bytes = 1 << 20;
   std::string model_name;  // the id /v1/models lists; default: the directory's name
   std::chrono::milliseconds shutdown_grace{10000};  // in-flight work may finish within it
-  bool access_log = true;  // one line per request on stderr
+  bool access_log = true;                           // one line per request on stderr
 };
 
 class Server {

@@ -171,13 +171,17 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
             cases.push_back({path, stream, budget});
     std::vector<std::future<Reply>> replies;
     for (const auto& c : cases) {
-      json body = {{"max_tokens", kTokens}, {"temperature", 0}, {"stream", c.stream},
-                   {"budget", c.budget}, {"model", "stories"}};
+      json body = {{"max_tokens", kTokens},
+                   {"temperature", 0},
+                   {"stream", c.stream},
+                   {"budget", c.budget},
+                   {"model", "stories"}};
       if (c.path == "/v1/completions")
         body["prompt"] = prompt;
       else
         body["messages"] = json::array({{{"role", "user"}, {"content", "Tell me a story."}}});
-      replies.push_back(std::async(std::launch::async, [&s, c, body] { return post(s, c.path, body); }));
+      replies.push_back(
+          std::async(std::launch::async, [&s, c, body] { return post(s, c.path, body); }));
     }
     double batched = 0;
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -249,13 +253,14 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
   }
   {
     SCOPED_TRACE("a client that leaves mid-stream");
-    const double cancelled_before =
-        metric(s, "flextron_generations_total{budget=\"1\",router=\"static\",finish_reason=\"cancelled\"}");
+    const double cancelled_before = metric(
+        s,
+        "flextron_generations_total{budget=\"1\",router=\"static\",finish_reason=\"cancelled\"}");
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/completions";
-    req.body = json({{"prompt", prompt}, {"max_tokens", 500}, {"stream", true}, {"budget", 1.0}})
-                   .dump();
+    req.body =
+        json({{"prompt", prompt}, {"max_tokens", 500}, {"stream", true}, {"budget", 1.0}}).dump();
     req.set_header("Content-Type", "application/json");
     int events = 0;
     req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
@@ -273,8 +278,9 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
       if (!drained) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     EXPECT_TRUE(drained);
-    EXPECT_EQ(metric(s, "flextron_generations_total{budget=\"1\",router=\"static\",finish_reason="
-                        "\"cancelled\"}"),
+    EXPECT_EQ(metric(s,
+                     "flextron_generations_total{budget=\"1\",router=\"static\",finish_reason="
+                     "\"cancelled\"}"),
               cancelled_before + 1);
   }
   {
@@ -283,8 +289,9 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
     ASSERT_TRUE(res);
     EXPECT_NE(res->body.find("flextron_request_duration_seconds_bucket{budget=\"0.5\""),
               std::string::npos);
-    EXPECT_NE(res->body.find("flextron_http_requests_total{path=\"/v1/completions\",status=\"413\"}"),
-              std::string::npos);
+    EXPECT_NE(
+        res->body.find("flextron_http_requests_total{path=\"/v1/completions\",status=\"413\"}"),
+        std::string::npos);
     EXPECT_EQ(s.server->metrics().in_flight(), 0);
   }
 }

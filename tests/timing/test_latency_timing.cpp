@@ -1,7 +1,7 @@
 // The latency table against the clock: its predictions for random architectures must match their
 // measured decode latency (median relative error within 25%, and never clearly worse than the
-// uncalibrated sum of isolated block timings on the same measurements). Runs alone (RUN_SERIAL); the
-// tolerance absorbs a shared VM's noise: on the 2-vCPU development VM a correct table's median
+// uncalibrated sum of isolated block timings on the same measurements). Runs alone (RUN_SERIAL);
+// the tolerance absorbs a shared VM's noise: on the 2-vCPU development VM a correct table's median
 // error ranges from 2% to 18% from run to run as neighbours load the shared cache.
 #include <algorithm>
 
