@@ -11,6 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev        # JSON
   libcli11-dev              # command line
   libcpp-httplib-dev        # HTTP server
+  libpcre2-dev              # GPT-2 pre-tokenization (Unicode regex)
   libopenblas-dev           # BLAS
   libgtest-dev libgmock-dev # tests
   libbenchmark-dev          # benchmarks

@@ -45,9 +45,19 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
     }
     return tokenizer;
   }
+  const auto vocab = model_dir / "vocab.json", merges = model_dir / "merges.txt";
+  if (std::filesystem::is_regular_file(vocab) && std::filesystem::is_regular_file(merges)) {
+    auto tokenizer = load_gpt2_tokenizer(vocab, merges);
+    if (vocab_size > 0 && tokenizer->vocab_size() > vocab_size)
+      fail(vocab.string(), "tokenizer has " + std::to_string(tokenizer->vocab_size()) +
+                               " pieces but the model's vocab_size is " +
+                               std::to_string(vocab_size));
+    return tokenizer;
+  }
   const auto bin = model_dir / "tokenizer.bin";
   if (std::filesystem::is_regular_file(bin)) return load_llama2c_tokenizer(bin, vocab_size);
-  fail(model_dir.string(), "no tokenizer found (expected tokenizer.model or tokenizer.bin)");
+  fail(model_dir.string(),
+       "no tokenizer found (expected tokenizer.model, vocab.json + merges.txt, or tokenizer.bin)");
 }
 
 }  // namespace flextron::text

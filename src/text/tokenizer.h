@@ -50,8 +50,15 @@ void save_llama2c_tokenizer(const Tokenizer& tokenizer, const std::filesystem::p
 // SentencePiece model (tokenizer.model) through the sentencepiece library.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& path);
 
+// GPT-2's byte-level BPE from HF's vocab.json + merges.txt (src/text/gpt2_tokenizer.cpp). BOS and
+// EOS are both <|endoftext|>; encode(add_bos) prepends it. save() writes vocab.json and, beside
+// it, merges.txt. Throws flextron::Error naming the file and line for malformed input.
+std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::filesystem::path& vocab_json,
+                                               const std::filesystem::path& merges_txt);
+
 // The tokenizer of a model directory: tokenizer.model (SentencePiece) if present, else
-// tokenizer.bin (llama2.c). Throws flextron::Error if neither exists.
+// vocab.json + merges.txt (GPT-2 BPE), else tokenizer.bin (llama2.c). Throws flextron::Error if
+// none exists.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir,
                                           int64_t vocab_size);
 

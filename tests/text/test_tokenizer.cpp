@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
 
@@ -155,6 +156,62 @@ TEST(SentencePieceTokenizerTest, ReproducesEveryLlamaCppCase) {
     EXPECT_EQ(std::vector<int64_t>(with_bos.begin() + 1, with_bos.end()), got);
   }
   EXPECT_EQ(mismatches, 0);
+}
+
+// GPT-2's byte-level BPE against llama.cpp's GPT-2 cases (HF's ids), and decoding back to the
+// exact input bytes.
+TEST(Gpt2TokenizerTest, ReproducesEveryLlamaCppCase) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = testing::shared_data() / "tokenizers";
+  const auto tok = load_gpt2_tokenizer(dir / "gpt2_vocab.json", dir / "gpt2_merges.txt");
+  EXPECT_EQ(tok->vocab_size(), 50257);
+  EXPECT_EQ(tok->eos_id(), 50256);
+  const auto cases = read_llama_cases(dir / "gpt2_cases.inp", dir / "gpt2_cases.out");
+  ASSERT_GT(cases.size(), 30u);
+  int mismatches = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto got = tok->encode(cases[i].input, /*add_bos=*/false);
+    if (got != cases[i].expected) {
+      ++mismatches;
+      ADD_FAILURE() << "case " << i << " input " << quoted(cases[i].input) << "\n  expected "
+                    << ids_to_string(cases[i].expected) << "\n  got      " << ids_to_string(got);
+    }
+    EXPECT_EQ(tok->decode(got), cases[i].input) << "case " << i;
+    const auto with_bos = tok->encode(cases[i].input, /*add_bos=*/true);
+    ASSERT_FALSE(with_bos.empty());
+    EXPECT_EQ(with_bos.front(), 50256);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST(Gpt2TokenizerTest, InvalidUtf8KeepsEveryByteAndSaveRoundTrips) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = testing::shared_data() / "tokenizers";
+  const auto tok = load_gpt2_tokenizer(dir / "gpt2_vocab.json", dir / "gpt2_merges.txt");
+  const std::string bytes = "ok \xff\xfe caf\xc3";  // invalid and truncated UTF-8
+  EXPECT_EQ(tok->decode(tok->encode(bytes, false)), bytes);
+  const auto out = testing::scratch_dir();
+  tok->save(out / tok->file_name());
+  const auto again = load_tokenizer(out, 50257);
+  const std::string text = "Hello, world! It's 2026 and the llamas' café is open.";
+  EXPECT_EQ(again->encode(text, false), tok->encode(text, false));
+  EXPECT_EQ(again->piece(31373), tok->piece(31373));
+}
+
+TEST(Gpt2TokenizerTest, BadFilesNameTheFileAndLine) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = testing::scratch_dir();
+  const auto vocab = testing::shared_data() / "tokenizers" / "gpt2_vocab.json";
+  io::write_text_atomically(dir / "merges.txt", "#version: 0.2\n\u0120 t\nonlyone\n");
+  try {
+    load_gpt2_tokenizer(vocab, dir / "merges.txt");
+    ADD_FAILURE() << "accepted a malformed merges.txt";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("merges.txt:3"), std::string::npos) << e.what();
+  }
+  io::write_text_atomically(dir / "vocab.json", "{\"a\": 0, \"b\": 0}");
+  EXPECT_THROW(load_gpt2_tokenizer(dir / "vocab.json", dir / "merges.txt"), Error);
+  EXPECT_THROW(load_gpt2_tokenizer(dir / "missing.json", dir / "merges.txt"), Error);
 }
 
 TEST(SentencePieceTokenizerTest, MetadataAndDecoding) {
