@@ -1,11 +1,15 @@
-// flextron export --to hf|llama2c: write a model directory in another format.
+// flextron export --to hf|llama2c|gguf: write a model directory in another format; --arch or
+// --budget exports that sub-network.
 #include <filesystem>
 #include <iostream>
 
+#include "arch_options.h"
 #include "commands.h"
 #include "core/error.h"
+#include "io/gguf_model.h"
 #include "io/llama2c_checkpoint.h"
 #include "io/model_dir.h"
+#include "model/extract.h"
 
 namespace flextron::cli {
 
@@ -15,10 +19,26 @@ struct ExportArgs {
   std::string to;
   std::string out;
   std::string tokenizer_out;
+  std::string gguf_type = "f32";
+  ArchArgs arch;
 };
 
 void run_export(const ExportArgs& a) {
   auto loaded = io::load_model_dir(a.model);
+  if (a.arch.given()) {
+    auto selection = a.arch.resolve(loaded, a.model);
+    if (!selection.arch.empty())
+      loaded.model = model::extract_subnetwork(*loaded.model, selection.arch);
+    std::cerr << "sub-network: " << selection.describe(loaded.model->config()) << "\n";
+  }
+  if (a.to == "gguf") {
+    const std::filesystem::path out(a.out);
+    if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+    io::save_gguf_model(out, *loaded.model, loaded.tokenizer.get(),
+                        a.gguf_type == "f16" ? torch::kHalf : torch::kFloat);
+    std::cout << "exported " << a.model << " -> " << a.out << " (GGUF v3, " << a.gguf_type << ")\n";
+    return;
+  }
   if (a.to == "hf") {
     io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get(), &loaded.space);
     std::cout << "exported " << a.model << " -> " << a.out << " (HuggingFace Llama)\n";
@@ -44,8 +64,13 @@ void register_export(CLI::App& app) {
   cmd->add_option("--model", args->model, "Model directory")->required();
   cmd->add_option("--to", args->to, "Target format")
       ->required()
-      ->check(CLI::IsMember({"hf", "llama2c"}));
-  cmd->add_option("--out", args->out, "Output directory (hf) or .bin file (llama2c)")->required();
+      ->check(CLI::IsMember({"hf", "llama2c", "gguf"}));
+  cmd->add_option("--out", args->out, "Output directory (hf), .bin file (llama2c) or .gguf file")
+      ->required();
+  cmd->add_option("--gguf-type", args->gguf_type, "GGUF matrices: f32 or f16")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->capture_default_str();
+  args->arch.add_to(cmd, /*with_dynamic=*/false);
   cmd->add_option("--tokenizer-out", args->tokenizer_out,
                   "llama2c: where to write tokenizer.bin (default: beside --out)");
   cmd->callback([args] { run_export(*args); });

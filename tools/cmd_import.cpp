@@ -1,10 +1,11 @@
-// flextron import --from llama2c|hf: bring a checkpoint into a native model directory.
+// flextron import --from llama2c|hf|gguf: bring a checkpoint into a native model directory.
 #include <iostream>
 
 #include <torch/torch.h>
 
 #include "commands.h"
 #include "core/error.h"
+#include "io/gguf_model.h"
 #include "io/llama2c_checkpoint.h"
 #include "io/model_dir.h"
 
@@ -29,6 +30,9 @@ void run_import(const ImportArgs& a) {
     else
       std::cerr << "note: no --tokenizer given; the model directory will have no tokenizer\n";
     io::save_model_dir(a.out, *m, tok.get());
+  } else if (a.from == "gguf") {
+    if (!a.tokenizer.empty()) fail("--tokenizer", "only used with --from llama2c");
+    io::import_gguf_model(a.model, a.out);
   } else {  // hf
     if (!a.tokenizer.empty()) fail("--tokenizer", "only used with --from llama2c");
     io::LoadOptions options;
@@ -45,7 +49,7 @@ void register_import(CLI::App& app) {
       "import", "Convert a llama2.c or HuggingFace checkpoint into a model directory");
   cmd->add_option("--from", args->from, "Source format")
       ->required()
-      ->check(CLI::IsMember({"llama2c", "hf"}));
+      ->check(CLI::IsMember({"llama2c", "hf", "gguf"}));
   cmd->add_option("--model", args->model, "llama2.c .bin file, or HuggingFace model directory")
       ->required();
   cmd->add_option("--tokenizer", args->tokenizer, "llama2.c tokenizer .bin (with --from llama2c)");

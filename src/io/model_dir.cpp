@@ -51,9 +51,7 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   loaded.space = model::load_elastic_space(dir, config);
   // A directory without tokenizer files still loads (the weights alone are useful); commands
   // that need text check for it.
-  const bool has_tokenizer =
-      fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.bin");
-  if (options.with_tokenizer && has_tokenizer)
+  if (options.with_tokenizer && text::has_tokenizer_files(dir))
     loaded.tokenizer = text::load_tokenizer(dir, config.vocab_size);
   return loaded;
 }

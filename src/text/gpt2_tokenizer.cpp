@@ -64,7 +64,8 @@ class Gpt2Tokenizer : public Tokenizer {
  public:
   Gpt2Tokenizer(const std::filesystem::path& vocab_path, const std::filesystem::path& merges_path)
       : symbols_(byte_symbols()) {
-    for (int b = 0; b < 256; ++b) symbol_byte_[symbols_[static_cast<size_t>(b)]] = static_cast<char>(b);
+    for (int b = 0; b < 256; ++b)
+      symbol_byte_[symbols_[static_cast<size_t>(b)]] = static_cast<char>(b);
     load_vocab(vocab_path);
     load_merges(merges_path);
     int error = 0;
@@ -120,6 +121,7 @@ class Gpt2Tokenizer : public Tokenizer {
   std::string piece(int64_t id) const override { return pieces_.at(static_cast<size_t>(id)); }
   // BPE has merge ranks, not piece scores; GGUF stores the merges themselves.
   float score(int64_t) const override { return 0.0f; }
+  std::vector<std::string> merges() const override { return merges_; }
   std::string file_name() const override { return "vocab.json"; }
 
   void save(const std::filesystem::path& path) const override {
@@ -158,7 +160,8 @@ class Gpt2Tokenizer : public Tokenizer {
       const auto space = line.find(' ');
       if (space == std::string::npos || space == 0 || space + 1 == line.size() ||
           line.find(' ', space + 1) != std::string::npos)
-        fail(path.string() + ":" + std::to_string(number), "expected two symbols, got \"" + line + "\"");
+        fail(path.string() + ":" + std::to_string(number),
+             "expected two symbols, got \"" + line + "\"");
       if (!ids_.count(line.substr(0, space) + line.substr(space + 1)))
         fail(path.string() + ":" + std::to_string(number),
              "the merge of \"" + line + "\" is not in the vocabulary");
@@ -195,7 +198,8 @@ class Gpt2Tokenizer : public Tokenizer {
     }
     for (const auto& p : parts) {
       auto it = ids_.find(p);
-      if (it == ids_.end()) fail("GPT-2 tokenizer", "symbol \"" + p + "\" is not in the vocabulary");
+      if (it == ids_.end())
+        fail("GPT-2 tokenizer", "symbol \"" + p + "\" is not in the vocabulary");
       ids->push_back(it->second);
     }
   }

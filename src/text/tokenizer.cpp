@@ -33,6 +33,14 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return text;
 }
 
+bool has_tokenizer_files(const std::filesystem::path& model_dir) {
+  auto file = [&](const char* name) {
+    return std::filesystem::is_regular_file(model_dir / name);
+  };
+  return file("tokenizer.model") || file("tokenizer.bin") ||
+         (file("vocab.json") && file("merges.txt"));
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir,
                                           int64_t vocab_size) {
   const auto spm = model_dir / "tokenizer.model";

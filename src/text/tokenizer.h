@@ -33,6 +33,9 @@ class Tokenizer {
   virtual std::string piece(int64_t id) const = 0;
   virtual float score(int64_t id) const = 0;
 
+  // A BPE tokenizer's merges ("a b", by rank); empty for score-based vocabularies.
+  virtual std::vector<std::string> merges() const { return {}; }
+
   // The file name this tokenizer is saved under inside a model directory.
   virtual std::string file_name() const = 0;
   // Writes this tokenizer's own file format to `path`.
@@ -61,5 +64,7 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::filesystem::path& voca
 // none exists.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir,
                                           int64_t vocab_size);
+// Whether `model_dir` has the files of any tokenizer load_tokenizer reads.
+bool has_tokenizer_files(const std::filesystem::path& model_dir);
 
 }  // namespace flextron::text

@@ -1,0 +1,25 @@
+// A model as a GGUF file llama.cpp reads: the Llama architecture's metadata keys and tensor
+// names, per-layer head_count / head_count_kv / feed_forward_length arrays when widths differ by
+// layer (an extracted sub-network), and the tokenizer embedded. See docs/gguf.md for the keys.
+#pragma once
+
+#include <filesystem>
+
+#include <torch/types.h>
+
+#include "model/transformer.h"
+#include "text/tokenizer.h"
+
+namespace flextron::io {
+
+// Writes `model` (any architecture; extract a sub-network first to write a budget's) as GGUF
+// v3 with F32 or F16 matrices (norms stay F32, as llama.cpp's converter writes them).
+void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& model,
+                     const text::Tokenizer* tokenizer, torch::Dtype dtype);
+
+// Reads an F32/F16 Llama-architecture GGUF file into model directory `out` (config.json,
+// model.safetensors, and tokenizer.bin or vocab.json + merges.txt). Throws flextron::Error
+// naming the file and the missing key or tensor.
+void import_gguf_model(const std::filesystem::path& path, const std::filesystem::path& out);
+
+}  // namespace flextron::io
