@@ -1,6 +1,8 @@
 #include "io/gguf_model.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 
 #include <torch/torch.h>
 
@@ -87,12 +89,14 @@ void add_tokenizer(GgufMetadata& m, const text::Tokenizer& t) {
   m["tokenizer.ggml.add_bos_token"] = GgufValue{GgufType::Bool, GgufType::String, true};
 }
 
+bool is_constant(const std::vector<int64_t>& values) {
+  return std::adjacent_find(values.begin(), values.end(), std::not_equal_to<>()) == values.end();
+}
+
 // A per-layer value: one u32 when every layer agrees, else an array (llama.cpp reads both).
 GgufValue per_layer(const std::vector<int64_t>& values) {
-  bool same = true;
-  for (auto v : values) same = same && v == values.front();
-  if (same) return gguf_u32(static_cast<uint32_t>(values.front()));
-  return gguf_array(GgufType::Uint32, values);
+  if (is_constant(values)) return gguf_u32(static_cast<uint32_t>(values.front()));
+  return gguf_array(GgufType::Int32, values);  // llama.cpp reads int32 or float32 arrays
 }
 
 // GGUF stores these settings as f32: read back the decimal they were written from (1e-5, not
@@ -132,21 +136,24 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
                      const text::Tokenizer* tokenizer, torch::Dtype dtype) {
   const auto& c = model.config();
   if (c.family != model::Family::Llama)
-    fail(path, "GGUF export covers the Llama architecture; this model's family has none yet");
+    fail(path, "GGUF export covers the Llama family; this model's family has none yet");
   if (dtype != torch::kFloat && dtype != torch::kHalf) fail("--gguf-type", "use f32 or f16");
   GgufFile file;
   auto& m = file.metadata;
-  const std::string arch = "llama";
-  m["general.architecture"] = gguf_string(arch);
-  m["general.name"] = gguf_string(path.stem().string());
-  m["general.alignment"] = gguf_u32(32);
-  m["general.file_type"] = gguf_u32(dtype == torch::kFloat ? 0 : 1);  // ALL_F32 / MOSTLY_F16
   std::vector<int64_t> ffn, heads, kv_heads;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     ffn.push_back(c.layer_mlp(l));
     kv_heads.push_back(c.layer_kv_heads(l));
     heads.push_back(c.layer_kv_heads(l) * c.group_size());
   }
+  // llama.cpp's "llama" architecture takes one width for all layers; "deci" (DeciLM /
+  // Nemotron-NAS: the same blocks and tensor names) takes widths per layer.
+  const bool uniform = is_constant(ffn) && is_constant(kv_heads);
+  const std::string arch = uniform ? "llama" : "deci";
+  m["general.architecture"] = gguf_string(arch);
+  m["general.name"] = gguf_string(path.stem().string());
+  m["general.alignment"] = gguf_u32(32);
+  m["general.file_type"] = gguf_u32(dtype == torch::kFloat ? 0 : 1);  // ALL_F32 / MOSTLY_F16
   m[arch + ".context_length"] = gguf_u32(static_cast<uint32_t>(c.max_position_embeddings));
   m[arch + ".embedding_length"] = gguf_u32(static_cast<uint32_t>(c.hidden_size));
   m[arch + ".block_count"] = gguf_u32(static_cast<uint32_t>(c.num_hidden_layers));
@@ -193,7 +200,8 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
     return it->second.value;
   };
   const auto arch = get("general.architecture").get<std::string>();
-  if (arch != "llama") fail(path, "general.architecture \"" + arch + "\" is not supported (llama)");
+  if (arch != "llama" && arch != "deci")
+    fail(path, "general.architecture \"" + arch + "\" is not supported (llama, deci)");
   auto layer_values = [&](const std::string& key, int64_t layers) {
     const auto& v = get(key);
     std::vector<int64_t> out;
@@ -230,8 +238,7 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
   if (m.count(arch + ".rope.freq_base"))
     c.rope_theta = f32_decimal(get(arch + ".rope.freq_base").get<double>());
   c.rms_norm_eps = f32_decimal(get(arch + ".attention.layer_norm_rms_epsilon").get<double>());
-  if (std::adjacent_find(ffn.begin(), ffn.end(), std::not_equal_to<>()) != ffn.end() ||
-      std::adjacent_find(kv.begin(), kv.end(), std::not_equal_to<>()) != kv.end()) {
+  if (!is_constant(ffn) || !is_constant(kv)) {
     c.layer_intermediate_sizes = ffn;
     c.layer_key_value_heads = kv;
   }

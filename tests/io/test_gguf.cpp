@@ -79,11 +79,14 @@ TEST(Gguf, PerLayerArchitectureWritesArraysAndKeepsTheFunction) {
   const auto dir = flextron::testing::scratch_dir();
   flextron::io::save_gguf_model(dir / "sub.gguf", *sub, &stories_tokenizer(), torch::kFloat);
   const auto file = flextron::io::read_gguf(dir / "sub.gguf");
-  EXPECT_EQ(file.metadata.at("llama.feed_forward_length").value,
+  // llama.cpp reads per-layer widths under its "deci" architecture (same blocks and names).
+  EXPECT_EQ(file.metadata.at("general.architecture").value, "deci");
+  EXPECT_EQ(file.metadata.at("deci.feed_forward_length").value,
             nlohmann::json({172, 88, 128, 40, 172}));
-  EXPECT_EQ(file.metadata.at("llama.attention.head_count_kv").value,
+  EXPECT_EQ(file.metadata.at("deci.feed_forward_length").element, GgufType::Int32);
+  EXPECT_EQ(file.metadata.at("deci.attention.head_count_kv").value,
             nlohmann::json({4, 2, 2, 4, 1}));
-  EXPECT_EQ(file.metadata.at("llama.attention.head_count").value, nlohmann::json({8, 4, 4, 8, 2}));
+  EXPECT_EQ(file.metadata.at("deci.attention.head_count").value, nlohmann::json({8, 4, 4, 8, 2}));
   flextron::io::import_gguf_model(dir / "sub.gguf", dir / "back");
   auto back = flextron::io::load_model_dir(dir / "back");
   torch::NoGradGuard no_grad;
