@@ -59,11 +59,15 @@ void run_serve(ServeArgs& a) {
     char sig = 0;
     while (read(signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
+    if (sig == 0) return;  // the server ended on its own (see below)
     std::fprintf(stderr, "serve: %s, finishing in-flight requests (up to %g s)\n",
                  sig == SIGINT ? "SIGINT" : "SIGTERM", a.grace_seconds);
     server.stop();
   });
   server.run();
+  // run() returns after stop(), or if listening failed: wake the watcher either way.
+  const char done = 0;
+  [[maybe_unused]] auto n = write(signal_pipe[1], &done, 1);
   watcher.join();
   std::fprintf(stderr, "serve: stopped\n");
 }

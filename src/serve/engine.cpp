@@ -1,7 +1,6 @@
 #include "serve/engine.h"
 
 #include <algorithm>
-#include <cstdio>
 
 #include <torch/torch.h>
 

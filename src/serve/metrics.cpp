@@ -49,6 +49,7 @@ void Metrics::record_generation(const Generation& g) {
     return it->second;
   };
   histogram(latency_).observe(g.total_seconds);
+  histogram(queue_).observe(g.queue_seconds);
   if (g.completion_tokens > 0) {
     histogram(first_token_).observe(g.first_token_seconds);
     if (g.completion_tokens > 1)
@@ -121,6 +122,9 @@ std::string Metrics::render() const {
          "Submission to last token, per budget and router.");
   for (const auto& [labels, h] : latency_)
     histogram("flextron_request_duration_seconds", labels, h);
+  header("flextron_queue_wait_seconds", "histogram",
+         "Submission to the start of prefill, per budget and router.");
+  for (const auto& [labels, h] : queue_) histogram("flextron_queue_wait_seconds", labels, h);
   header("flextron_time_to_first_token_seconds", "histogram",
          "Submission to first token, per budget and router.");
   for (const auto& [labels, h] : first_token_)

@@ -46,7 +46,7 @@ class Metrics {
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   std::map<std::string, uint64_t> prompt_tokens_, completion_tokens_, generations_;  // by labels
-  std::map<std::string, Histogram> latency_, first_token_, per_token_;
+  std::map<std::string, Histogram> latency_, queue_, first_token_, per_token_;
   Histogram batch_{{1, 2, 4, 8, 16, 32}, std::vector<uint64_t>(7), 0.0, 0};
   int64_t in_flight_ = 0, waiting_ = 0, active_ = 0;
 };

@@ -287,8 +287,11 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
     SCOPED_TRACE("metrics");
     auto res = s.client().Get("/metrics");
     ASSERT_TRUE(res);
-    EXPECT_NE(res->body.find("flextron_request_duration_seconds_bucket{budget=\"0.5\""),
-              std::string::npos);
+    for (const char* series : {"flextron_request_duration_seconds_bucket{budget=\"0.5\"",
+                               "flextron_queue_wait_seconds_count{budget=\"1\"",
+                               "flextron_time_per_output_token_seconds_sum{budget=\"0.5\"",
+                               "flextron_decode_batch_size_bucket{le=\"+Inf\"}"})
+      EXPECT_NE(res->body.find(series), std::string::npos) << series;
     EXPECT_NE(
         res->body.find("flextron_http_requests_total{path=\"/v1/completions\",status=\"413\"}"),
         std::string::npos);
