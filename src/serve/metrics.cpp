@@ -118,21 +118,20 @@ std::string Metrics::render() const {
   counters("flextron_prompt_tokens_total", prompt_tokens_);
   header("flextron_generated_tokens_total", "counter", "Tokens generated.");
   counters("flextron_generated_tokens_total", completion_tokens_);
-  header("flextron_request_duration_seconds", "histogram",
-         "Submission to last token, per budget and router.");
-  for (const auto& [labels, h] : latency_)
-    histogram("flextron_request_duration_seconds", labels, h);
-  header("flextron_queue_wait_seconds", "histogram",
-         "Submission to the start of prefill, per budget and router.");
-  for (const auto& [labels, h] : queue_) histogram("flextron_queue_wait_seconds", labels, h);
-  header("flextron_time_to_first_token_seconds", "histogram",
-         "Submission to first token, per budget and router.");
-  for (const auto& [labels, h] : first_token_)
-    histogram("flextron_time_to_first_token_seconds", labels, h);
-  header("flextron_time_per_output_token_seconds", "histogram",
-         "Mean time between tokens after the first, per budget and router.");
-  for (const auto& [labels, h] : per_token_)
-    histogram("flextron_time_per_output_token_seconds", labels, h);
+  const struct {
+    const char* name;
+    const char* help;
+    const std::map<std::string, Histogram>& series;
+  } per_budget[] = {
+      {"flextron_request_duration_seconds", "Submission to last token.", latency_},
+      {"flextron_queue_wait_seconds", "Submission to the start of prefill.", queue_},
+      {"flextron_time_to_first_token_seconds", "Submission to first token.", first_token_},
+      {"flextron_time_per_output_token_seconds", "Mean time between tokens after the first.",
+       per_token_}};
+  for (const auto& h : per_budget) {
+    header(h.name, "histogram", h.help);
+    for (const auto& [labels, values] : h.series) histogram(h.name, labels, values);
+  }
   header("flextron_decode_batch_size", "histogram", "Sequences decoded in one engine step.");
   histogram("flextron_decode_batch_size", "", batch_);
   return out.str();

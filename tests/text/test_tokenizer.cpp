@@ -136,26 +136,32 @@ std::vector<Case> read_llama_cases(const fs::path& inp, const fs::path& out) {
   return cases;
 }
 
+// Every llama.cpp case encodes to its expected ids (mismatches listed), and encoding with BOS
+// prepends `bos` to the same ids.
+void expect_cases(const Tokenizer& tok, const std::vector<Case>& cases, int64_t bos) {
+  int mismatches = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto got = tok.encode(cases[i].input, /*add_bos=*/false);
+    if (got != cases[i].expected) {
+      ++mismatches;
+      ADD_FAILURE() << "case " << i << " input " << quoted(cases[i].input) << "\n  expected "
+                    << ids_to_string(cases[i].expected) << "\n  got      " << ids_to_string(got);
+    }
+    const auto with_bos = tok.encode(cases[i].input, /*add_bos=*/true);
+    ASSERT_FALSE(with_bos.empty());
+    EXPECT_EQ(with_bos.front(), bos);
+    EXPECT_EQ(std::vector<int64_t>(with_bos.begin() + 1, with_bos.end()), got);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(SentencePieceTokenizerTest, ReproducesEveryLlamaCppCase) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto tok = load_sentencepiece_tokenizer(llama2_spm_path());
   const auto dir = testing::shared_data() / "tokenizers";
   const auto cases = read_llama_cases(dir / "llama_spm_cases.inp", dir / "llama_spm_cases.out");
   ASSERT_EQ(cases.size(), 46u);
-  int mismatches = 0;
-  for (size_t i = 0; i < cases.size(); ++i) {
-    const auto got = tok->encode(cases[i].input, /*add_bos=*/false);
-    if (got != cases[i].expected) {
-      ++mismatches;
-      ADD_FAILURE() << "case " << i << " input " << quoted(cases[i].input) << "\n  expected "
-                    << ids_to_string(cases[i].expected) << "\n  got      " << ids_to_string(got);
-    }
-    auto with_bos = tok->encode(cases[i].input, /*add_bos=*/true);
-    ASSERT_FALSE(with_bos.empty());
-    EXPECT_EQ(with_bos.front(), 1);
-    EXPECT_EQ(std::vector<int64_t>(with_bos.begin() + 1, with_bos.end()), got);
-  }
-  EXPECT_EQ(mismatches, 0);
+  expect_cases(*tok, cases, 1);
 }
 
 // GPT-2's byte-level BPE against llama.cpp's GPT-2 cases (HF's ids), and decoding back to the
@@ -168,20 +174,8 @@ TEST(Gpt2TokenizerTest, ReproducesEveryLlamaCppCase) {
   EXPECT_EQ(tok->eos_id(), 50256);
   const auto cases = read_llama_cases(dir / "gpt2_cases.inp", dir / "gpt2_cases.out");
   ASSERT_GT(cases.size(), 30u);
-  int mismatches = 0;
-  for (size_t i = 0; i < cases.size(); ++i) {
-    const auto got = tok->encode(cases[i].input, /*add_bos=*/false);
-    if (got != cases[i].expected) {
-      ++mismatches;
-      ADD_FAILURE() << "case " << i << " input " << quoted(cases[i].input) << "\n  expected "
-                    << ids_to_string(cases[i].expected) << "\n  got      " << ids_to_string(got);
-    }
-    EXPECT_EQ(tok->decode(got), cases[i].input) << "case " << i;
-    const auto with_bos = tok->encode(cases[i].input, /*add_bos=*/true);
-    ASSERT_FALSE(with_bos.empty());
-    EXPECT_EQ(with_bos.front(), 50256);
-  }
-  EXPECT_EQ(mismatches, 0);
+  expect_cases(*tok, cases, 50256);
+  for (const auto& c : cases) EXPECT_EQ(tok->decode(tok->encode(c.input, false)), c.input);
 }
 
 TEST(Gpt2TokenizerTest, InvalidUtf8KeepsEveryByteAndSaveRoundTrips) {
