@@ -48,13 +48,9 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
   result.prefill_seconds = seconds_since(start);
   emit();
 
-  const auto* arch = options.arch.empty() ? nullptr : &options.arch;
-  const auto device = model.device();
   start = std::chrono::steady_clock::now();
   while (!sequence.finished()) {
-    auto input = torch::full({1, 1}, sequence.next_input(),
-                             torch::TensorOptions().dtype(torch::kLong).device(device));
-    sequence.accept(model.forward(input, sequence.cache(), arch, options.router)[0][0]);
+    sequence.decode_step();
     ++result.decode_steps;
     emit();
   }

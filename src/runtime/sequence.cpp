@@ -54,6 +54,13 @@ void Sequence::accept(const torch::Tensor& logits) {
   take_sampled();
 }
 
+void Sequence::decode_step() {
+  c10::InferenceMode inference;
+  auto input = torch::full({1, 1}, next_,
+                           torch::TensorOptions().dtype(torch::kLong).device(model_.device()));
+  accept(model_.forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_)[0][0]);
+}
+
 void Sequence::take_sampled() {
   if (static_cast<int64_t>(tokens_.size()) >= max_tokens_) return finish("length");
   // BOS also ends a sequence: llama2.c's stories models delimit stories with it.

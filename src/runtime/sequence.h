@@ -3,9 +3,9 @@
 // batching the decode steps of those that share an architecture (TransformerImpl::decode_rows).
 //
 // The life of a sequence: prefill() runs the prompt and samples the first token; while
-// !finished(), the caller runs a forward of next_input() on cache() and hands the logits to
-// accept(), which samples the next token. Every accepted token's text collects until
-// take_text().
+// !finished(), decode_step() runs the next forward alone, or a caller batching several sequences
+// runs next_input() on cache() and hands the logits to accept(), which samples the next token.
+// Every accepted token's text collects until take_text().
 #pragma once
 
 #include <cstdint>
@@ -37,6 +37,8 @@ class Sequence {
   model::KVCache* cache() { return &cache_; }
   // Samples from logits [vocab] of the last decode step.
   void accept(const torch::Tensor& logits);
+  // One decode step of this sequence alone: the forward of next_input(), then accept().
+  void decode_step();
   // Ends the sequence early (a stop string matched, or the client went away).
   void finish(const std::string& reason);
 

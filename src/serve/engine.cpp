@@ -196,15 +196,9 @@ void Engine::prefill(Job& job) {
 
 void Engine::decode(const std::vector<Job*>& rows) {
   if (rows.size() == 1) {
-    // One sequence (a dynamic router's, or an architecture nobody else runs): the same forward
-    // as `flextron generate`.
-    Job& job = *rows.front();
-    auto& seq = *job.sequence_;
-    const auto& arch = architecture_of(job.spec());
-    auto input = torch::full({1, 1}, seq.next_input(),
-                             torch::TensorOptions().dtype(torch::kLong).device(model_.device()));
-    seq.accept(model_.forward(input, seq.cache(), arch.empty() ? nullptr : &arch,
-                              router_of(job.spec()))[0][0]);
+    // One sequence (a dynamic router's, or an architecture nobody else runs): the same step as
+    // `flextron generate`.
+    rows.front()->sequence_->decode_step();
   } else {
     std::vector<int64_t> tokens;
     std::vector<model::KVCache*> caches;

@@ -84,7 +84,8 @@ struct Server::Impl {
   std::shared_ptr<route::BudgetPlan> plan_for(const CompletionRequest& r, route::Budget* budget);
   json flextron_object(const JobSpec& spec, const JobOutcome& outcome) const;
   void completion(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
-  json models() const;
+  json models() const;  // the /v1/models body (reads the router files: built once, at start)
+  json models_body;
 };
 
 bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
@@ -328,7 +329,7 @@ void Server::Impl::routes() {
     res.set_content(metrics.render(), "text/plain; version=0.0.4");
   });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, models());
+    send_json(res, 200, models_body);
   });
   http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     completion(req, res, Endpoint::Completions);
@@ -370,6 +371,7 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     impl->listen_socket = sock;
   });
+  impl_->models_body = impl_->models();
   impl_->routes();
 }
 

@@ -23,6 +23,15 @@ std::string decode_piece_text(int64_t prev, int64_t bos, std::string piece) {
 
 }  // namespace detail
 
+namespace {
+// A model may pad its embedding past the tokenizer's vocabulary, never the reverse.
+void check_fits(const Tokenizer& tokenizer, int64_t vocab_size, const std::filesystem::path& file) {
+  if (vocab_size > 0 && tokenizer.vocab_size() > vocab_size)
+    fail(file.string(), "tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                            " pieces but the model's vocab_size is " + std::to_string(vocab_size));
+}
+}  // namespace
+
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   std::string text;
   int64_t prev = bos_id();
@@ -46,20 +55,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
   const auto spm = model_dir / "tokenizer.model";
   if (std::filesystem::is_regular_file(spm)) {
     auto tokenizer = load_sentencepiece_tokenizer(spm);
-    // A model may pad its embedding past the tokenizer's vocabulary, never the reverse.
-    if (vocab_size > 0 && tokenizer->vocab_size() > vocab_size) {
-      fail(spm.string(), "tokenizer has " + std::to_string(tokenizer->vocab_size()) +
-                             " pieces but the model's vocab_size is " + std::to_string(vocab_size));
-    }
+    check_fits(*tokenizer, vocab_size, spm);
     return tokenizer;
   }
   const auto vocab = model_dir / "vocab.json", merges = model_dir / "merges.txt";
   if (std::filesystem::is_regular_file(vocab) && std::filesystem::is_regular_file(merges)) {
     auto tokenizer = load_gpt2_tokenizer(vocab, merges);
-    if (vocab_size > 0 && tokenizer->vocab_size() > vocab_size)
-      fail(vocab.string(), "tokenizer has " + std::to_string(tokenizer->vocab_size()) +
-                               " pieces but the model's vocab_size is " +
-                               std::to_string(vocab_size));
+    check_fits(*tokenizer, vocab_size, vocab);
     return tokenizer;
   }
   const auto bin = model_dir / "tokenizer.bin";
