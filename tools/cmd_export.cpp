@@ -27,9 +27,10 @@ void run_export(const ExportArgs& a) {
   auto loaded = io::load_model_dir(a.model);
   if (a.arch.given()) {
     auto selection = a.arch.resolve(loaded, a.model);
+    // Described against the elastic model (after extraction its own config is 100%).
+    std::cerr << "sub-network: " << selection.describe(loaded.model->config()) << "\n";
     if (!selection.arch.empty())
       loaded.model = model::extract_subnetwork(*loaded.model, selection.arch);
-    std::cerr << "sub-network: " << selection.describe(loaded.model->config()) << "\n";
   }
   if (a.to == "gguf") {
     const std::filesystem::path out(a.out);
@@ -41,7 +42,8 @@ void run_export(const ExportArgs& a) {
   }
   if (a.to == "hf") {
     io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get(), &loaded.space);
-    std::cout << "exported " << a.model << " -> " << a.out << " (HuggingFace Llama)\n";
+    std::cout << "exported " << a.model << " -> " << a.out << " (HuggingFace "
+              << (loaded.model->config().gpt() ? "GPT-2" : "Llama") << ")\n";
     return;
   }
   const std::filesystem::path out(a.out);

@@ -46,11 +46,13 @@ void run_import(const ImportArgs& a) {
 void register_import(CLI::App& app) {
   auto args = std::make_shared<ImportArgs>();
   auto* cmd = app.add_subcommand(
-      "import", "Convert a llama2.c or HuggingFace checkpoint into a model directory");
+      "import",
+      "Convert a llama2.c, HuggingFace (Llama, GPT-2) or GGUF checkpoint into a model directory");
   cmd->add_option("--from", args->from, "Source format")
       ->required()
       ->check(CLI::IsMember({"llama2c", "hf", "gguf"}));
-  cmd->add_option("--model", args->model, "llama2.c .bin file, or HuggingFace model directory")
+  cmd->add_option("--model", args->model,
+                  "llama2.c .bin file, HuggingFace Llama or GPT-2 model directory, or .gguf file")
       ->required();
   cmd->add_option("--tokenizer", args->tokenizer, "llama2.c tokenizer .bin (with --from llama2c)");
   cmd->add_option("--out", args->out, "Output model directory")->required();

@@ -1,4 +1,4 @@
-// flextron pretrain: train a Llama-family base model from scratch on text files.
+// flextron pretrain: train a base model (Llama or GPT-2 family) from scratch on text files.
 #include <iostream>
 
 #include "commands.h"
@@ -23,6 +23,10 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--out", *out, "Output model directory")->required();
   cmd->add_option("--preset", o->preset, presets_help)->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "Token budget (default: the preset's)");
+  cmd->add_option("--family", o->family,
+                  "llama (the presets' own) or gpt2: LayerNorm, GELU MLP of 4x width, learned "
+                  "positions, biases, one KV head per head, at the preset's size")
+      ->check(CLI::IsMember({"llama", "gpt2", "gpt"}));
   cmd->add_option("--seed", o->seed, "Seed for initialisation, data order and split")
       ->capture_default_str();
   cmd->add_option("--config", o->config,

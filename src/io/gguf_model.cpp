@@ -46,6 +46,20 @@ const std::vector<std::pair<std::string, std::string>> kLayerNames = {
     {"mlp.up_proj.weight", "ffn_up.weight"},
     {"mlp.down_proj.weight", "ffn_down.weight"}};
 
+// GPT-2's layer tensors that only change name (the fused attn_qkv is built apart).
+const std::vector<std::pair<std::string, std::string>> kGpt2LayerNames = {
+    {"input_layernorm.weight", "attn_norm.weight"},
+    {"input_layernorm.bias", "attn_norm.bias"},
+    {"self_attn.o_proj.weight", "attn_output.weight"},
+    {"self_attn.o_proj.bias", "attn_output.bias"},
+    {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    {"post_attention_layernorm.bias", "ffn_norm.bias"},
+    {"mlp.up_proj.weight", "ffn_up.weight"},
+    {"mlp.up_proj.bias", "ffn_up.bias"},
+    {"mlp.down_proj.weight", "ffn_down.weight"},
+    {"mlp.down_proj.bias", "ffn_down.bias"}};
+const char* const kQkv[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"};
+
 std::string token_text(const text::Tokenizer& t, int64_t id) {
   if (id == t.bos_id()) return "<s>";
   if (id == t.eos_id()) return "</s>";
@@ -135,8 +149,6 @@ class VocabList : public text::Tokenizer {
 void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& model,
                      const text::Tokenizer* tokenizer, torch::Dtype dtype) {
   const auto& c = model.config();
-  if (c.family != model::Family::Llama)
-    fail(path, "GGUF export covers the Llama family; this model's family has none yet");
   if (dtype != torch::kFloat && dtype != torch::kHalf) fail("--gguf-type", "use f32 or f16");
   GgufFile file;
   auto& m = file.metadata;
@@ -147,9 +159,15 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
     heads.push_back(c.layer_kv_heads(l) * c.group_size());
   }
   // llama.cpp's "llama" architecture takes one width for all layers; "deci" (DeciLM /
-  // Nemotron-NAS: the same blocks and tensor names) takes widths per layer.
+  // Nemotron-NAS: the same blocks and tensor names) takes widths per layer. Its "gpt2" reads
+  // per-layer arrays too but sizes every layer's tensors by layer 0 (docs/gguf.md).
   const bool uniform = is_constant(ffn) && is_constant(kv_heads);
-  const std::string arch = uniform ? "llama" : "deci";
+  const std::string arch = c.gpt() ? "gpt2" : uniform ? "llama" : "deci";
+  if (c.gpt() && (!uniform || heads.front() * c.head_dim() != c.hidden_size))
+    std::fprintf(stderr,
+                 "warning: %s: llama.cpp's gpt2 loader needs every layer at the same MLP width "
+                 "and all heads; this file loads in flextron but not in llama.cpp\n",
+                 path.string().c_str());
   m["general.architecture"] = gguf_string(arch);
   m["general.name"] = gguf_string(path.stem().string());
   m["general.alignment"] = gguf_u32(32);
@@ -159,26 +177,48 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
   m[arch + ".block_count"] = gguf_u32(static_cast<uint32_t>(c.num_hidden_layers));
   m[arch + ".feed_forward_length"] = per_layer(ffn);
   m[arch + ".attention.head_count"] = per_layer(heads);
-  m[arch + ".attention.head_count_kv"] = per_layer(kv_heads);
-  m[arch + ".attention.key_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
-  m[arch + ".attention.value_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
-  m[arch + ".rope.dimension_count"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
-  m[arch + ".rope.freq_base"] = gguf_f32(static_cast<float>(c.rope_theta));
-  m[arch + ".attention.layer_norm_rms_epsilon"] = gguf_f32(static_cast<float>(c.rms_norm_eps));
   m[arch + ".vocab_size"] = gguf_u32(static_cast<uint32_t>(c.vocab_size));
+  if (c.gpt()) {
+    m[arch + ".attention.layer_norm_epsilon"] = gguf_f32(static_cast<float>(c.rms_norm_eps));
+    if (c.head_dim_override > 0) {
+      m[arch + ".attention.key_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
+      m[arch + ".attention.value_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
+    }
+  } else {
+    m[arch + ".attention.head_count_kv"] = per_layer(kv_heads);
+    m[arch + ".attention.key_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
+    m[arch + ".attention.value_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
+    m[arch + ".rope.dimension_count"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
+    m[arch + ".rope.freq_base"] = gguf_f32(static_cast<float>(c.rope_theta));
+    m[arch + ".attention.layer_norm_rms_epsilon"] = gguf_f32(static_cast<float>(c.rms_norm_eps));
+  }
   if (tokenizer != nullptr) add_tokenizer(m, *tokenizer);
 
   torch::NoGradGuard no_grad;
   const auto state = model.state();
   auto add = [&](const std::string& name, torch::Tensor t) {
-    // llama.cpp's converter keeps 1-D tensors (norms) in F32.
+    // llama.cpp's converter keeps 1-D tensors (norms, biases) in F32.
     t = t.detach().to(torch::kCPU, t.dim() == 1 ? torch::kFloat : dtype);
     file.tensors.push_back({name, t});
   };
   add("token_embd.weight", state.at("model.embed_tokens.weight"));
+  if (c.gpt()) add("position_embd.weight", state.at("model.embed_positions.weight"));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string ours = "model.layers." + std::to_string(l) + ".";
     const std::string theirs = "blk." + std::to_string(l) + ".";
+    if (c.gpt()) {
+      for (const auto& [suffix, name] : kGpt2LayerNames)
+        add(theirs + name, state.at(ours + suffix));
+      // attn_qkv: the q, k and v rows stacked (ggml's {hidden, 3 * width}).
+      std::vector<torch::Tensor> w, b;
+      for (const char* proj : kQkv) {
+        w.push_back(state.at(ours + proj + ".weight"));
+        b.push_back(state.at(ours + proj + ".bias"));
+      }
+      add(theirs + "attn_qkv.weight", torch::cat(w, 0));
+      add(theirs + "attn_qkv.bias", torch::cat(b, 0));
+      continue;
+    }
     for (const auto& [suffix, name] : kLayerNames) {
       auto t = state.at(ours + suffix);
       if (suffix == "self_attn.q_proj.weight") t = permute_rotary(t, heads[l], true);
@@ -187,6 +227,7 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
     }
   }
   add("output_norm.weight", state.at("model.norm.weight"));
+  if (c.gpt()) add("output_norm.bias", state.at("model.norm.bias"));
   if (!c.tie_word_embeddings) add("output.weight", state.at("lm_head.weight"));
   write_gguf(path, file);
 }
@@ -200,8 +241,9 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
     return it->second.value;
   };
   const auto arch = get("general.architecture").get<std::string>();
-  if (arch != "llama" && arch != "deci")
-    fail(path, "general.architecture \"" + arch + "\" is not supported (llama, deci)");
+  if (arch != "llama" && arch != "deci" && arch != "gpt2")
+    fail(path, "general.architecture \"" + arch + "\" is not supported (llama, deci, gpt2)");
+  const bool gpt = arch == "gpt2";
   auto layer_values = [&](const std::string& key, int64_t layers) {
     const auto& v = get(key);
     std::vector<int64_t> out;
@@ -217,13 +259,15 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
   };
 
   model::ModelConfig c;
-  c.family = model::Family::Llama;
+  c.family = gpt ? model::Family::Gpt2 : model::Family::Llama;
   c.hidden_size = get(arch + ".embedding_length").get<int64_t>();
   c.num_hidden_layers = get(arch + ".block_count").get<int64_t>();
   c.max_position_embeddings = get(arch + ".context_length").get<int64_t>();
   const auto ffn = layer_values(arch + ".feed_forward_length", c.num_hidden_layers);
   const auto heads = layer_values(arch + ".attention.head_count", c.num_hidden_layers);
-  const auto kv = layer_values(arch + ".attention.head_count_kv", c.num_hidden_layers);
+  // GPT-2 has one KV head per head (llama.cpp's default when head_count_kv is absent).
+  const auto kv =
+      gpt ? heads : layer_values(arch + ".attention.head_count_kv", c.num_hidden_layers);
   c.intermediate_size = *std::max_element(ffn.begin(), ffn.end());
   c.num_attention_heads = *std::max_element(heads.begin(), heads.end());
   c.num_key_value_heads = *std::max_element(kv.begin(), kv.end());
@@ -232,12 +276,14 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
       fail(path, "layer " + std::to_string(l) +
                      ": head_count / head_count_kv differs from the "
                      "other layers' (one group size is supported)");
-  if (m.count(arch + ".rope.dimension_count"))
-    c.head_dim_override = get(arch + ".rope.dimension_count").get<int64_t>();
+  const std::string head_size_key = gpt ? ".attention.key_length" : ".rope.dimension_count";
+  if (m.count(arch + head_size_key)) c.head_dim_override = get(arch + head_size_key).get<int64_t>();
   if (c.head_dim_override == c.hidden_size / c.num_attention_heads) c.head_dim_override = 0;
   if (m.count(arch + ".rope.freq_base"))
     c.rope_theta = f32_decimal(get(arch + ".rope.freq_base").get<double>());
-  c.rms_norm_eps = f32_decimal(get(arch + ".attention.layer_norm_rms_epsilon").get<double>());
+  c.rms_norm_eps = f32_decimal(
+      get(arch + (gpt ? ".attention.layer_norm_epsilon" : ".attention.layer_norm_rms_epsilon"))
+          .get<double>());
   if (!is_constant(ffn) || !is_constant(kv)) {
     c.layer_intermediate_sizes = ffn;
     c.layer_key_value_heads = kv;
@@ -254,9 +300,25 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
   const auto embed = take("token_embd.weight");
   c.vocab_size = embed.size(0);
   state["model.embed_tokens.weight"] = embed;
+  if (gpt) state["model.embed_positions.weight"] = take("position_embd.weight");
+  const int64_t hd = c.head_dim();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string ours = "model.layers." + std::to_string(l) + ".";
     const std::string theirs = "blk." + std::to_string(l) + ".";
+    if (gpt) {
+      for (const auto& [suffix, name] : kGpt2LayerNames) state[ours + suffix] = take(theirs + name);
+      const auto w = take(theirs + "attn_qkv.weight"), b = take(theirs + "attn_qkv.bias");
+      const int64_t width = heads[l] * hd;
+      if (w.size(0) != 3 * width || b.size(0) != 3 * width)
+        fail(path, theirs + "attn_qkv has " + std::to_string(w.size(0)) + " rows, " +
+                       std::to_string(heads[l]) + " heads of " + std::to_string(hd) + " need " +
+                       std::to_string(3 * width));
+      for (int64_t part = 0; part < 3; ++part) {
+        state[ours + kQkv[part] + ".weight"] = w.narrow(0, part * width, width).contiguous();
+        state[ours + kQkv[part] + ".bias"] = b.narrow(0, part * width, width).contiguous();
+      }
+      continue;
+    }
     for (const auto& [suffix, name] : kLayerNames) {
       auto t = take(theirs + name);
       if (suffix == "self_attn.q_proj.weight") t = permute_rotary(t, heads[l], false);
@@ -265,6 +327,7 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
     }
   }
   state["model.norm.weight"] = take("output_norm.weight");
+  if (gpt) state["model.norm.bias"] = take("output_norm.bias");
   c.tie_word_embeddings = tensors.count("output.weight") == 0;
   if (!c.tie_word_embeddings) state["lm_head.weight"] = take("output.weight");
 

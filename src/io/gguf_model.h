@@ -1,7 +1,7 @@
 // A model as a GGUF file llama.cpp reads: its "llama" architecture's metadata keys and tensor
 // names, or "deci" (the same blocks, per-layer head_count / head_count_kv / feed_forward_length)
-// when widths differ by layer (an extracted sub-network), and the tokenizer embedded. See
-// docs/gguf.md for the keys.
+// when widths differ by layer (an extracted sub-network), or "gpt2" for the GPT-2 family, and
+// the tokenizer embedded. See docs/gguf.md for the keys.
 #pragma once
 
 #include <filesystem>
@@ -18,7 +18,7 @@ namespace flextron::io {
 void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& model,
                      const text::Tokenizer* tokenizer, torch::Dtype dtype);
 
-// Reads an F32/F16 llama- or deci-architecture GGUF file into model directory `out` (config.json,
+// Reads an F32/F16 llama-, deci- or gpt2-architecture GGUF file into model directory `out` (config.json,
 // model.safetensors, and tokenizer.bin or vocab.json + merges.txt). Throws flextron::Error
 // naming the file and the missing key or tensor.
 void import_gguf_model(const std::filesystem::path& path, const std::filesystem::path& out);

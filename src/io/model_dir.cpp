@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/files.h"
+#include "io/hf_gpt2.h"
 
 namespace flextron::io {
 
@@ -37,6 +38,14 @@ TensorMap load_model_tensors(const fs::path& dir) {
   fail(dir.string(), "no model.safetensors (or model.safetensors.index.json) in this directory");
 }
 
+TensorMap load_model_state(const fs::path& dir, const model::ModelConfig& config) {
+  auto stored = load_model_tensors(dir);
+  if (!config.gpt()) return stored;
+  const std::string where =
+      fs::exists(dir / "model.safetensors") ? (dir / "model.safetensors").string() : dir.string();
+  return gpt2_from_hf(stored, config, where);
+}
+
 LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   if (!fs::is_directory(dir)) fail(dir.string(), "not a model directory");
   const auto config = model::load_config(dir / "config.json");
@@ -45,8 +54,9 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   // load_state names the weights file in its errors.
   const std::string weights_name =
       fs::exists(dir / "model.safetensors") ? (dir / "model.safetensors").string() : dir.string();
-  loaded.model->load_state(load_model_tensors(dir), weights_name);
+  // In the requested dtype before the copy: a float64 file loaded as float64 keeps every bit.
   loaded.model->to(options.device, options.dtype);
+  loaded.model->load_state(load_model_state(dir, config), weights_name);
   loaded.model->eval();
   loaded.space = model::load_elastic_space(dir, config);
   // A directory without tokenizer files still loads (the weights alone are useful); commands
@@ -60,7 +70,11 @@ void save_model_dir(const fs::path& dir, model::TransformerImpl& model,
                     const text::Tokenizer* tokenizer, const model::ElasticSpace* space) {
   fs::create_directories(dir);
   model::save_config(model.config(), dir / "config.json");
-  save_safetensors(dir / "model.safetensors", model.state(), {{"format", "pt"}});
+  // Each family in its own HuggingFace layout, so the directory loads in transformers too.
+  const auto& config = model.config();
+  save_safetensors(dir / "model.safetensors",
+                   config.gpt() ? gpt2_to_hf(model.state(), config) : model.state(),
+                   {{"format", "pt"}});
   if (tokenizer != nullptr) tokenizer->save(dir / tokenizer->file_name());
   if (space != nullptr) {
     model::check_elastic_space(*space, model.config(), (dir / model::kElasticSpaceFile).string());

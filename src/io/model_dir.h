@@ -1,4 +1,4 @@
-// A model directory: config.json + model.safetensors (HF Llama names; sharded
+// A model directory: config.json + model.safetensors (HF Llama or GPT-2 names; sharded
 // model.safetensors.index.json is read too) + the tokenizer file. A HuggingFace Llama directory
 // is one as it is.
 #pragma once
@@ -32,6 +32,10 @@ LoadedModel load_model_dir(const std::filesystem::path& dir, const LoadOptions& 
 
 // All tensors of a directory's weights (single file or shards), as stored.
 TensorMap load_model_tensors(const std::filesystem::path& dir);
+
+// The same in our parameter names (TransformerImpl::state()): a GPT-2 directory's HF layout is
+// converted (io/hf_gpt2.h), a Llama directory's is ours already.
+TensorMap load_model_state(const std::filesystem::path& dir, const model::ModelConfig& config);
 
 // Writes config.json, model.safetensors, the tokenizer's file and (when given) flextron.json
 // into `dir` (created if needed).

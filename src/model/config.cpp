@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -55,7 +56,11 @@ void ModelConfig::validate(const std::string& where) const {
     fail(where, "num_attention_heads " + std::to_string(num_attention_heads) +
                     " is not divisible by num_key_value_heads " +
                     std::to_string(num_key_value_heads));
-  if (head_dim() % 2 != 0) fail(where, "head dimension must be even for rotary embeddings");
+  if (family == Family::Llama && head_dim() % 2 != 0)
+    fail(where, "head dimension must be even for rotary embeddings");
+  if (family == Family::Gpt2 && num_key_value_heads != num_attention_heads)
+    fail(where, "GPT-2 has one KV head per query head, got " + std::to_string(num_attention_heads) +
+                    " heads and " + std::to_string(num_key_value_heads) + " KV heads");
   if (rms_norm_eps <= 0) fail(where, "rms_norm_eps must be positive");
   if (rope_theta <= 0) fail(where, "rope_theta must be positive");
   auto check_layers = [&](const char* name, const std::vector<int64_t>& values, int64_t max) {
@@ -72,15 +77,29 @@ void ModelConfig::validate(const std::string& where) const {
   check_layers("layer_num_key_value_heads", layer_key_value_heads, num_key_value_heads);
 }
 
-ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
-  if (!j.is_object()) fail(where, "config must be a JSON object");
-  ModelConfig c;
-  const std::string model_type = j.value("model_type", std::string("llama"));
-  if (model_type == "llama" || model_type == "mistral") {
-    c.family = Family::Llama;
-  } else {
-    fail(where, "unsupported model_type \"" + model_type + "\" (supported: llama)");
+namespace {
+
+std::vector<int64_t> int_list(const nlohmann::json& j, const char* key, const std::string& where) {
+  std::vector<int64_t> values;
+  if (!j.contains(key) || j[key].is_null()) return values;
+  if (!j[key].is_array()) fail(where, std::string("field \"") + key + "\" must be a list");
+  for (const auto& v : j[key]) {
+    if (!v.is_number_integer())
+      fail(where, std::string("field \"") + key + "\" must hold integers, got " + v.dump());
+    values.push_back(v.get<int64_t>());
   }
+  return values;
+}
+
+bool bool_field(const nlohmann::json& j, const char* key, bool fallback, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) fail(where, std::string("field \"") + key + "\" must be true or false");
+  return j[key].get<bool>();
+}
+
+// Llama's field names (HF LlamaConfig).
+void read_llama_fields(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+  c.family = Family::Llama;
   c.hidden_size = int_field(j, "hidden_size", 0, true, where);
   c.intermediate_size = int_field(j, "intermediate_size", 0, true, where);
   c.num_hidden_layers = int_field(j, "num_hidden_layers", 0, true, where);
@@ -91,58 +110,131 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   c.max_position_embeddings = int_field(j, "max_position_embeddings", 2048, false, where);
   c.rms_norm_eps = number_field(j, "rms_norm_eps", 1e-6, where);
   c.rope_theta = number_field(j, "rope_theta", 10000.0, where);
-  if (j.contains("tie_word_embeddings")) {
-    if (!j["tie_word_embeddings"].is_boolean())
-      fail(where, "field \"tie_word_embeddings\" must be true or false");
-    c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
-  } else {
-    c.tie_word_embeddings = false;  // HF LlamaConfig's default
-  }
-  c.head_dim_override = int_field(j, "head_dim", 0, false, where);
-  if (c.head_dim_override == c.hidden_size / c.num_attention_heads) c.head_dim_override = 0;
+  c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", false, where);  // LlamaConfig's
   c.bos_token_id = int_field(j, "bos_token_id", 1, false, where);
   c.eos_token_id = int_field(j, "eos_token_id", 2, false, where);
-  auto int_list = [&](const char* key) {
-    std::vector<int64_t> values;
-    if (!j.contains(key) || j[key].is_null()) return values;
-    if (!j[key].is_array()) fail(where, std::string("field \"") + key + "\" must be a list");
-    for (const auto& v : j[key]) {
-      if (!v.is_number_integer())
-        fail(where, std::string("field \"") + key + "\" must hold integers, got " + v.dump());
-      values.push_back(v.get<int64_t>());
-    }
-    return values;
-  };
-  c.layer_intermediate_sizes = int_list("layer_intermediate_sizes");
-  c.layer_key_value_heads = int_list("layer_num_key_value_heads");
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     fail(where, "rope_scaling is not supported yet");
+}
+
+// GPT-2's field names (HF GPT2Config), with its defaults.
+void read_gpt2_fields(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+  c.family = Family::Gpt2;
+  c.hidden_size = int_field(j, "n_embd", 768, false, where);
+  c.num_hidden_layers = int_field(j, "n_layer", 12, false, where);
+  c.num_attention_heads = int_field(j, "n_head", 12, false, where);
+  c.num_key_value_heads = c.num_attention_heads;
+  // n_inner: null means 4 * n_embd.
+  c.intermediate_size = int_field(j, "n_inner", 4 * c.hidden_size, false, where);
+  c.vocab_size = int_field(j, "vocab_size", 50257, false, where);
+  c.max_position_embeddings = int_field(j, "n_positions", 1024, false, where);
+  c.rms_norm_eps = number_field(j, "layer_norm_epsilon", 1e-5, where);
+  c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", true, where);
+  c.bos_token_id = int_field(j, "bos_token_id", 50256, false, where);
+  c.eos_token_id = int_field(j, "eos_token_id", 50256, false, where);
+  const std::string act = j.value("activation_function", std::string("gelu_new"));
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
+    c.gelu_tanh = true;
+  } else if (act == "gelu") {
+    c.gelu_tanh = false;
+  } else {
+    fail(where, "activation_function \"" + act +
+                    "\" is not supported (supported: gelu_new, gelu_pytorch_tanh, gelu)");
+  }
+  // Variants of the attention that these blocks do not compute.
+  if (!bool_field(j, "scale_attn_weights", true, where))
+    fail(where, "scale_attn_weights = false is not supported");
+  if (bool_field(j, "scale_attn_by_inverse_layer_idx", false, where))
+    fail(where, "scale_attn_by_inverse_layer_idx = true is not supported");
+  if (j.contains("n_kv_heads") || j.contains("num_key_value_heads"))
+    fail(where, "GPT-2 configs have no grouped-query attention field");
+}
+
+}  // namespace
+
+ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object()) fail(where, "config must be a JSON object");
+  ModelConfig c;
+  const std::string model_type = j.value("model_type", std::string("llama"));
+  if (model_type == "llama" || model_type == "mistral") {
+    read_llama_fields(j, c, where);
+  } else if (model_type == "gpt2") {
+    read_gpt2_fields(j, c, where);
+  } else {
+    fail(where, "unsupported model_type \"" + model_type + "\" (supported: llama, gpt2)");
+  }
+  // Fields of ours (not HF's) shared by both families: a head size that differs from
+  // hidden / heads (an extracted sub-network) and per-layer widths.
+  c.head_dim_override = int_field(j, "head_dim", 0, false, where);
+  if (c.head_dim_override == c.hidden_size / std::max<int64_t>(1, c.num_attention_heads))
+    c.head_dim_override = 0;
+  c.layer_intermediate_sizes = int_list(j, "layer_intermediate_sizes", where);
+  c.layer_key_value_heads = int_list(j, "layer_num_key_value_heads", where);
   c.validate(where);
   return c;
 }
 
 nlohmann::json config_to_json(const ModelConfig& c) {
   nlohmann::json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
-  j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.intermediate_size;
-  j["num_hidden_layers"] = c.num_hidden_layers;
-  j["num_attention_heads"] = c.num_attention_heads;
-  j["num_key_value_heads"] = c.num_key_value_heads;
-  j["vocab_size"] = c.vocab_size;
-  j["max_position_embeddings"] = c.max_position_embeddings;
-  j["rms_norm_eps"] = c.rms_norm_eps;
-  j["rope_theta"] = c.rope_theta;
-  j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["head_dim"] = c.head_dim();
-  j["bos_token_id"] = c.bos_token_id;
-  j["eos_token_id"] = c.eos_token_id;
-  j["hidden_act"] = "silu";
+  if (c.gpt()) {
+    j["architectures"] = {"GPT2LMHeadModel"};
+    j["model_type"] = "gpt2";
+    j["n_embd"] = c.hidden_size;
+    j["n_layer"] = c.num_hidden_layers;
+    j["n_head"] = c.num_attention_heads;
+    j["n_inner"] = c.intermediate_size;
+    j["n_positions"] = c.max_position_embeddings;
+    j["n_ctx"] = c.max_position_embeddings;
+    j["vocab_size"] = c.vocab_size;
+    j["layer_norm_epsilon"] = c.rms_norm_eps;
+    j["activation_function"] = c.gelu_tanh ? "gelu_new" : "gelu";
+    j["tie_word_embeddings"] = c.tie_word_embeddings;
+    j["bos_token_id"] = c.bos_token_id;
+    j["eos_token_id"] = c.eos_token_id;
+    if (c.head_dim_override > 0) j["head_dim"] = c.head_dim_override;
+  } else {
+    j["architectures"] = {"LlamaForCausalLM"};
+    j["model_type"] = "llama";
+    j["hidden_size"] = c.hidden_size;
+    j["intermediate_size"] = c.intermediate_size;
+    j["num_hidden_layers"] = c.num_hidden_layers;
+    j["num_attention_heads"] = c.num_attention_heads;
+    j["num_key_value_heads"] = c.num_key_value_heads;
+    j["vocab_size"] = c.vocab_size;
+    j["max_position_embeddings"] = c.max_position_embeddings;
+    j["rms_norm_eps"] = c.rms_norm_eps;
+    j["rope_theta"] = c.rope_theta;
+    j["tie_word_embeddings"] = c.tie_word_embeddings;
+    j["head_dim"] = c.head_dim();
+    j["bos_token_id"] = c.bos_token_id;
+    j["eos_token_id"] = c.eos_token_id;
+    j["hidden_act"] = "silu";
+  }
   if (!c.layer_intermediate_sizes.empty())
     j["layer_intermediate_sizes"] = c.layer_intermediate_sizes;
   if (!c.layer_key_value_heads.empty()) j["layer_num_key_value_heads"] = c.layer_key_value_heads;
   return j;
+}
+
+ModelConfig gpt2_variant(const ModelConfig& llama) {
+  ModelConfig c = llama;
+  c.family = Family::Gpt2;
+  c.num_key_value_heads = c.num_attention_heads;
+  c.intermediate_size = 4 * c.hidden_size;
+  c.layer_intermediate_sizes.clear();
+  c.layer_key_value_heads.clear();
+  c.validate("GPT-2 variant");
+  return c;
+}
+
+std::string family_name(Family family) {
+  return family == Family::Gpt2 ? "gpt2" : "llama";
+}
+
+Family parse_family(const std::string& name, const std::string& where) {
+  if (name == "llama") return Family::Llama;
+  if (name == "gpt2" || name == "gpt") return Family::Gpt2;
+  fail(where, "unknown model family \"" + name + "\" (known: llama, gpt2)");
 }
 
 ModelConfig load_config(const std::filesystem::path& path) {

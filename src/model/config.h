@@ -24,8 +24,12 @@ struct ModelConfig {
   int64_t num_key_value_heads = 4;
   int64_t vocab_size = 512;
   int64_t max_position_embeddings = 512;
+  // The normalisation's epsilon: RMSNorm's (Llama) or LayerNorm's (GPT-2 "layer_norm_epsilon").
   double rms_norm_eps = 1e-5;
-  double rope_theta = 10000.0;
+  double rope_theta = 10000.0;  // Llama only: GPT-2 learns absolute positions instead
+  // GPT-2's MLP activation: GELU with the tanh approximation (HF "gelu_new", the GPT-2
+  // default) or the exact erf form ("gelu").
+  bool gelu_tanh = true;
   bool tie_word_embeddings = true;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
@@ -45,7 +49,8 @@ struct ModelConfig {
   int64_t head_dim() const {
     return head_dim_override > 0 ? head_dim_override : hidden_size / num_attention_heads;
   }
-  // Query heads per KV head (grouped-query attention).
+  bool gpt() const { return family == Family::Gpt2; }
+  // Query heads per KV head (grouped-query attention; 1 for GPT-2, whose unit is one head).
   int64_t group_size() const { return num_attention_heads / num_key_value_heads; }
   // MLP neurons and KV heads of layer l.
   int64_t layer_mlp(int64_t l) const {
@@ -62,8 +67,20 @@ struct ModelConfig {
   void validate(const std::string& where) const;
 };
 
+// Reads a HuggingFace config: model_type "llama" (or "mistral") with Llama's field names, or
+// "gpt2" with GPT-2's (n_embd, n_layer, n_head, n_inner, n_positions, layer_norm_epsilon).
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where);
+// Writes the family's own HuggingFace field names (so the directory loads in transformers).
 nlohmann::json config_to_json(const ModelConfig& config);
+
+// The GPT-2 variant of a Llama-shaped config, for pretraining both families at one size: every
+// head its own KV head (GPT-2 has no grouped-query attention) and a 4x MLP, which has the
+// parameters of the SwiGLU MLP it replaces (2 * 4d * d vs 3 * (8d/3) * d).
+ModelConfig gpt2_variant(const ModelConfig& llama);
+
+// "llama" or "gpt2", and back; throws flextron::Error naming `where` for anything else.
+std::string family_name(Family family);
+Family parse_family(const std::string& name, const std::string& where);
 
 ModelConfig load_config(const std::filesystem::path& path);
 void save_config(const ModelConfig& config, const std::filesystem::path& path);

@@ -56,6 +56,7 @@ int64_t subnetwork_parameter_count(const ModelConfig& config, const Architecture
   const int64_t d = config.hidden_size;
   const int64_t norm = gpt ? 2 * d : d;  // LayerNorm has a bias
   int64_t n = config.vocab_size * d * (config.tie_word_embeddings ? 1 : 2) + norm;
+  if (gpt) n += config.max_position_embeddings * d;  // learned positions
   for (const auto& w : widths)
     n += layer_attention_parameters(config, w.kv_groups) + layer_mlp_parameters(config, w.mlp) +
          2 * norm;

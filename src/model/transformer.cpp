@@ -205,7 +205,8 @@ torch::Tensor AttentionImpl::forward_rows(const torch::Tensor& x, int64_t kv_gro
 }
 
 // ---------------------------------------------------------------------------------------------
-MlpImpl::MlpImpl(const ModelConfig& config, int64_t layer) : layer_(layer) {
+MlpImpl::MlpImpl(const ModelConfig& config, int64_t layer)
+    : layer_(layer), gelu_approximation_(config.gelu_tanh ? "tanh" : "none") {
   const bool gpt = config.family == Family::Gpt2;
   const int64_t neurons = config.layer_mlp(layer);
   if (!gpt) gate_proj = register_module("gate_proj", Linear(config.hidden_size, neurons, false));
@@ -216,8 +217,8 @@ MlpImpl::MlpImpl(const ModelConfig& config, int64_t layer) : layer_(layer) {
 torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t width, const torch::Tensor& mask) {
   const int64_t hidden = x.size(-1);
   auto up = up_proj->forward(x, width, hidden);
-  auto act =
-      gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up : torch::gelu(up, "tanh");
+  auto act = gate_proj ? torch::silu(gate_proj->forward(x, width, hidden)) * up
+                       : torch::gelu(up, gelu_approximation_);
   if (mask.defined()) act = act * mask;
   if (observer != nullptr) observer->mlp_hidden(layer_, act);
   return down_proj->forward(act, hidden, width);
@@ -277,6 +278,10 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, int64_t start,
 BackboneImpl::BackboneImpl(const ModelConfig& config) {
   embed_tokens =
       register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  if (config.gpt())
+    embed_positions =
+        register_module("embed_positions",
+                        torch::nn::Embedding(config.max_position_embeddings, config.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(DecoderLayer(config, l));
   norm = register_module(
@@ -299,7 +304,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
   if (!config.tie_word_embeddings)
     lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false));
   full_arch_ = full_architecture(config);
-  std::tie(rope_cos_, rope_sin_) = rope_tables(config);
+  if (!config.gpt()) std::tie(rope_cos_, rope_sin_) = rope_tables(config);
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
@@ -318,7 +323,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cac
   const Architecture& widths = full ? full_arch_ : *arch;
 
   auto [cos, sin] = rope(start, steps);
-  auto h = embed(tokens);
+  auto h = embed(tokens, start);
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     LayerDecision decision;
     if (router != nullptr) {
@@ -362,11 +367,17 @@ torch::Tensor TransformerImpl::decode_rows(const std::vector<int64_t>& tokens,
     positions.push_back(cache->length);
   }
   auto at = torch::tensor(positions, torch::kLong).to(device());
-  rope(0, 1);  // moves the tables to the model's device on first use
-  const int64_t half = config_.head_dim() / 2;
-  auto cos = rope_cos_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
-  auto sin = rope_sin_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
-  auto h = embed(torch::tensor(tokens, torch::kLong).to(device()).view({batch, 1}));
+  auto h = model->embed_tokens->forward(torch::tensor(tokens, torch::kLong).to(device()));
+  torch::Tensor cos, sin;
+  if (config_.gpt()) {
+    h = h + model->embed_positions->weight.index_select(0, at);
+  } else {
+    rope(0, 1);  // moves the tables to the model's device on first use
+    const int64_t half = config_.head_dim() / 2;
+    cos = rope_cos_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
+    sin = rope_sin_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
+  }
+  h = h.view({batch, 1, -1});
   std::vector<RowCache> rows(caches.size());
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     for (size_t b = 0; b < caches.size(); ++b) {
@@ -382,8 +393,11 @@ torch::Tensor TransformerImpl::decode_rows(const std::vector<int64_t>& tokens,
   return head(h).view({batch, -1});
 }
 
-torch::Tensor TransformerImpl::embed(const torch::Tensor& tokens) {
-  return model->embed_tokens->forward(tokens);
+torch::Tensor TransformerImpl::embed(const torch::Tensor& tokens, int64_t start) {
+  auto h = model->embed_tokens->forward(tokens);
+  if (!model->embed_positions) return h;
+  // [T, hidden] rows broadcast over the batch.
+  return h + model->embed_positions->weight.narrow(0, start, tokens.size(-1));
 }
 
 torch::Tensor TransformerImpl::head(const torch::Tensor& hidden) {
@@ -392,6 +406,7 @@ torch::Tensor TransformerImpl::head(const torch::Tensor& hidden) {
 }
 
 std::pair<torch::Tensor, torch::Tensor> TransformerImpl::rope(int64_t start, int64_t steps) {
+  if (config_.gpt()) return {};  // learned positions are added at the embedding
   // Rotary tables are stored in fp32; cast once per call to the activation dtype.
   const auto act_dtype = dtype();
   if (rope_cos_.device() != device()) {

@@ -160,18 +160,20 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// SwiGLU (Llama): down(silu(gate(x)) * up(x)); the GPT variant drops the gate and uses GELU.
+// SwiGLU (Llama): down(silu(gate(x)) * up(x)); the GPT variant drops the gate and uses GELU:
+// down(gelu(up(x))), HF's c_fc / c_proj.
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(const ModelConfig& config, int64_t layer);
   // mask: optional [batch, T, width] multiplier of the activations (per-token widths).
   torch::Tensor forward(const torch::Tensor& x, int64_t width,
                         const torch::Tensor& mask = torch::Tensor());
-  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};  // gate: Llama only
   ActivationObserver* observer = nullptr;
 
  private:
   int64_t layer_;
+  const char* gelu_approximation_;  // "tanh" or "none" (GPT-2)
 };
 TORCH_MODULE(Mlp);
 
@@ -203,6 +205,9 @@ class BackboneImpl : public torch::nn::Module {
  public:
   explicit BackboneImpl(const ModelConfig& config);
   torch::nn::Embedding embed_tokens{nullptr};
+  // GPT-2's learned absolute positions [max_position_embeddings, hidden] ("wpe"); null for
+  // Llama, which rotates queries and keys instead.
+  torch::nn::Embedding embed_positions{nullptr};
   torch::nn::ModuleList layers;
   Norm norm{nullptr};
 };
@@ -227,10 +232,12 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor decode_rows(const std::vector<int64_t>& tokens, const std::vector<KVCache*>& caches,
                             const Architecture* arch = nullptr);
 
-  // Embedding of tokens [batch, T] (the profiler times it) and the final norm + LM head.
-  torch::Tensor embed(const torch::Tensor& tokens);
+  // Embedding of tokens [batch, T] sitting at positions start.. (GPT-2 adds its learned
+  // position rows; the profiler times it) and the final norm + LM head.
+  torch::Tensor embed(const torch::Tensor& tokens, int64_t start = 0);
   torch::Tensor head(const torch::Tensor& hidden);
-  // cos/sin rows for positions [start, start + steps), on the model's device and dtype.
+  // cos/sin rows for positions [start, start + steps), on the model's device and dtype;
+  // undefined tensors for GPT-2 (no rotary embedding).
   std::pair<torch::Tensor, torch::Tensor> rope(int64_t start, int64_t steps);
   DecoderLayerImpl& layer(int64_t l);
 
@@ -259,7 +266,8 @@ class TransformerImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   Architecture full_arch_;  // what a null architecture means, built once
-  // Rotary tables for every position: cos/sin(pos * theta^(-2i/head_dim)), [max_pos, head_dim/2].
+  // Rotary tables for every position: cos/sin(pos * theta^(-2i/head_dim)), [max_pos, head_dim/2]
+  // (Llama only).
   // Plain fp32 members, not buffers: a bf16 model must not round its angles; forward() moves
   // them to the model's device on first use.
   torch::Tensor rope_cos_, rope_sin_;

@@ -31,6 +31,10 @@ void init_weights(model::TransformerImpl& m) {
     const auto& name = item.key();
     auto& p = item.value();
     if (name.find("norm") != std::string::npos) continue;  // norm weights stay at 1
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      p.zero_();  // GPT-2's projection biases start at 0
+      continue;
+    }
     const bool residual =
         name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
     p.normal_(0.0, residual ? residual_std : 0.02);
@@ -60,6 +64,14 @@ PretrainResult pretrain(const PretrainOptions& o) {
       fail(f.string(),
            fs::is_directory(f) ? "is a directory, expected a text file" : "no such file");
   if (o.data.empty()) fail("--data", "at least one text file is required");
+  model::ModelConfig config = o.config.empty() ? preset.config : model::load_config(o.config);
+  if (!o.family.empty()) {
+    const auto family = model::parse_family(o.family, "--family");
+    if (!o.config.empty() && family != config.family)
+      fail("--family", o.family + " disagrees with " + o.config.string() + ", a " +
+                           model::family_name(config.family) + " config");
+    if (family == model::Family::Gpt2 && o.config.empty()) config = model::gpt2_variant(config);
+  }
   check_resume(o.out, o.resume);
   fs::create_directories(o.out);
 
@@ -79,7 +91,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
   auto tokenizer = tokenizer_file.extension() == ".bin"
                        ? text::load_llama2c_tokenizer(tokenizer_file, preset.config.vocab_size)
                        : text::load_sentencepiece_tokenizer(tokenizer_file);
-  model::ModelConfig config = o.config.empty() ? preset.config : model::load_config(o.config);
   if (!o.config.empty() && config.vocab_size != tokenizer->vocab_size())
     fail(o.config.string(), "vocab_size " + std::to_string(config.vocab_size) +
                                 " differs from the tokenizer's " +
@@ -117,6 +128,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   loop.resume = o.resume;
   loop.identity = {{"kind", "pretrain"},
                    {"preset", preset.name},
+                   {"family", model::family_name(config.family)},
                    {"seed", o.seed},
                    {"total_steps", total_steps}};
   LoopHooks hooks;
@@ -151,6 +163,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   io::save_model_dir(o.out, *m, tokenizer.get());
   nlohmann::json training = {{"kind", "pretrain"},
                              {"preset", preset.name},
+                             {"family", model::family_name(config.family)},
                              {"tokens", result.tokens},
                              {"steps", total_steps},
                              {"tokens_per_step", per_step},

@@ -1,5 +1,5 @@
-// Pretraining a Llama-family model from scratch: AdamW, warm-up + cosine schedule, gradient
-// clipping and accumulation, validation at intervals, atomic checkpoints and exact resume.
+// Pretraining a base model (Llama or GPT-2 family) from scratch: AdamW, warm-up + cosine schedule,
+// gradient clipping and accumulation, validation at intervals, atomic checkpoints and exact resume.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,9 @@ struct PretrainOptions {
   std::vector<std::filesystem::path> val;  // empty: split off validation blocks from `data`
   std::filesystem::path out;
   std::string preset = "tiny";
+  // "llama" or "gpt2": the GPT-2 variant of the preset's size (model::gpt2_variant). Empty: the
+  // preset's (Llama) or --config's family.
+  std::string family;
   int64_t tokens = 0;  // 0: the preset's default budget
   uint64_t seed = 1234;
   std::filesystem::path tokenizer;  // empty: train a SentencePiece BPE on `data`

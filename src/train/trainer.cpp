@@ -43,8 +43,9 @@ TrainingData load_training_data(const std::vector<fs::path>& files,
 std::unique_ptr<torch::optim::AdamW> make_adamw(model::TransformerImpl& model, double lr,
                                                 double weight_decay) {
   std::vector<torch::Tensor> decay, no_decay;
+  // Only matrices decay (as in GPT-2's and nanoGPT's recipes): not norms, not biases.
   for (auto& item : model.named_parameters())
-    (item.key().find("norm") != std::string::npos ? no_decay : decay).push_back(item.value());
+    (item.value().dim() < 2 ? no_decay : decay).push_back(item.value());
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(
       decay, std::make_unique<torch::optim::AdamWOptions>(

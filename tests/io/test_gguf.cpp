@@ -11,7 +11,9 @@
 #include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/model_dir.h"
+#include "model/elastic_space.h"
 #include "model/extract.h"
+#include "model/gpt2_fixtures.h"
 #include "stories260k.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
@@ -176,6 +178,57 @@ TEST(Gguf, Gpt2VocabularyTravelsWithItsMerges) {
   ASSERT_TRUE(back.tokenizer);
   const std::string text = "Hello world! It's a llama.cpp test, 42.";
   EXPECT_EQ(back.tokenizer->encode(text, false), tok->encode(text, false));
+}
+
+// GPT-2 as llama.cpp's "gpt2" architecture: learned positions, fused attn_qkv, biases and
+// LayerNorm biases; a uniform and a per-layer sub-network round-trip with their function.
+TEST(Gguf, Gpt2RoundTripIsLosslessWithLlamaCppGpt2Keys) {
+  const auto dir = flextron::testing::scratch_dir();
+  flextron::testing::Gpt2Shape shape;
+  flextron::testing::write_gpt2_dir(dir / "hf", shape,
+                                    flextron::testing::random_gpt2_tensors(shape, 2));
+  auto m = flextron::io::load_model_dir(dir / "hf").model;  // float32, as GGUF stores it
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  auto tokens = torch::randint(shape.vocab, {2, 24}, torch::kLong);
+  const auto config = m->config();
+  const auto space = flextron::model::default_elastic_space(config);
+  const flextron::model::Architecture uniform(3, {space.mlp[0][2], 6});
+  const flextron::model::Architecture per_layer = {{192, 6}, {96, 2}, {48, 4}};
+  for (const auto* arch :
+       {static_cast<const flextron::model::Architecture*>(nullptr), &uniform, &per_layer}) {
+    auto sub = arch ? flextron::model::extract_subnetwork(*m, *arch) : m;
+    const std::string name = arch == nullptr ? "full" : arch == &uniform ? "uniform" : "layers";
+    const auto path = dir / (name + ".gguf");
+    flextron::io::save_gguf_model(path, *sub, nullptr, torch::kFloat);
+    const auto file = flextron::io::read_gguf(path);
+    const auto& md = file.metadata;
+    EXPECT_EQ(md.at("general.architecture").value, "gpt2");
+    for (const char* key : {"gpt2.context_length", "gpt2.embedding_length", "gpt2.block_count",
+                            "gpt2.feed_forward_length", "gpt2.attention.head_count",
+                            "gpt2.attention.layer_norm_epsilon"})
+      EXPECT_TRUE(md.count(key)) << key;
+    std::map<std::string, torch::Tensor> named;
+    for (const auto& t : file.tensors) named[t.name] = t.data;
+    for (const char* t : {"token_embd.weight", "position_embd.weight", "output_norm.weight",
+                          "output_norm.bias", "blk.0.attn_qkv.bias", "blk.2.ffn_down.bias"})
+      EXPECT_TRUE(named.count(t)) << t;
+    const auto& sub_config = sub->config();
+    EXPECT_EQ(named.at("blk.1.attn_qkv.weight").sizes(),
+              torch::IntArrayRef({3 * sub_config.layer_kv_heads(1) * 8, 48}));
+    if (arch == &per_layer) {
+      EXPECT_EQ(md.at("gpt2.feed_forward_length").value, nlohmann::json({192, 96, 48}));
+      EXPECT_EQ(md.at("gpt2.attention.head_count").value, nlohmann::json({6, 2, 4}));
+    }
+    flextron::io::import_gguf_model(path, dir / (name + "_back"));
+    auto back = flextron::io::load_model_dir(dir / (name + "_back")).model;
+    EXPECT_TRUE(back->config().gpt());
+    const auto a = sub->state(), b = back->state();
+    ASSERT_EQ(a.size(), b.size()) << name;
+    for (const auto& [tensor, t] : a) EXPECT_TRUE(torch::equal(t, b.at(tensor))) << tensor;
+    auto elastic = arch ? m->forward(tokens, nullptr, arch) : m->forward(tokens);
+    EXPECT_LT((back->forward(tokens) - elastic).abs().max().item<double>(), 1e-5) << name;
+  }
 }
 
 TEST(Gguf, BadFilesNameTheProblem) {
