@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "device_options.h"
 #include "io/model_dir.h"
+#include "runtime/fast_generate.h"
 #include "runtime/generate.h"
 
 namespace flextron::cli {
@@ -22,7 +23,19 @@ struct GenerateArgs {
   bool json = false;
   DeviceArgs device;
   ArchArgs arch;
+  std::string runtime = "auto";
 };
+
+// auto: the fast CPU runtime where it applies (runtime/fast_generate.h), the torch forward
+// elsewhere; fast: an error where it does not apply.
+bool use_fast_runtime(const GenerateArgs& a, const model::TransformerImpl& model,
+                      const runtime::GenerateOptions& options) {
+  if (a.runtime == "torch") return false;
+  std::string why;
+  const bool ok = runtime::fast_runtime_supports(model, options, &why);
+  if (!ok && a.runtime == "fast") fail("--runtime", why);
+  return ok;
+}
 
 void run_generate(const GenerateArgs& a) {
   runtime::check_sampling_options(a.sampling);
@@ -45,7 +58,14 @@ void run_generate(const GenerateArgs& a) {
       std::fflush(stdout);
     };
   }
-  auto r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);
+  const bool fast = use_fast_runtime(a, *loaded.model, options);
+  runtime::GenerateResult r;
+  if (fast) {
+    runtime::FastDecoder engine(*loaded.model);
+    r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, stream);
+  } else {
+    r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);
+  }
   if (a.json) {
     nlohmann::json j;
     j["prompt"] = a.prompt;
@@ -53,6 +73,7 @@ void run_generate(const GenerateArgs& a) {
     j["tokens"] = r.tokens;
     j["text"] = r.text;
     j["stop_reason"] = r.stop_reason;
+    j["runtime"] = fast ? "fast" : "torch";
     j["architecture"] = model::architecture_to_json(
         options.arch.empty() ? model::full_architecture(config) : options.arch);
     j["selection"] = selection.to_json(config);
@@ -67,10 +88,10 @@ void run_generate(const GenerateArgs& a) {
     return;
   }
   std::cout << "\n" << std::flush;  // the text before the timing line on a shared terminal
-  std::fprintf(stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s)\n",
-               r.prompt_tokens.size(), r.prefill_tokens_per_second(),
-               static_cast<long long>(r.decode_steps), r.decode_tokens_per_second(),
-               r.stop_reason.c_str());
+  std::fprintf(
+      stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s; %s runtime)\n",
+      r.prompt_tokens.size(), r.prefill_tokens_per_second(), static_cast<long long>(r.decode_steps),
+      r.decode_tokens_per_second(), r.stop_reason.c_str(), fast ? "fast" : "torch");
 }
 }  // namespace
 
@@ -88,6 +109,11 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print tokens, text and timings as JSON");
   args->device.add_to(cmd);
   args->arch.add_to(cmd);
+  cmd->add_option("--runtime", args->runtime,
+                  "auto: the fast CPU runtime for Llama-family fp32 models without a dynamic "
+                  "router, torch otherwise; fast; torch")
+      ->check(CLI::IsMember({"auto", "fast", "torch"}))
+      ->capture_default_str();
   cmd->callback([args] { run_generate(*args); });
 }
 

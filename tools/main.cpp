@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   flextron::cli::register_eval(app);
   flextron::cli::register_make_task(app);
   flextron::cli::register_serve(app);
+  flextron::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,71 @@
+// The weights of a Llama-family model as the fast inference engine (runtime/fast_decoder.h)
+// reads them: plain row-major fp32 matrices, taken once from a loaded model by parameter name.
+//
+// Every elastic width is a prefix (FLEXTRON.md section 1), so one layout serves every
+// architecture without a copy: the first k rows of q/k/v/gate/up ([out, in]) are contiguous,
+// and the first k columns of o/down ([hidden, in]) are the same rows read with the full row
+// length as BLAS's leading dimension (lda).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "model/config.h"
+#include "model/transformer.h"
+
+namespace flextron::runtime {
+
+// Row r of a [rows, cols] matrix starts at data + r * ld (ld >= cols).
+struct MatrixView {
+  const float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t ld = 0;
+};
+
+struct EngineLayer {
+  const float* attn_norm = nullptr;  // [hidden]
+  const float* mlp_norm = nullptr;   // [hidden]
+  MatrixView q, k, v;                // [heads * head_dim, hidden], [kv * head_dim, hidden]
+  MatrixView o;                      // [hidden, heads * head_dim]
+  MatrixView gate, up;               // [mlp, hidden]
+  MatrixView down;                   // [hidden, mlp]
+  int64_t mlp = 0;                   // this layer's full widths
+  int64_t kv_groups = 0;
+};
+
+class EngineWeights {
+ public:
+  // Reads `model`'s parameters by their HF names. fp32 contiguous CPU parameters are shared with
+  // the model (no copy: the engine sees the model's weights as they are); any other dtype or
+  // device is copied to fp32 CPU once. Throws flextron::Error for a model the engine does not
+  // run (the GPT family: LayerNorm, GELU, learned positions and biases), so callers can fall
+  // back to TransformerImpl::forward.
+  explicit EngineWeights(const model::TransformerImpl& model);
+
+  const model::ModelConfig& config() const { return config_; }
+  const EngineLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
+  const float* embedding() const { return embedding_; }   // [vocab, hidden]
+  const MatrixView& lm_head() const { return lm_head_; }  // [vocab, hidden]; the embedding if tied
+  const float* final_norm() const { return final_norm_; }
+  // cos/sin(pos * theta^(-2i/head_dim)), [max_position_embeddings, head_dim / 2]
+  // (model::rope_tables).
+  const float* rope_cos() const { return rope_cos_.data_ptr<float>(); }
+  const float* rope_sin() const { return rope_sin_.data_ptr<float>(); }
+  // Bytes of the weights the engine reads (each shared matrix counted once).
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  model::ModelConfig config_;
+  std::vector<torch::Tensor> held_;  // keeps every tensor read from alive
+  std::vector<EngineLayer> layers_;
+  const float* embedding_ = nullptr;
+  MatrixView lm_head_;
+  const float* final_norm_ = nullptr;
+  torch::Tensor rope_cos_, rope_sin_;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace flextron::runtime

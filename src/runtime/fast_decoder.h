@@ -1,0 +1,119 @@
+// The fast CPU inference engine for the Llama family: no autograd and no tensor per operation.
+// Weights are read in place (runtime/engine_weights.h), the KV cache is one block per sequence,
+// and every scratch buffer is allocated once when the engine is made, for the full widths, so
+// any architecture runs without an allocation per token.
+//
+// One pass feeds R rows (the tokens of a prompt chunk, or one token of each of R sequences)
+// through every layer inside one OpenMP parallel region, the threads meeting at a barrier
+// between dependent steps (4 per layer):
+//   x = embed(token)
+//   per layer, at that layer's widths (kv KV groups = kv * group query heads, k MLP neurons):
+//     xb = rmsnorm(x) * w                     each thread its own copy
+//     q, k, v = xb Wq[:heads*hd]^T, ...       threads split the heads; RoPE and the cache
+//                                             write of each head fused behind its product
+//     att = softmax(q k^T / sqrt(hd)) v       threads split the (row, head) pairs, causal
+//     x += att Wo[:, :heads*hd]^T             threads split the output columns
+//     xb = rmsnorm(x) * w
+//     a = silu(xb Wg[:k]^T) * (xb Wu[:k]^T)   threads split the k neurons
+//     x += a Wd[:, :k]^T                      threads split the output columns
+//   logits = rmsnorm(x) * w  E^T              threads split the vocabulary
+// The matrix products are OpenBLAS calls (sgemv for one row, sgemm for more) on prefix views
+// with the full row length as leading dimension; OpenBLAS runs single-threaded inside the region.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/transformer.h"
+#include "runtime/engine_weights.h"
+
+namespace flextron::runtime {
+
+// Keys and values of one sequence for one architecture's KV widths: per layer, keys
+// [kv_groups, capacity, head_dim] then values of the same shape, all in one allocation.
+class EngineCache {
+ public:
+  int64_t length() const { return length_; }  // positions already stored
+  int64_t capacity() const { return capacity_; }
+  int64_t kv_groups(int64_t layer) const { return kv_[static_cast<size_t>(layer)]; }
+  int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
+  // Starts a new sequence in the same memory.
+  void reset() { length_ = 0; }
+
+ private:
+  friend class FastDecoder;
+  float* keys(int64_t layer, int64_t group) {
+    return data_.data() + offset_[static_cast<size_t>(layer)] + group * capacity_ * head_dim_;
+  }
+  float* values(int64_t layer, int64_t group) {
+    return keys(layer, group) + kv_[static_cast<size_t>(layer)] * capacity_ * head_dim_;
+  }
+  std::vector<float> data_;
+  std::vector<int64_t> offset_, kv_;
+  int64_t capacity_ = 0, head_dim_ = 0, length_ = 0;
+};
+
+struct EngineOptions {
+  int threads = 0;        // 0: LibTorch's intra-op thread count (what --threads sets)
+  int64_t max_rows = 64;  // rows per pass (prompt tokens, batched sequences): bounds the buffers
+};
+
+class FastDecoder {
+ public:
+  // Throws flextron::Error for a model the engine does not run (see EngineWeights).
+  explicit FastDecoder(const model::TransformerImpl& model, const EngineOptions& options = {});
+
+  const model::ModelConfig& config() const { return weights_.config(); }
+  const EngineWeights& weights() const { return weights_; }
+  int threads() const { return threads_; }
+  int64_t max_rows() const { return max_rows_; }
+  // Bytes of the scratch buffers (everything the engine holds besides weights and caches).
+  int64_t scratch_bytes() const;
+
+  // A cache for one sequence of up to `capacity` positions at `arch`'s KV widths (empty = full).
+  EngineCache make_cache(int64_t capacity, const model::Architecture& arch = {}) const;
+
+  // Feeds `count` tokens at positions cache.length().. in passes of max_rows rows, advances the
+  // cache, and returns the logits after the last token ([vocab], valid until the next call).
+  // all_logits, when given, receives every token's logits ([count, vocab]).
+  // arch: empty = full model; its KV widths must be the cache's. Throws flextron::Error for an
+  // architecture outside the model, a cache made for other KV widths, or positions past the
+  // cache's capacity.
+  const float* prefill(const int64_t* tokens, int64_t count, EngineCache& cache,
+                       const model::Architecture& arch = {}, float* all_logits = nullptr);
+  const float* prefill(const std::vector<int64_t>& tokens, EngineCache& cache,
+                       const model::Architecture& arch = {}, float* all_logits = nullptr) {
+    return prefill(tokens.data(), static_cast<int64_t>(tokens.size()), cache, arch, all_logits);
+  }
+  // One token at position cache.length(): logits [vocab].
+  const float* decode(int64_t token, EngineCache& cache, const model::Architecture& arch = {});
+  // One decoding step of several sequences at once (up to max_rows), each at its own position
+  // with its own cache made for `arch`: logits [B, vocab], row b for tokens[b]. The matrix work
+  // is one batched product per matrix; attention runs per row over that row's cache.
+  const float* decode_batch(const std::vector<int64_t>& tokens,
+                            const std::vector<EngineCache*>& caches,
+                            const model::Architecture& arch = {});
+
+ private:
+  struct Row {
+    int64_t token = 0;
+    EngineCache* cache = nullptr;
+    int64_t position = 0;
+  };
+  const model::Architecture& resolve(const model::Architecture& arch) const;
+  void check_cache(const EngineCache& cache, const model::Architecture& widths,
+                   int64_t steps) const;
+  // One pass over rows_[0, n); logits of rows [head_from, n) into logits_.
+  void run(int64_t n, int64_t head_from, const model::Architecture& widths);
+
+  EngineWeights weights_;
+  model::Architecture full_;
+  int threads_ = 1;
+  int64_t max_rows_ = 64;
+  std::vector<Row> rows_;
+  // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
+  std::vector<float> x_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
+};
+
+}  // namespace flextron::runtime

@@ -1,0 +1,30 @@
+// generate() on the fast CPU runtime (runtime/fast_decoder.h): the same prompt handling,
+// sampling, stopping rule and timings as runtime::generate, with the engine's batched prefill and
+// its decode steps in place of TransformerImpl::forward.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "runtime/fast_decoder.h"
+#include "runtime/generate.h"
+
+namespace flextron::runtime {
+
+// Whether `model` as loaded can run on the fast runtime with `options` (Llama family, fp32 on
+// the CPU, no dynamic router); `why`, when given, receives the reason when it cannot.
+bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOptions& options,
+                           std::string* why = nullptr);
+
+// Throws flextron::Error when options.router is set (per-token routing runs on the torch path)
+// or the prompt does not fit the model's context.
+GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokenizer,
+                             const std::string& prompt, const GenerateOptions& options,
+                             const std::function<void(const std::string&)>& on_text = {});
+
+// The next token from logits [vocab]: argmax for greedy sampling (no tensor made), the Sampler
+// otherwise.
+int64_t sample_logits(Sampler& sampler, const SamplingOptions& options, const float* logits,
+                      int64_t vocab);
+
+}  // namespace flextron::runtime

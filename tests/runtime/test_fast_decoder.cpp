@@ -1,0 +1,256 @@
+// The fast CPU runtime against the training forward (TransformerImpl::forward, no cache): the
+// same logits within 1e-4 (fp32, different summation order) for random architectures, through a
+// chunked prefill and through cached decoding, on stories260K and on a preset-shaped model.
+#include <random>
+
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "model/transformer.h"
+#include "runtime/fast_decoder.h"
+#include "stories260k.h"
+#include "test_util.h"
+#include "train/presets.h"
+
+namespace {
+
+using flextron::model::Architecture;
+using flextron::model::ModelConfig;
+using flextron::model::Transformer;
+using flextron::runtime::EngineOptions;
+using flextron::runtime::FastDecoder;
+
+constexpr double kTolerance = 1e-4;
+
+// Every layer an independent width in [1, full] for MLP neurons and KV groups.
+Architecture random_architecture(const ModelConfig& config, std::mt19937& rng) {
+  Architecture arch;
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    std::uniform_int_distribution<int64_t> mlp(1, config.layer_mlp(l));
+    std::uniform_int_distribution<int64_t> kv(1, config.layer_kv_heads(l));
+    arch.push_back({mlp(rng), kv(rng)});
+  }
+  return arch;
+}
+
+// [T, vocab] logits of the training forward for one sequence.
+torch::Tensor reference_logits(flextron::model::TransformerImpl& m,
+                               const std::vector<int64_t>& tokens, const Architecture& arch) {
+  torch::NoGradGuard no_grad;
+  return m.forward(torch::tensor(tokens).unsqueeze(0), nullptr, arch.empty() ? nullptr : &arch)[0];
+}
+
+torch::Tensor as_tensor(const float* logits, int64_t rows, int64_t vocab) {
+  return torch::from_blob(const_cast<float*>(logits), {rows, vocab}, torch::kFloat).clone();
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+std::vector<int64_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_int_distribution<int64_t> pick(3, vocab - 1);
+  std::vector<int64_t> tokens{1};  // BOS
+  while (static_cast<int64_t>(tokens.size()) < n) tokens.push_back(pick(rng));
+  return tokens;
+}
+
+// For each architecture: (1) one prefill of the whole sequence returning every row's logits, in
+// chunks of max_rows; (2) a prefill of a few tokens, then one decode step per token; both equal
+// the training forward's logits at every position.
+void expect_matches_forward(flextron::model::TransformerImpl& m,
+                            const std::vector<Architecture>& archs, int64_t length,
+                            int64_t max_rows) {
+  const auto& config = m.config();
+  const int64_t vocab = config.vocab_size;
+  FastDecoder engine(m, EngineOptions{2, max_rows});
+  const auto tokens = random_tokens(length, vocab, 7);
+  for (size_t a = 0; a < archs.size(); ++a) {
+    const auto& arch = archs[a];
+    auto expected = reference_logits(m, tokens, arch);
+
+    auto cache = engine.make_cache(length, arch);
+    std::vector<float> all(static_cast<size_t>(length * vocab));
+    const float* last = engine.prefill(tokens, cache, arch, all.data());
+    EXPECT_EQ(cache.length(), length);
+    EXPECT_LT(max_diff(as_tensor(all.data(), length, vocab), expected), kTolerance)
+        << "prefill, architecture " << a;
+    EXPECT_LT(max_diff(as_tensor(last, 1, vocab)[0], expected[length - 1]), kTolerance);
+
+    auto cached = engine.make_cache(length, arch);
+    const int64_t prompt = 5;
+    std::vector<int64_t> head(tokens.begin(), tokens.begin() + prompt);
+    std::vector<torch::Tensor> rows{as_tensor(engine.prefill(head, cached, arch), 1, vocab)};
+    for (int64_t t = prompt; t < length; ++t)
+      rows.push_back(as_tensor(engine.decode(tokens[t], cached, arch), 1, vocab));
+    auto stepped = torch::cat(rows, 0);
+    EXPECT_LT(max_diff(stepped, expected.narrow(0, prompt - 1, length - prompt + 1)), kTolerance)
+        << "cached decoding, architecture " << a;
+  }
+}
+
+std::vector<Architecture> full_and_random(const ModelConfig& config, int count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<Architecture> archs{Architecture{}};
+  for (int i = 0; i < count; ++i) archs.push_back(random_architecture(config, rng));
+  return archs;
+}
+
+// A model of the `tiny` preset's shape (GQA, 4 layers) with an untied LM head and norm weights
+// away from 1, so every weight the engine reads matters.
+Transformer preset_model(const std::string& preset, bool tied) {
+  auto config = flextron::train::find_preset(preset).config;
+  config.tie_word_embeddings = tied;
+  torch::manual_seed(3);
+  Transformer m(config);
+  torch::NoGradGuard no_grad;
+  for (auto& item : m->named_parameters())
+    if (item.key().find("norm") != std::string::npos) item.value().uniform_(0.5, 1.5);
+  m->eval();
+  return m;
+}
+
+TEST(RuntimeFastDecoder, MatchesTrainingForwardOnStories260K) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  auto m = flextron::testing::load_stories260k();
+  // 40 tokens in chunks of 16: three prefill passes, the last one partial.
+  expect_matches_forward(*m, full_and_random(m->config(), 6, 11), 40, 16);
+}
+
+TEST(RuntimeFastDecoder, MatchesTrainingForwardOnPresetModel) {
+  auto m = preset_model("tiny", /*tied=*/false);
+  expect_matches_forward(*m, full_and_random(m->config(), 4, 12), 33, 64);
+}
+
+// An extracted sub-network has per-layer full widths: the engine reads each layer with its own
+// row length.
+TEST(RuntimeFastDecoder, MatchesTrainingForwardWithPerLayerWidths) {
+  auto config = flextron::train::find_preset("tiny").config;
+  config.layer_intermediate_sizes = {352, 120, 200, 64};
+  config.layer_key_value_heads = {2, 1, 2, 1};
+  torch::manual_seed(4);
+  Transformer m(config);
+  m->eval();
+  expect_matches_forward(*m, full_and_random(config, 3, 13), 20, 8);
+}
+
+// Greedy decoding through the engine reproduces llama2.c's reference continuation exactly.
+TEST(RuntimeFastDecoder, GreedyContinuationMatchesLlama2cReference) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  auto m = flextron::testing::load_stories260k();
+  FastDecoder engine(*m);
+  for (const char* file : {"reference_once_upon_a_time.json", "reference_bos_greedy200.json"}) {
+    auto ref = nlohmann::json::parse(
+        flextron::testing::read_file(flextron::testing::shared_data() / "stories260K" / file));
+    auto prompt = ref["prompt_tokens"].get<std::vector<int64_t>>();
+    auto expected = ref["greedy_continuation"].get<std::vector<int64_t>>();
+    auto cache = engine.make_cache(m->config().max_position_embeddings);
+    auto argmax = [&](const float* logits) {
+      return static_cast<int64_t>(std::max_element(logits, logits + m->config().vocab_size) -
+                                  logits);
+    };
+    int64_t next = argmax(engine.prefill(prompt, cache));
+    std::vector<int64_t> got;
+    while (got.size() < expected.size()) {
+      got.push_back(next);
+      if (cache.length() >= cache.capacity()) break;
+      next = argmax(engine.decode(next, cache));
+    }
+    EXPECT_EQ(got, expected) << file;
+  }
+}
+
+// Batched decoding of sequences at different positions equals decoding each one alone.
+TEST(RuntimeFastDecoder, BatchDecodingEqualsSeparateSteps) {
+  auto m = preset_model("tiny", /*tied=*/true);
+  const int64_t vocab = m->config().vocab_size;
+  std::mt19937 rng(5);
+  const Architecture arch = random_architecture(m->config(), rng);
+  FastDecoder engine(*m);
+  const std::vector<int64_t> lengths = {3, 17, 9};
+  std::vector<flextron::runtime::EngineCache> alone, batched;
+  std::vector<int64_t> next;
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    auto prompt = random_tokens(lengths[b], vocab, 20 + b);
+    alone.push_back(engine.make_cache(40, arch));
+    batched.push_back(engine.make_cache(40, arch));
+    engine.prefill(prompt, alone.back(), arch);
+    const float* logits = engine.prefill(prompt, batched.back(), arch);
+    next.push_back(static_cast<int64_t>(std::max_element(logits, logits + vocab) - logits));
+  }
+  for (int step = 0; step < 5; ++step) {
+    std::vector<flextron::runtime::EngineCache*> caches;
+    for (auto& c : batched) caches.push_back(&c);
+    auto rows = as_tensor(engine.decode_batch(next, caches, arch), 3, vocab);
+    for (size_t b = 0; b < next.size(); ++b) {
+      auto one = as_tensor(engine.decode(next[b], alone[b], arch), 1, vocab)[0];
+      EXPECT_LT(max_diff(rows[static_cast<int64_t>(b)], one), kTolerance)
+          << "step " << step << " row " << b;
+      EXPECT_EQ(batched[b].length(), alone[b].length());
+      next[b] = rows[static_cast<int64_t>(b)].argmax().item<int64_t>();
+    }
+  }
+}
+
+// One engine, any architecture: switching between calls needs nothing but the architecture.
+TEST(RuntimeFastDecoder, SwitchingArchitecturesBetweenRequestsKeepsEachExact) {
+  auto m = preset_model("tiny", /*tied=*/true);
+  FastDecoder engine(*m);
+  const auto archs = full_and_random(m->config(), 3, 14);
+  const auto tokens = random_tokens(12, m->config().vocab_size, 8);
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& arch : archs) {
+      auto cache = engine.make_cache(12, arch);
+      const float* last = engine.prefill(tokens, cache, arch);
+      auto expected = reference_logits(*m, tokens, arch)[11];
+      EXPECT_LT(max_diff(as_tensor(last, 1, m->config().vocab_size)[0], expected), kTolerance);
+    }
+  }
+}
+
+TEST(RuntimeFastDecoder, CacheSizeFollowsTheArchitecture) {
+  auto m = preset_model("tiny", /*tied=*/true);
+  const auto& c = m->config();
+  FastDecoder engine(*m);
+  Architecture half;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) half.push_back({c.intermediate_size / 2, 1});
+  const int64_t per_group = 2 * 100 * c.head_dim() * static_cast<int64_t>(sizeof(float));
+  EXPECT_EQ(engine.make_cache(100).bytes(),
+            c.num_hidden_layers * c.num_key_value_heads * per_group);
+  EXPECT_EQ(engine.make_cache(100, half).bytes(), c.num_hidden_layers * per_group);
+}
+
+TEST(RuntimeFastDecoder, RefusesMismatchedCachesAndOverflow) {
+  auto m = preset_model("tiny", /*tied=*/true);
+  const auto& c = m->config();
+  FastDecoder engine(*m);
+  Architecture narrow;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) narrow.push_back({8, 1});
+  auto full_cache = engine.make_cache(4);
+  EXPECT_THROW(engine.decode(5, full_cache, narrow), flextron::Error);
+  EXPECT_THROW(engine.prefill(random_tokens(5, c.vocab_size, 1), full_cache), flextron::Error);
+  EXPECT_THROW(engine.decode(c.vocab_size, full_cache), flextron::Error);
+  Architecture too_wide = narrow;
+  too_wide[0].mlp = c.intermediate_size + 1;
+  EXPECT_THROW(engine.make_cache(4, too_wide), flextron::Error);
+  EXPECT_THROW(engine.make_cache(c.max_position_embeddings + 1), flextron::Error);
+  EXPECT_EQ(full_cache.length(), 0);  // a refused call leaves the cache as it was
+}
+
+// The GPT family is refused with an error, so callers fall back to the torch forward.
+TEST(RuntimeFastDecoder, RefusesGptFamily) {
+  auto config = flextron::train::find_preset("tiny").config;
+  config.family = flextron::model::Family::Gpt2;
+  config.num_key_value_heads = config.num_attention_heads;  // GPT-2 has no grouped queries
+  Transformer m(config);
+  try {
+    FastDecoder engine(*m);
+    FAIL() << "a GPT-family model was accepted";
+  } catch (const flextron::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Llama family"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
