@@ -20,6 +20,8 @@
 #include "core/timing.h"
 #include "io/model_dir.h"
 #include "route/select.h"
+#include "runtime/allocator.h"
+#include "runtime/blas_kernels.h"
 #include "runtime/fast_decoder.h"
 #include "runtime/threads.h"
 
@@ -182,6 +184,7 @@ void run_bench(const BenchArgs& a) {
   io::LoadOptions options;
   options.with_tokenizer = false;
   auto loaded = io::load_model_dir(a.model, options);
+  runtime::release_freed_memory();  // the file buffers of the load
   auto& m = *loaded.model;
   const auto& c = m.config();
   if (a.prompt_tokens + a.gen_tokens > c.max_position_embeddings)
@@ -237,6 +240,7 @@ void run_bench(const BenchArgs& a) {
   j["model"] = a.model;
   j["parameters"] = m.parameter_count();
   j["threads"] = threads;
+  j["blas_kernels"] = runtime::blas_core();
   j["prompt_tokens"] = a.prompt_tokens;
   j["gen_tokens"] = a.gen_tokens;
   j["repeat"] = a.repeat;
@@ -293,10 +297,12 @@ void run_bench(const BenchArgs& a) {
     return;
   }
 
-  std::printf("%s: %lld parameters, %d threads, pp%lld tg%lld, median of %lld (%s budgets)\n",
-              a.model.c_str(), static_cast<long long>(m.parameter_count()), threads,
-              static_cast<long long>(a.prompt_tokens), static_cast<long long>(a.gen_tokens),
-              static_cast<long long>(a.repeat), a.router.c_str());
+  std::printf(
+      "%s: %lld parameters, %d threads, OpenBLAS %s kernels, pp%lld tg%lld, median of %lld (%s "
+      "budgets)\n",
+      a.model.c_str(), static_cast<long long>(m.parameter_count()), threads,
+      runtime::blas_core().c_str(), static_cast<long long>(a.prompt_tokens),
+      static_cast<long long>(a.gen_tokens), static_cast<long long>(a.repeat), a.router.c_str());
   std::printf("%-7s %6s  %-44s %11s %11s %9s %9s\n", "runtime", "budget", "architecture",
               "pp tok/s", "tg tok/s", "ms/token", "vs full");
   for (const auto& r : j["results"]) {

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "device_options.h"
 #include "io/model_dir.h"
+#include "runtime/allocator.h"
 #include "runtime/fast_generate.h"
 #include "runtime/generate.h"
 
@@ -61,6 +62,7 @@ void run_generate(const GenerateArgs& a) {
   const bool fast = use_fast_runtime(a, *loaded.model, options);
   runtime::GenerateResult r;
   if (fast) {
+    runtime::release_freed_memory();  // the file buffers of the load
     runtime::FastDecoder engine(*loaded.model);
     r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, stream);
   } else {

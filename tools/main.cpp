@@ -7,9 +7,11 @@
 #include "commands.h"
 #include "core/error.h"
 #include "runtime/allocator.h"
+#include "runtime/blas_kernels.h"
 
 int main(int argc, char** argv) {
   flextron::runtime::keep_freed_memory();
+  flextron::runtime::select_blas_kernels();
   CLI::App app{"flextron: one trained LLM, many nested sub-networks, any budget on demand"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "flextron 0.1.0");

@@ -14,4 +14,8 @@ namespace flextron::runtime {
 // the settings were applied.
 bool keep_freed_memory();
 
+// Hands the heap's free memory back to the system (glibc's malloc_trim): after loading a model,
+// whose file buffers the settings above would otherwise keep resident beside the weights.
+void release_freed_memory();
+
 }  // namespace flextron::runtime
