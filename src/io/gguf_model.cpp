@@ -228,7 +228,12 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
   }
   add("output_norm.weight", state.at("model.norm.weight"));
   if (c.gpt()) add("output_norm.bias", state.at("model.norm.bias"));
-  if (!c.tie_word_embeddings) add("output.weight", state.at("lm_head.weight"));
+  // llama.cpp's gpt2 loader before March 2025 requires output.weight even for tied embeddings
+  // (its converter writes a copy of token_embd), so a GPT-2 file always has one.
+  if (!c.tie_word_embeddings)
+    add("output.weight", state.at("lm_head.weight"));
+  else if (c.gpt())
+    add("output.weight", state.at("model.embed_tokens.weight"));
   write_gguf(path, file);
 }
 
@@ -328,7 +333,9 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
   }
   state["model.norm.weight"] = take("output_norm.weight");
   if (gpt) state["model.norm.bias"] = take("output_norm.bias");
-  c.tie_word_embeddings = tensors.count("output.weight") == 0;
+  // Tied: no output.weight, or (GPT-2, see save_gguf_model) a bit-exact copy of token_embd.
+  c.tie_word_embeddings = tensors.count("output.weight") == 0 ||
+                          (gpt && torch::equal(tensors.at("output.weight"), embed));
   if (!c.tie_word_embeddings) state["lm_head.weight"] = take("output.weight");
 
   std::unique_ptr<text::Tokenizer> tokenizer;

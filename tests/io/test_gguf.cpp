@@ -213,6 +213,9 @@ TEST(Gguf, Gpt2RoundTripIsLosslessWithLlamaCppGpt2Keys) {
     for (const char* t : {"token_embd.weight", "position_embd.weight", "output_norm.weight",
                           "output_norm.bias", "blk.0.attn_qkv.bias", "blk.2.ffn_down.bias"})
       EXPECT_TRUE(named.count(t)) << t;
+    // Tied, yet output.weight is there (llama.cpp's older gpt2 loader requires it)...
+    ASSERT_TRUE(named.count("output.weight"));
+    EXPECT_TRUE(torch::equal(named.at("output.weight"), named.at("token_embd.weight")));
     const auto& sub_config = sub->config();
     EXPECT_EQ(named.at("blk.1.attn_qkv.weight").sizes(),
               torch::IntArrayRef({3 * sub_config.layer_kv_heads(1) * 8, 48}));
@@ -223,6 +226,7 @@ TEST(Gguf, Gpt2RoundTripIsLosslessWithLlamaCppGpt2Keys) {
     flextron::io::import_gguf_model(path, dir / (name + "_back"));
     auto back = flextron::io::load_model_dir(dir / (name + "_back")).model;
     EXPECT_TRUE(back->config().gpt());
+    EXPECT_TRUE(back->config().tie_word_embeddings);  // ...and reads back as tied
     const auto a = sub->state(), b = back->state();
     ASSERT_EQ(a.size(), b.size()) << name;
     for (const auto& [tensor, t] : a) EXPECT_TRUE(torch::equal(t, b.at(tensor))) << tensor;

@@ -105,11 +105,11 @@ Reply post(const LiveServer& s, const std::string& path, const json& body,
   return r;
 }
 
-// `flextron generate`'s greedy text for the same model, prompt and budget.
+// `flextron generate`'s text for the same model, prompt and budget (greedy by default).
 std::string generate_text(const fs::path& model, const std::string& prompt, double budget,
-                          int max_tokens) {
+                          int max_tokens, const std::string& sampling = "--temperature 0") {
   auto r = run_cli("generate --model " + quote(model) + " --prompt " + quote(prompt) +
-                   " --budget " + std::to_string(budget) + " --temperature 0 --max-tokens " +
+                   " --budget " + std::to_string(budget) + " " + sampling + " --max-tokens " +
                    std::to_string(max_tokens) + " --json");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return r.exit_code == 0 ? json::parse(r.out)["text"].get<std::string>() : "";
@@ -355,6 +355,46 @@ TEST(Server, ApiKeyQueueLimitAndCleanStop) {
     EXPECT_NE(received.find("data: [DONE]"), std::string::npos) << received.substr(0, 200);
     EXPECT_TRUE(std::regex_search(received, std::regex("\"finish_reason\":\"(length|stop)\"")))
         << received.substr(received.size() > 600 ? received.size() - 600 : 0);
+  }
+}
+
+// A GPT-2-family Flextron model serves like a Llama one: concurrent seeded requests at two
+// budgets (same-architecture steps batched) give exactly `flextron generate`'s text. (Sampled,
+// not greedy: this briefly trained model's greedy text is newlines at every budget.)
+TEST(Server, ServesAGpt2ModelAtEveryBudget) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto corpus = flextron::testing::read_file(flextron::testing::shared_data() /
+                                                   "corpora/tinyshakespeare.txt");
+  const auto text = dir / "train.txt";
+  flextron::io::write_text_atomically(text, corpus.substr(0, 200000));
+  auto r = run_cli("pretrain --family gpt2 --preset tiny --tokens 16384 --data " + quote(text) +
+                   " --out " + quote(dir / "base"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto model = flextron::testing::build_routed_model(dir / "base", text, dir, false).routed;
+  const std::string prompt = "KING";
+  const int kTokens = 24;
+  const std::string sampling = "--temperature 0.9 --seed 11";
+  const std::map<double, std::string> expected = {
+      {0.5, generate_text(model, prompt, 0.5, kTokens, sampling)},
+      {1.0, generate_text(model, prompt, 1.0, kTokens, sampling)}};
+  ASSERT_NE(expected.at(0.5), expected.at(1.0)) << "budgets should differ on this model";
+  flextron::serve::ServerOptions options;
+  options.engine.max_batch = 4;
+  LiveServer s(model, options);
+  std::vector<std::future<std::pair<double, Reply>>> replies;
+  for (int copy = 0; copy < 2; ++copy)
+    for (double budget : {0.5, 1.0})
+      replies.push_back(std::async(std::launch::async, [&, budget] {
+        const json body = {{"prompt", prompt},   {"max_tokens", kTokens}, {"temperature", 0.9},
+                           {"seed", 11},         {"budget", budget},      {"router", "static"},
+                           {"stream", copy == 1}};
+        return std::make_pair(budget, post(s, "/v1/completions", body));
+      }));
+  for (auto& f : replies) {
+    auto [budget, reply] = f.get();
+    EXPECT_EQ(reply.status, 200) << reply.body.dump();
+    EXPECT_EQ(reply.text, expected.at(budget)) << "budget " << budget;
   }
 }
 

@@ -56,18 +56,20 @@ inline void expect_one_line_error(const CliResult& r, const std::string& where,
   EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
 }
 
-// stories260K ranked, with a latency table known in closed form (route_fixtures.h, so routing
-// does not depend on this machine's timing) and static and dynamic routers trained briefly for
-// budgets 0.5..1.0: `dir`/routed. `train_output` gets train-router's stdout.
-struct RoutedStories {
+// `model` ranked on `text`, with a latency table known in closed form (route_fixtures.h, so
+// routing does not depend on this machine's timing) and static (and with `dynamic`, dynamic)
+// routers trained briefly for budgets 0.5..1.0: `dir`/routed. `train_output` gets
+// train-router's stdout.
+struct RoutedModel {
   std::filesystem::path dir, text, ranked, routed;
 };
-inline RoutedStories build_routed_stories(const std::filesystem::path& dir,
-                                          std::string* train_output = nullptr) {
-  RoutedStories s;
+inline RoutedModel build_routed_model(const std::filesystem::path& model,
+                                      const std::filesystem::path& text,
+                                      const std::filesystem::path& dir, bool dynamic,
+                                      std::string* train_output = nullptr) {
+  RoutedModel s;
   s.dir = dir;
-  const auto model = import_stories(dir);
-  s.text = write_calibration_text(model, dir);
+  s.text = text;
   s.ranked = dir / "ranked";
   s.routed = dir / "routed";
   auto r = run_cli("rank --model " + quote(model) + " --data " + quote(s.text) + " --out " +
@@ -79,11 +81,20 @@ inline RoutedStories build_routed_stories(const std::filesystem::path& dir,
   // The calibration text doubles as held-out text: this checks the plumbing, not quality.
   r = run_cli("train-router --model " + quote(s.ranked) + " --data " + quote(s.text) + " --val " +
               quote(s.text) + " --out " + quote(s.routed) +
-              " --budgets 0.5,0.6,0.7,0.8,0.9,1.0 --steps 60 --sm-samples 16 --dynamic"
-              " --dynamic-steps 3 --seq-len 64 --batch 2 --eval-windows 2");
+              " --budgets 0.5,0.6,0.7,0.8,0.9,1.0 --steps 60 --sm-samples 16" +
+              (dynamic ? " --dynamic --dynamic-steps 3" : "") +
+              " --seq-len 64 --batch 2 --eval-windows 2");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   if (train_output != nullptr) *train_output = r.out;
   return s;
+}
+
+// stories260K (imported through the CLI, calibrated on its own samples), routed as above with
+// both routers.
+inline RoutedModel build_routed_stories(const std::filesystem::path& dir,
+                                        std::string* train_output = nullptr) {
+  const auto model = import_stories(dir);
+  return build_routed_model(model, write_calibration_text(model, dir), dir, true, train_output);
 }
 
 }  // namespace flextron::testing
