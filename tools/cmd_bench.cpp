@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 #include <regex>
+#include <sstream>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@
 #include "runtime/allocator.h"
 #include "runtime/blas_kernels.h"
 #include "runtime/fast_decoder.h"
+#include "runtime/fast_generate.h"
 #include "runtime/threads.h"
 
 namespace flextron::cli {
@@ -42,6 +44,9 @@ struct BenchArgs {
   int threads = 0;
   bool json = false;
   std::string json_out;
+  bool int8 = false;
+  std::string ppl_data;
+  int64_t ppl_tokens = 4096;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -53,11 +58,15 @@ struct Speed {
   double decode = 0.0;
 };
 
+class FastRun;
+
 struct Row {
-  std::string runtime;
+  std::string runtime;  // "fast", "int8" (the fast runtime with int8 weights) or "torch"
   double budget = 1.0;
   model::Architecture arch;
   std::vector<double> prefill, decode;  // tokens/s of each run
+  FastRun* fast = nullptr;              // fast and int8 rows
+  double perplexity = 0.0;              // with --ppl-data
 };
 
 // One architecture on the fast runtime: its own cache, reused by every run.
@@ -81,6 +90,7 @@ class FastRun {
     return s;
   }
   int64_t cache_bytes() const { return cache_.bytes(); }
+  runtime::FastDecoder& engine() { return engine_; }
 
  private:
   runtime::FastDecoder& engine_;
@@ -130,6 +140,14 @@ ReferenceRun run_reference(const std::string& command, const std::regex& pattern
   std::smatch m;
   if (std::regex_search(out, m, pattern) && m.size() > 1) r.reported = std::stod(m[1].str());
   return r;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("--ppl-data", "cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 // A field of /proc/self/status ("VmRSS", "VmHWM": resident set now, its peak) in bytes; 0
@@ -182,7 +200,7 @@ void run_bench(const BenchArgs& a) {
   // What the process holds before any model: LibTorch and the libraries it loads.
   const int64_t baseline = status_bytes("VmRSS");
   io::LoadOptions options;
-  options.with_tokenizer = false;
+  options.with_tokenizer = !a.ppl_data.empty();
   auto loaded = io::load_model_dir(a.model, options);
   runtime::release_freed_memory();  // the file buffers of the load
   auto& m = *loaded.model;
@@ -197,18 +215,24 @@ void run_bench(const BenchArgs& a) {
   while (static_cast<int64_t>(prompt.size()) < a.prompt_tokens) prompt.push_back(pick(rng));
 
   const bool fast = a.runtime != "torch", with_torch = a.runtime != "fast";
-  std::unique_ptr<runtime::FastDecoder> engine;
+  std::unique_ptr<runtime::FastDecoder> engine, engine8;
   if (fast) engine = std::make_unique<runtime::FastDecoder>(m, runtime::EngineOptions{a.threads});
+  if (fast && a.int8)
+    engine8 =
+        std::make_unique<runtime::FastDecoder>(m, runtime::EngineOptions{a.threads, 64, true});
   std::vector<Row> rows;
   std::vector<std::unique_ptr<FastRun>> fast_runs;
   int64_t kv_bytes = 0;
+  auto add_fast = [&](const char* name, runtime::FastDecoder& e, double b,
+                      const model::Architecture& arch) {
+    fast_runs.push_back(std::make_unique<FastRun>(e, arch, a.prompt_tokens + a.gen_tokens));
+    kv_bytes += fast_runs.back()->cache_bytes();
+    rows.push_back(Row{name, b, arch, {}, {}, fast_runs.back().get()});
+  };
   for (double b : budgets) {
     auto arch = budget_architecture(b, a, loaded);
-    if (fast) {
-      rows.push_back(Row{"fast", b, arch, {}, {}});
-      fast_runs.push_back(std::make_unique<FastRun>(*engine, arch, a.prompt_tokens + a.gen_tokens));
-      kv_bytes += fast_runs.back()->cache_bytes();
-    }
+    if (engine) add_fast("fast", *engine, b, arch);
+    if (engine8) add_fast("int8", *engine8, b, arch);
     if (with_torch) rows.push_back(Row{"torch", b, arch, {}, {}});
   }
   const std::regex pattern(a.reference_regex);
@@ -217,10 +241,9 @@ void run_bench(const BenchArgs& a) {
   // One untimed round warms caches, pages and thread pools; then R interleaved rounds.
   reset_peak_rss();
   for (int64_t round = 0; round <= a.repeat; ++round) {
-    size_t f = 0;
     for (auto& row : rows) {
-      const Speed s = row.runtime == "fast" ? fast_runs[f++]->run(prompt, a.gen_tokens)
-                                            : torch_run(m, row.arch, prompt, a.gen_tokens);
+      const Speed s = row.fast ? row.fast->run(prompt, a.gen_tokens)
+                               : torch_run(m, row.arch, prompt, a.gen_tokens);
       if (round == 0) continue;
       row.prefill.push_back(s.prefill);
       row.decode.push_back(s.decode);
@@ -233,7 +256,16 @@ void run_bench(const BenchArgs& a) {
   }
   if (!a.json) std::fprintf(stderr, "\n");
   const int64_t peak = status_bytes("VmHWM");
-  const int64_t weights = fast ? engine->weights().bytes() : 0;
+  const int64_t weights =
+      (fast ? engine->weights().bytes() : 0) + (engine8 ? engine8->weights().int8_bytes() : 0);
+  if (!a.ppl_data.empty()) {
+    // Perplexity on the first --ppl-tokens tokens of a text, windows of up to 256 tokens.
+    auto tokens = loaded.tokenizer->encode(read_text(a.ppl_data), /*add_bos=*/true);
+    if (static_cast<int64_t>(tokens.size()) > a.ppl_tokens) tokens.resize(a.ppl_tokens);
+    for (auto& row : rows)
+      if (row.fast)
+        row.perplexity = runtime::engine_perplexity(row.fast->engine(), tokens, 256, row.arch);
+  }
   const int threads = fast ? engine->threads() : at::get_num_threads();
 
   nlohmann::json j;
@@ -260,6 +292,7 @@ void run_bench(const BenchArgs& a) {
         {"decode_ms_per_token", 1000.0 / median(row.decode)},
         {"prefill_runs", row.prefill},
         {"decode_runs", row.decode}};
+    if (row.perplexity > 0) r["perplexity"] = row.perplexity;
     if (full_decode.count(row.runtime))
       r["decode_time_vs_full"] = full_decode[row.runtime] / median(row.decode);
     j["results"].push_back(r);
@@ -284,6 +317,7 @@ void run_bench(const BenchArgs& a) {
     j["memory"] = {{"peak_rss_bytes_while_generating", peak},
                    {"process_baseline_bytes", baseline},
                    {"weights_bytes", weights},
+                   {"int8_weights_bytes", engine8 ? engine8->weights().int8_bytes() : 0},
                    {"kv_cache_bytes", kv_bytes},
                    {"engine_scratch_bytes", engine->scratch_bytes()},
                    {"other_bytes", peak - baseline - weights - kv_bytes}};
@@ -303,16 +337,19 @@ void run_bench(const BenchArgs& a) {
       a.model.c_str(), static_cast<long long>(m.parameter_count()), threads,
       runtime::blas_core().c_str(), static_cast<long long>(a.prompt_tokens),
       static_cast<long long>(a.gen_tokens), static_cast<long long>(a.repeat), a.router.c_str());
-  std::printf("%-7s %6s  %-44s %11s %11s %9s %9s\n", "runtime", "budget", "architecture",
-              "pp tok/s", "tg tok/s", "ms/token", "vs full");
+  std::printf("%-7s %6s  %-44s %11s %11s %9s %9s %9s\n", "runtime", "budget", "architecture",
+              "pp tok/s", "tg tok/s", "ms/token", "vs full", "ppl");
   for (const auto& r : j["results"]) {
-    std::printf("%-7s %6.2f  %-44s %11.1f %11.1f %9.3f %9s\n",
+    std::printf("%-7s %6.2f  %-44s %11.1f %11.1f %9.3f %9s %9s\n",
                 r["runtime"].get<std::string>().c_str(), r["budget"].get<double>(),
                 r["architecture_summary"].get<std::string>().substr(0, 44).c_str(),
                 r["prefill_tokens_per_second"].get<double>(),
                 r["decode_tokens_per_second"].get<double>(), r["decode_ms_per_token"].get<double>(),
                 r.contains("decode_time_vs_full")
                     ? std::to_string(r["decode_time_vs_full"].get<double>()).substr(0, 5).c_str()
+                    : "-",
+                r.contains("perplexity")
+                    ? std::to_string(r["perplexity"].get<double>()).substr(0, 7).c_str()
                     : "-");
   }
   if (!reference.empty()) {
@@ -363,6 +400,12 @@ void register_bench(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "Print JSON instead of the table");
   cmd->add_option("--json-out", a->json_out, "Also write the JSON to this file");
+  cmd->add_flag("--int8", a->int8,
+                "Also run the fast runtime with int8 weights (per-row scales), row \"int8\"");
+  cmd->add_option("--ppl-data", a->ppl_data,
+                  "A text whose perplexity each fast/int8 row reports (windows of 256 tokens)");
+  cmd->add_option("--ppl-tokens", a->ppl_tokens, "Tokens of --ppl-data scored")
+      ->capture_default_str();
   cmd->callback([a] { run_bench(*a); });
 }
 

@@ -25,6 +25,7 @@ struct GenerateArgs {
   DeviceArgs device;
   ArchArgs arch;
   std::string runtime = "auto";
+  bool int8 = false;
 };
 
 // auto: the fast CPU runtime where it applies (runtime/fast_generate.h), the torch forward
@@ -60,10 +61,11 @@ void run_generate(const GenerateArgs& a) {
     };
   }
   const bool fast = use_fast_runtime(a, *loaded.model, options);
+  if (a.int8 && !fast) fail("--int8", "int8 weights run on the fast runtime only");
   runtime::GenerateResult r;
   if (fast) {
     runtime::release_freed_memory();  // the file buffers of the load
-    runtime::FastDecoder engine(*loaded.model);
+    runtime::FastDecoder engine(*loaded.model, runtime::EngineOptions{0, 64, a.int8});
     r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, stream);
   } else {
     r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);
@@ -116,6 +118,9 @@ void register_generate(CLI::App& app) {
                   "router, torch otherwise; fast; torch")
       ->check(CLI::IsMember({"auto", "fast", "torch"}))
       ->capture_default_str();
+  cmd->add_flag(
+      "--int8", args->int8,
+      "Fast runtime with int8 matrices (per-row scales; perplexity cost in docs/runtime.md)");
   cmd->callback([args] { run_generate(*args); });
 }
 

@@ -14,7 +14,19 @@ constexpr const char* kWhere = "fast runtime";
 
 }  // namespace
 
-EngineWeights::EngineWeights(const model::TransformerImpl& model) : config_(model.config()) {
+void EngineWeights::quantize(MatrixView& m) {
+  auto w = torch::from_blob(const_cast<float*>(m.data), {m.rows, m.ld}, torch::kFloat);
+  auto scale = (w.abs().amax(1) / 127.0).clamp_min(1e-30).contiguous();
+  auto q = torch::round(w / scale.unsqueeze(1)).clamp(-127, 127).to(torch::kChar).contiguous();
+  m.int8 = q.data_ptr<int8_t>();
+  m.scale = scale.data_ptr<float>();
+  int8_bytes_ += q.numel() + scale.numel() * static_cast<int64_t>(sizeof(float));
+  held_.push_back(q);
+  held_.push_back(scale);
+}
+
+EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
+    : config_(model.config()), int8_(int8) {
   if (config_.family != model::Family::Llama)
     fail(kWhere,
          "only the Llama family runs on the fast CPU runtime (this model is GPT family: "
@@ -58,6 +70,13 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model) : config_(mode
   lm_head_ = config_.tie_word_embeddings
                  ? MatrixView{embedding_, config_.vocab_size, hidden, hidden}
                  : matrix("lm_head.weight", config_.vocab_size, hidden);
+  if (int8_) {
+    torch::NoGradGuard no_grad;
+    for (auto& layer : layers_)
+      for (auto* m : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down})
+        quantize(*m);
+    quantize(lm_head_);
+  }
   std::tie(rope_cos_, rope_sin_) = model::rope_tables(config_);
   rope_cos_ = rope_cos_.contiguous();
   rope_sin_ = rope_sin_.contiguous();

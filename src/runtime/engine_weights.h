@@ -17,12 +17,17 @@
 
 namespace flextron::runtime {
 
-// Row r of a [rows, cols] matrix starts at data + r * ld (ld >= cols).
+// Row r of a [rows, cols] matrix starts at data + r * ld (ld >= cols). With int8 weights the
+// same matrix also as int8 (same layout) and one scale per row: W[r, j] ~ int8[r * ld + j] *
+// scale[r], scale[r] = max_j |W[r, j]| / 127 (symmetric, per row, so every column prefix of a
+// row shares its scale).
 struct MatrixView {
   const float* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t ld = 0;
+  const int8_t* int8 = nullptr;  // null unless the weights were quantized
+  const float* scale = nullptr;  // [rows]
 };
 
 struct EngineLayer {
@@ -43,7 +48,10 @@ class EngineWeights {
   // device is copied to fp32 CPU once. Throws flextron::Error for a model the engine does not
   // run (the GPT family: LayerNorm, GELU, learned positions and biases), so callers can fall
   // back to TransformerImpl::forward.
-  explicit EngineWeights(const model::TransformerImpl& model);
+  // With `int8`, every matrix (q, k, v, o, gate, up, down and the LM head) is also quantized
+  // to int8 with per-row scales, and the engine reads those instead (the embedding rows and norm
+  // weights stay fp32).
+  explicit EngineWeights(const model::TransformerImpl& model, bool int8 = false);
 
   const model::ModelConfig& config() const { return config_; }
   const EngineLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
@@ -54,8 +62,11 @@ class EngineWeights {
   // (model::rope_tables).
   const float* rope_cos() const { return rope_cos_.data_ptr<float>(); }
   const float* rope_sin() const { return rope_sin_.data_ptr<float>(); }
-  // Bytes of the weights the engine reads (each shared matrix counted once).
+  bool int8() const { return int8_; }
+  // Bytes of the fp32 weights (each shared matrix counted once; the model's own memory when
+  // shared) and of the int8 copies with their scales (0 without int8).
   int64_t bytes() const { return bytes_; }
+  int64_t int8_bytes() const { return int8_bytes_; }
 
  private:
   model::ModelConfig config_;
@@ -65,7 +76,9 @@ class EngineWeights {
   MatrixView lm_head_;
   const float* final_norm_ = nullptr;
   torch::Tensor rope_cos_, rope_sin_;
-  int64_t bytes_ = 0;
+  int64_t bytes_ = 0, int8_bytes_ = 0;
+  bool int8_ = false;
+  void quantize(MatrixView& m);
 };
 
 }  // namespace flextron::runtime

@@ -52,6 +52,12 @@ Range split(int64_t total, int parts, int part, int64_t align = 1) {
   return {begin, std::min(total, begin + per)};
 }
 
+// The part of `r` inside [offset, offset + size), shifted to start at 0.
+Range clip(const Range& r, int64_t offset, int64_t size) {
+  const int64_t begin = std::clamp(r.begin - offset, int64_t{0}, size);
+  return {begin, std::clamp(r.end - offset, begin, size)};
+}
+
 // y[r, :rows] = beta * y[r, :rows] + x[r, :in] W[:rows, :in]^T for r < n, W row-major with
 // leading dimension ldw. One row is a matrix-vector product.
 void matmul(const float* x, int64_t ldx, int64_t n, int64_t in, const float* w, int64_t ldw,
@@ -65,6 +71,51 @@ void matmul(const float* x, int64_t ldx, int64_t n, int64_t in, const float* w, 
   } else {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i(n), i(rows), i(in), 1.0f, x, i(ldx), w,
                 i(ldw), beta, y, i(ldy));
+  }
+}
+
+// Weight rows dequantized per block when int8 weights meet several rows of x (a prefill).
+constexpr int64_t kDequantRows = 32;
+
+// sum_j w[j] * x[j] over int8 weights. The library is built without -march, so the hot loops
+// are also compiled for AVX-512 and AVX2 and picked by CPU features at load time (by feature:
+// GCC's "arch=" clones test the CPU model, and a model newer than the compiler gets "default").
+__attribute__((target_clones("avx512f", "avx2", "default"))) float dot_int8(const int8_t* w,
+                                                                            const float* x,
+                                                                            int64_t n) {
+  float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < n; ++j) acc += static_cast<float>(w[j]) * x[j];
+  return acc;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize(const int8_t* w,
+                                                                             float scale, int64_t n,
+                                                                             float* out) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(w[j]) * scale;
+}
+
+// matmul with W[row0 : row0 + rows, :in] of a weight matrix, from its int8 copy when `int8`:
+// one row of x is a dot product per weight row (scaled once per row); several rows dequantize
+// blocks of weight rows into `deq` ([kDequantRows, in]) for sgemm.
+void product(const MatrixView& W, bool int8, int64_t row0, int64_t rows, int64_t in, const float* x,
+             int64_t ldx, int64_t n, float* y, int64_t ldy, float beta, float* deq) {
+  if (rows <= 0 || n <= 0) return;
+  if (!int8) return matmul(x, ldx, n, in, W.data + row0 * W.ld, W.ld, rows, y, ldy, beta);
+  const int8_t* q = W.int8 + row0 * W.ld;
+  const float* scale = W.scale + row0;
+  if (n == 1) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const float v = scale[i] * dot_int8(q + i * W.ld, x, in);
+      y[i] = beta == 0.0f ? v : y[i] + v;
+    }
+    return;
+  }
+  for (int64_t b = 0; b < rows; b += kDequantRows) {
+    const int64_t m = std::min(kDequantRows, rows - b);
+    for (int64_t i = 0; i < m; ++i) dequantize(q + (b + i) * W.ld, scale[b + i], in, deq + i * in);
+    matmul(x, ldx, n, in, deq, in, m, y + b, ldy, beta);
   }
 }
 
@@ -92,23 +143,46 @@ void rotate(float* x, const float* cos, const float* sin, int64_t half) {
   }
 }
 
-// out = sum_s p_s v_s with p = softmax(q . k_s * scale) over positions s < span; keys and values
-// [span, hd] contiguous (one KV group of a cache).
-void attend(const float* q, const float* keys, const float* values, int64_t span, int64_t hd,
-            float scale, float* scores, float* out) {
-  float top = -std::numeric_limits<float>::infinity();
-  for (int64_t s = 0; s < span; ++s) {
-    const float* k = keys + s * hd;
-    float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-    for (int64_t i = 0; i < hd; ++i) d += q[i] * k[i];
-    d *= scale;
-    scores[s] = d;
-    top = std::max(top, d);
+// e^x for x <= 0 (softmax after subtracting the maximum), in a form loops vectorize: x = n ln2 + r
+// with |r| <= ln2 / 2, e^r by its Taylor polynomial to r^6 (relative error < 2e-7), 2^n built in
+// the exponent bits. Below -87, e^x underflows float anyway.
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::floor(x * 1.44269504f + 0.5f);
+  const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  // ln2 in two parts
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
+
+// out = sum_s p_s v_s with p = softmax(q . k_s * scale) over positions s < span, for one KV group
+// of a cache: keys transposed, [hd, capacity] (so the scores are hd passes of a vector
+// multiply-add over contiguous positions, whatever hd is), values [capacity, hd].
+__attribute__((target_clones("avx512f", "avx2", "default"))) void attend(
+    const float* q, const float* keys, int64_t capacity, const float* values, int64_t span,
+    int64_t hd, float scale, float* scores, float* out) {
+  std::fill(scores, scores + span, 0.0f);
+  for (int64_t i = 0; i < hd; ++i) {
+    const float qi = q[i] * scale;
+    const float* k = keys + i * capacity;
+#pragma omp simd
+    for (int64_t s = 0; s < span; ++s) scores[s] += qi * k[s];
   }
+  float top = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : top)
+  for (int64_t s = 0; s < span; ++s) top = std::max(top, scores[s]);
   float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
   for (int64_t s = 0; s < span; ++s) {
-    scores[s] = std::exp(scores[s] - top);
+    scores[s] = exp_nonpositive(scores[s] - top);
     sum += scores[s];
   }
   std::fill(out, out + hd, 0.0f);
@@ -138,7 +212,7 @@ int64_t max_over_layers(const model::ModelConfig& c,
 }  // namespace
 
 FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOptions& options)
-    : weights_(model), full_(model::full_architecture(model.config())) {
+    : weights_(model, options.int8), full_(model::full_architecture(model.config())) {
   const auto& c = weights_.config();
   threads_ = options.threads > 0 ? options.threads : std::max(1, at::get_num_threads());
   max_rows_ = std::max<int64_t>(1, options.max_rows);
@@ -161,11 +235,14 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
   logits_.resize(rows * c.vocab_size);
   xb_.resize(static_cast<size_t>(threads_) * rows * c.hidden_size);
   scores_.resize(static_cast<size_t>(threads_) * c.max_position_embeddings);
+  if (weights_.int8())
+    deq_.resize(static_cast<size_t>(threads_ * kDequantRows) *
+                std::max({c.hidden_size, q_dim, mlp}));
 }
 
 int64_t FastDecoder::scratch_bytes() const {
   size_t n = 0;
-  for (const auto* b : {&x_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_, &xb_, &scores_})
+  for (const auto* b : {&x_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_, &xb_, &scores_, &deq_})
     n += b->size();
   return static_cast<int64_t>(n * sizeof(float));
 }
@@ -277,6 +354,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     if (rows_[r].token < 0 || rows_[r].token >= vocab)
       fail(kWhere, "token " + std::to_string(rows_[r].token) + " outside the vocabulary of " +
                        std::to_string(vocab));
+  const bool int8 = weights_.int8();
   SingleThreadedBlas single_threaded_blas;
   float* x = x_.data();
 
@@ -285,6 +363,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
     float* xb = xb_.data() + static_cast<size_t>(t) * max_rows_ * hidden;
     float* scores = scores_.data() + static_cast<size_t>(t) * c.max_position_embeddings;
+    float* deq = int8 ? deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_) : nullptr;
 
     const Range mine = split(n, nt, t);
     for (int64_t r = mine.begin; r < mine.end; ++r)
@@ -296,15 +375,19 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       const EngineLayer& L = weights_.layer(l);
       const int64_t kv = widths[l].kv_groups, heads = kv * group, width = widths[l].mlp;
 
-      // Attention: this thread's query heads and KV groups, rotated, K/V into the caches.
+      // Attention: this thread's share of the heads of q, k and v taken as one list (q heads,
+      // then k groups, then v groups, so a layer with few KV groups still splits evenly), each
+      // rotated and stored into the caches behind its product.
       rmsnorm(x, n, hidden, L.attn_norm, eps, xb);
-      const Range qh = split(heads, nt, t), kg = split(kv, nt, t);
-      matmul(xb, hidden, n, hidden, L.q.data + qh.begin * hd * L.q.ld, L.q.ld, qh.size() * hd,
-             q_.data() + qh.begin * hd, q_ld, 0.0f);
-      matmul(xb, hidden, n, hidden, L.k.data + kg.begin * hd * L.k.ld, L.k.ld, kg.size() * hd,
-             k_.data() + kg.begin * hd, kv_ld, 0.0f);
-      matmul(xb, hidden, n, hidden, L.v.data + kg.begin * hd * L.v.ld, L.v.ld, kg.size() * hd,
-             v_.data() + kg.begin * hd, kv_ld, 0.0f);
+      const Range units = split(heads + 2 * kv, nt, t);
+      const Range qh = clip(units, 0, heads), kg = clip(units, heads, kv),
+                  vg = clip(units, heads + kv, kv);
+      product(L.q, int8, qh.begin * hd, qh.size() * hd, hidden, xb, hidden, n,
+              q_.data() + qh.begin * hd, q_ld, 0.0f, deq);
+      product(L.k, int8, kg.begin * hd, kg.size() * hd, hidden, xb, hidden, n,
+              k_.data() + kg.begin * hd, kv_ld, 0.0f, deq);
+      product(L.v, int8, vg.begin * hd, vg.size() * hd, hidden, xb, hidden, n,
+              v_.data() + vg.begin * hd, kv_ld, 0.0f, deq);
       for (int64_t r = 0; r < n; ++r) {
         const Row& row = rows_[r];
         const float* cos = cos_table + row.position * half;
@@ -314,38 +397,40 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
         for (int64_t g = kg.begin; g < kg.end; ++g) {
           float* k = k_.data() + r * kv_ld + g * hd;
           rotate(k, cos, sin, half);
-          const auto bytes = static_cast<size_t>(hd) * sizeof(float);
-          std::memcpy(row.cache->keys(l, g) + row.position * hd, k, bytes);
-          std::memcpy(row.cache->values(l, g) + row.position * hd, v_.data() + r * kv_ld + g * hd,
-                      bytes);
+          float* keys = row.cache->keys(l, g) + row.position;  // transposed: [hd, capacity]
+          for (int64_t i = 0; i < hd; ++i) keys[i * row.cache->capacity_] = k[i];
         }
+        for (int64_t g = vg.begin; g < vg.end; ++g)
+          std::memcpy(row.cache->values(l, g) + row.position * hd, v_.data() + r * kv_ld + g * hd,
+                      static_cast<size_t>(hd) * sizeof(float));
       }
 #pragma omp barrier
       // (row, head) pairs dealt round-robin: later rows of a causal chunk see more positions.
       for (int64_t p = t; p < n * heads; p += nt) {
         const int64_t r = p / heads, h = p % heads, g = h / group;
         Row& row = rows_[r];
-        attend(q_.data() + r * q_ld + h * hd, row.cache->keys(l, g), row.cache->values(l, g),
-               row.position + 1, hd, scale, scores, att_.data() + r * q_ld + h * hd);
+        attend(q_.data() + r * q_ld + h * hd, row.cache->keys(l, g), row.cache->capacity_,
+               row.cache->values(l, g), row.position + 1, hd, scale, scores,
+               att_.data() + r * q_ld + h * hd);
       }
 #pragma omp barrier
       const Range out = split(hidden, nt, t, 16);
-      matmul(att_.data(), q_ld, n, heads * hd, L.o.data + out.begin * L.o.ld, L.o.ld, out.size(),
-             x + out.begin, hidden, 1.0f);
+      product(L.o, int8, out.begin, out.size(), heads * hd, att_.data(), q_ld, n, x + out.begin,
+              hidden, 1.0f, deq);
 #pragma omp barrier
 
       // MLP on the first `width` neurons.
       rmsnorm(x, n, hidden, L.mlp_norm, eps, xb);
       const Range nj = split(width, nt, t, 16);
-      matmul(xb, hidden, n, hidden, L.gate.data + nj.begin * L.gate.ld, L.gate.ld, nj.size(),
-             gate_.data() + nj.begin, mlp_ld, 0.0f);
-      matmul(xb, hidden, n, hidden, L.up.data + nj.begin * L.up.ld, L.up.ld, nj.size(),
-             up_.data() + nj.begin, mlp_ld, 0.0f);
+      product(L.gate, int8, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin,
+              mlp_ld, 0.0f, deq);
+      product(L.up, int8, nj.begin, nj.size(), hidden, xb, hidden, n, up_.data() + nj.begin, mlp_ld,
+              0.0f, deq);
       for (int64_t r = 0; r < n; ++r)
         swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin, nj.size());
 #pragma omp barrier
-      matmul(gate_.data(), mlp_ld, n, width, L.down.data + out.begin * L.down.ld, L.down.ld,
-             out.size(), x + out.begin, hidden, 1.0f);
+      product(L.down, int8, out.begin, out.size(), width, gate_.data(), mlp_ld, n, x + out.begin,
+              hidden, 1.0f, deq);
 #pragma omp barrier
     }
 
@@ -355,8 +440,8 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       rmsnorm(x + head_from * hidden, heads_n, hidden, weights_.final_norm(), eps, xb);
       const MatrixView& E = weights_.lm_head();
       const Range words = split(vocab, nt, t, 16);
-      matmul(xb, hidden, heads_n, hidden, E.data + words.begin * E.ld, E.ld, words.size(),
-             logits_.data() + words.begin, vocab, 0.0f);
+      product(E, int8, words.begin, words.size(), hidden, xb, hidden, heads_n,
+              logits_.data() + words.begin, vocab, 0.0f, deq);
     }
   }
 }

@@ -31,7 +31,8 @@
 namespace flextron::runtime {
 
 // Keys and values of one sequence for one architecture's KV widths: per layer, keys
-// [kv_groups, capacity, head_dim] then values of the same shape, all in one allocation.
+// [kv_groups, head_dim, capacity] (transposed, for the score loop) then values [kv_groups,
+// capacity, head_dim], all in one allocation.
 class EngineCache {
  public:
   int64_t length() const { return length_; }  // positions already stored
@@ -57,6 +58,7 @@ class EngineCache {
 struct EngineOptions {
   int threads = 0;        // 0: LibTorch's intra-op thread count (what --threads sets)
   int64_t max_rows = 64;  // rows per pass (prompt tokens, batched sequences): bounds the buffers
+  bool int8 = false;      // matrices as int8 with per-row scales (EngineWeights)
 };
 
 class FastDecoder {
@@ -114,6 +116,7 @@ class FastDecoder {
   std::vector<Row> rows_;
   // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
   std::vector<float> x_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
+  std::vector<float> deq_;  // int8 only: dequantized weight rows, per thread
 };
 
 }  // namespace flextron::runtime

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include <torch/torch.h>
 
@@ -37,6 +38,34 @@ int64_t sample_logits(Sampler& sampler, const SamplingOptions& options, const fl
   if (options.temperature == 0.0)
     return static_cast<int64_t>(std::max_element(logits, logits + vocab) - logits);
   return sampler.sample(torch::from_blob(const_cast<float*>(logits), {vocab}, torch::kFloat));
+}
+
+double engine_perplexity(FastDecoder& engine, const std::vector<int64_t>& tokens, int64_t window,
+                         const model::Architecture& arch) {
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (n < 2) fail("perplexity", "needs at least 2 tokens");
+  const int64_t vocab = engine.config().vocab_size;
+  window = std::min({window, n, engine.config().max_position_embeddings});
+  auto cache = engine.make_cache(window, arch);
+  std::vector<float> logits(static_cast<size_t>(window * vocab));
+  double nll = 0.0;
+  int64_t scored = 0;
+  for (int64_t start = 0; start + 1 < n; start += window) {
+    const int64_t len = std::min(window, n - start);
+    if (len < 2) break;
+    cache.reset();
+    engine.prefill(tokens.data() + start, len, cache, arch, logits.data());
+    for (int64_t t = 0; t + 1 < len; ++t) {
+      // -log softmax(row t)[next] = logsumexp(row) - row[next], in double.
+      const float* row = logits.data() + t * vocab;
+      const double top = *std::max_element(row, row + vocab);
+      double sum = 0.0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - top);
+      nll += top + std::log(sum) - row[tokens[start + t + 1]];
+      ++scored;
+    }
+  }
+  return std::exp(nll / static_cast<double>(scored));
 }
 
 GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokenizer,

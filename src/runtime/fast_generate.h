@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "runtime/fast_decoder.h"
 #include "runtime/generate.h"
@@ -21,6 +22,12 @@ bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOp
 GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokenizer,
                              const std::string& prompt, const GenerateOptions& options,
                              const std::function<void(const std::string&)>& on_text = {});
+
+// Perplexity of `tokens` on the engine at `arch` (empty = full): non-overlapping windows of
+// `window` tokens, each scoring its tokens 1.. from the ones before it in the window;
+// exp(mean negative log-likelihood). Throws flextron::Error for fewer than 2 tokens.
+double engine_perplexity(FastDecoder& engine, const std::vector<int64_t>& tokens, int64_t window,
+                         const model::Architecture& arch = {});
 
 // The next token from logits [vocab]: argmax for greedy sampling (no tensor made), the Sampler
 // otherwise.
