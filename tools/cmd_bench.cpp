@@ -220,6 +220,7 @@ void run_bench(const BenchArgs& a) {
   if (fast && a.int8)
     engine8 =
         std::make_unique<runtime::FastDecoder>(m, runtime::EngineOptions{a.threads, 64, true});
+  runtime::release_freed_memory();  // the int8 quantization's temporaries
   std::vector<Row> rows;
   std::vector<std::unique_ptr<FastRun>> fast_runs;
   int64_t kv_bytes = 0;
