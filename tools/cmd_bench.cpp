@@ -204,7 +204,8 @@ void run_bench(const BenchArgs& a) {
   auto loaded = io::load_model_dir(a.model, options);
   runtime::release_freed_memory();  // the file buffers of the load
   auto& m = *loaded.model;
-  const auto& c = m.config();
+  const auto c = m.config();
+  const int64_t parameters = m.parameter_count();
   if (a.prompt_tokens + a.gen_tokens > c.max_position_embeddings)
     fail("--prompt-tokens", "prompt plus generated tokens exceed the model's context of " +
                                 std::to_string(c.max_position_embeddings));
@@ -220,7 +221,6 @@ void run_bench(const BenchArgs& a) {
   if (fast && a.int8)
     engine8 =
         std::make_unique<runtime::FastDecoder>(m, runtime::EngineOptions{a.threads, 64, true});
-  runtime::release_freed_memory();  // the int8 quantization's temporaries
   std::vector<Row> rows;
   std::vector<std::unique_ptr<FastRun>> fast_runs;
   int64_t kv_bytes = 0;
@@ -236,6 +236,10 @@ void run_bench(const BenchArgs& a) {
     if (engine8) add_fast("int8", *engine8, b, arch);
     if (with_torch) rows.push_back(Row{"torch", b, arch, {}, {}});
   }
+  // Without torch rows the model is not needed: the engines hold every weight they read (the
+  // model's o and down would stay beside their transposed copies).
+  if (!with_torch) loaded.model = nullptr;
+  runtime::release_freed_memory();  // and the int8 quantization's temporaries
   const std::regex pattern(a.reference_regex);
   std::vector<ReferenceRun> reference;
 
@@ -271,7 +275,7 @@ void run_bench(const BenchArgs& a) {
 
   nlohmann::json j;
   j["model"] = a.model;
-  j["parameters"] = m.parameter_count();
+  j["parameters"] = parameters;
   j["threads"] = threads;
   j["blas_kernels"] = runtime::blas_core();
   j["prompt_tokens"] = a.prompt_tokens;
@@ -335,9 +339,9 @@ void run_bench(const BenchArgs& a) {
   std::printf(
       "%s: %lld parameters, %d threads, OpenBLAS %s kernels, pp%lld tg%lld, median of %lld (%s "
       "budgets)\n",
-      a.model.c_str(), static_cast<long long>(m.parameter_count()), threads,
-      runtime::blas_core().c_str(), static_cast<long long>(a.prompt_tokens),
-      static_cast<long long>(a.gen_tokens), static_cast<long long>(a.repeat), a.router.c_str());
+      a.model.c_str(), static_cast<long long>(parameters), threads, runtime::blas_core().c_str(),
+      static_cast<long long>(a.prompt_tokens), static_cast<long long>(a.gen_tokens),
+      static_cast<long long>(a.repeat), a.router.c_str());
   std::printf("%-7s %6s  %-44s %11s %11s %9s %9s %9s\n", "runtime", "budget", "architecture",
               "pp tok/s", "tg tok/s", "ms/token", "vs full", "ppl");
   for (const auto& r : j["results"]) {

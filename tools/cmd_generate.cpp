@@ -50,7 +50,7 @@ void run_generate(const GenerateArgs& a) {
   auto selection = a.arch.resolve(loaded, a.model);
   options.arch = selection.arch;
   options.router = selection.router();
-  const auto& config = loaded.model->config();
+  const auto config = loaded.model->config();
   if (selection.plan && !a.json)
     std::fprintf(stderr, "budget: %s\n", selection.describe(config).c_str());
   std::function<void(const std::string&)> stream;
@@ -64,8 +64,11 @@ void run_generate(const GenerateArgs& a) {
   if (a.int8 && !fast) fail("--int8", "int8 weights run on the fast runtime only");
   runtime::GenerateResult r;
   if (fast) {
-    runtime::release_freed_memory();  // the file buffers of the load
     runtime::FastDecoder engine(*loaded.model, runtime::EngineOptions{0, 64, a.int8});
+    // The engine holds every weight it reads; the model's own o and down would stay resident
+    // beside their transposed copies, and the heap would keep the load's file buffers.
+    loaded.model = nullptr;
+    runtime::release_freed_memory();
     r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, stream);
   } else {
     r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);

@@ -46,6 +46,13 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
   auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
     return MatrixView{take(name, {rows, cols}), rows, cols, cols};
   };
+  // [rows, cols] stored as its transpose [cols, rows].
+  auto transposed = [&](const std::string& name, int64_t rows, int64_t cols) {
+    take(name, {rows, cols});
+    auto t = held_.back().t().contiguous();
+    held_.back() = t;  // the copy, not the model's tensor
+    return MatrixView{t.data_ptr<float>(), cols, rows, rows};
+  };
 
   const int64_t hidden = config_.hidden_size, hd = config_.head_dim();
   embedding_ = take("model.embed_tokens.weight", {config_.vocab_size, hidden});
@@ -60,10 +67,10 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     layer.q = matrix(p + "self_attn.q_proj.weight", q_dim, hidden);
     layer.k = matrix(p + "self_attn.k_proj.weight", kv_dim, hidden);
     layer.v = matrix(p + "self_attn.v_proj.weight", kv_dim, hidden);
-    layer.o = matrix(p + "self_attn.o_proj.weight", hidden, q_dim);
+    layer.o_t = transposed(p + "self_attn.o_proj.weight", hidden, q_dim);
     layer.gate = matrix(p + "mlp.gate_proj.weight", layer.mlp, hidden);
     layer.up = matrix(p + "mlp.up_proj.weight", layer.mlp, hidden);
-    layer.down = matrix(p + "mlp.down_proj.weight", hidden, layer.mlp);
+    layer.down_t = transposed(p + "mlp.down_proj.weight", hidden, layer.mlp);
     layers_.push_back(layer);
   }
   final_norm_ = take("model.norm.weight", {hidden});
@@ -73,7 +80,8 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
   if (int8_) {
     torch::NoGradGuard no_grad;
     for (auto& layer : layers_)
-      for (auto* m : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down})
+      for (auto* m :
+           {&layer.q, &layer.k, &layer.v, &layer.o_t, &layer.gate, &layer.up, &layer.down_t})
         quantize(*m);
     quantize(lm_head_);
   }

@@ -1,10 +1,11 @@
 // The weights of a Llama-family model as the fast inference engine (runtime/fast_decoder.h)
 // reads them: plain row-major fp32 matrices, taken once from a loaded model by parameter name.
 //
-// Every elastic width is a prefix (FLEXTRON.md section 1), so one layout serves every
-// architecture without a copy: the first k rows of q/k/v/gate/up ([out, in]) are contiguous,
-// and the first k columns of o/down ([hidden, in]) are the same rows read with the full row
-// length as BLAS's leading dimension (lda).
+// Every elastic width is a prefix (FLEXTRON.md section 1), and the engine keeps every prefix
+// contiguous: the first k rows of q/k/v/gate/up ([out, in], shared with the model) are, and o
+// and down, whose prefixes are columns ([hidden, in]: read with the full row length as lda they
+// are strided, measured 30% slower at half width), are stored transposed ([in, hidden]) so that
+// their prefixes are the first k rows too.
 #pragma once
 
 #include <cstdint>
@@ -34,9 +35,9 @@ struct EngineLayer {
   const float* attn_norm = nullptr;  // [hidden]
   const float* mlp_norm = nullptr;   // [hidden]
   MatrixView q, k, v;                // [heads * head_dim, hidden], [kv * head_dim, hidden]
-  MatrixView o;                      // [hidden, heads * head_dim]
+  MatrixView o_t;                    // o^T: [heads * head_dim, hidden] (an owned copy)
   MatrixView gate, up;               // [mlp, hidden]
-  MatrixView down;                   // [hidden, mlp]
+  MatrixView down_t;                 // down^T: [mlp, hidden] (an owned copy)
   int64_t mlp = 0;                   // this layer's full widths
   int64_t kv_groups = 0;
 };
@@ -44,13 +45,12 @@ struct EngineLayer {
 class EngineWeights {
  public:
   // Reads `model`'s parameters by their HF names. fp32 contiguous CPU parameters are shared with
-  // the model (no copy: the engine sees the model's weights as they are); any other dtype or
-  // device is copied to fp32 CPU once. Throws flextron::Error for a model the engine does not
-  // run (the GPT family: LayerNorm, GELU, learned positions and biases), so callers can fall
-  // back to TransformerImpl::forward.
-  // With `int8`, every matrix (q, k, v, o, gate, up, down and the LM head) is also quantized
-  // to int8 with per-row scales, and the engine reads those instead (the embedding rows and norm
-  // weights stay fp32).
+  // the model (no copy), except o and down (transposed copies); any other dtype or device is
+  // copied to fp32 CPU once. The engine holds what it reads, so the model may be dropped. Throws
+  // flextron::Error for a model the engine does not run (the GPT family: LayerNorm, GELU, learned
+  // positions and biases), so callers can fall back to TransformerImpl::forward. With `int8`, every
+  // matrix (q, k, v, o, gate, up, down and the LM head) is also quantized to int8 with per-row
+  // scales, and the engine reads those instead (the embedding rows and norm weights stay fp32).
   explicit EngineWeights(const model::TransformerImpl& model, bool int8 = false);
 
   const model::ModelConfig& config() const { return config_; }

@@ -119,6 +119,53 @@ void product(const MatrixView& W, bool int8, int64_t row0, int64_t rows, int64_t
   }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) void axpy_int8(const int8_t* w,
+                                                                            float a, int64_t n,
+                                                                            float* y) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) y[j] += a * static_cast<float>(w[j]);
+}
+
+// The partial product of a transposed matrix Wt ([in, cols], row j = input j's weights) over
+// its rows [row0, row0 + rows): y[r, :cols] = sum_j x[r, j] Wt[j, :] for r < n, so a thread
+// reading a contiguous block of rows contributes its share of every output; rows == 0 gives 0.
+void product_t(const MatrixView& W, bool int8, int64_t row0, int64_t rows, const float* x,
+               int64_t ldx, int64_t n, float* y, int64_t ldy, float* deq) {
+  const int64_t cols = W.cols;
+  if (rows <= 0) {
+    for (int64_t r = 0; r < n; ++r) std::fill(y + r * ldy, y + r * ldy + cols, 0.0f);
+    return;
+  }
+  const auto i = [](int64_t v) {
+    return static_cast<blasint>(v);
+  };
+  if (!int8) {
+    const float* w = W.data + row0 * W.ld;
+    if (n == 1) {
+      cblas_sgemv(CblasRowMajor, CblasTrans, i(rows), i(cols), 1.0f, w, i(W.ld), x + row0, 1, 0.0f,
+                  y, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(n), i(cols), i(rows), 1.0f, x + row0,
+                  i(ldx), w, i(W.ld), 0.0f, y, i(ldy));
+    }
+    return;
+  }
+  const int8_t* q = W.int8 + row0 * W.ld;
+  const float* scale = W.scale + row0;
+  if (n == 1) {
+    std::fill(y, y + cols, 0.0f);
+    for (int64_t j = 0; j < rows; ++j) axpy_int8(q + j * W.ld, x[row0 + j] * scale[j], cols, y);
+    return;
+  }
+  for (int64_t b = 0; b < rows; b += kDequantRows) {
+    const int64_t m = std::min(kDequantRows, rows - b);
+    for (int64_t j = 0; j < m; ++j)
+      dequantize(q + (b + j) * W.ld, scale[b + j], cols, deq + j * cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(n), i(cols), i(m), 1.0f, x + row0 + b,
+                i(ldx), deq, i(cols), b == 0 ? 0.0f : 1.0f, y, i(ldy));
+  }
+}
+
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for r < n, rows of `dim`.
 void rmsnorm(const float* x, int64_t n, int64_t dim, const float* w, float eps, float* out) {
   for (int64_t r = 0; r < n; ++r) {
@@ -226,6 +273,9 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
   const auto rows = static_cast<size_t>(max_rows_);
   rows_.resize(rows);
   x_.resize(rows * c.hidden_size);
+  x2_.resize(rows * c.hidden_size);
+  po_.resize(static_cast<size_t>(threads_) * rows * c.hidden_size);
+  pm_.resize(po_.size());
   q_.resize(rows * q_dim);
   att_.resize(rows * q_dim);
   k_.resize(rows * kv_dim);
@@ -242,7 +292,8 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
 
 int64_t FastDecoder::scratch_bytes() const {
   size_t n = 0;
-  for (const auto* b : {&x_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_, &xb_, &scores_, &deq_})
+  for (const auto* b :
+       {&x_, &x2_, &po_, &pm_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_, &xb_, &scores_, &deq_})
     n += b->size();
   return static_cast<int64_t>(n * sizeof(float));
 }
@@ -356,7 +407,12 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
                        std::to_string(vocab));
   const bool int8 = weights_.int8();
   SingleThreadedBlas single_threaded_blas;
-  float* x = x_.data();
+  // The residual stream alternates between two buffers (each thread writes its columns of the
+  // next while all read the current one); the o and down products leave per-thread partial
+  // sums that the next step adds in.
+  float* resid_in = x_.data();
+  float* resid_mid = x2_.data();
+  const size_t part_stride = static_cast<size_t>(max_rows_ * hidden);
 
 #pragma omp parallel num_threads(threads_)
   {
@@ -364,21 +420,46 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     float* xb = xb_.data() + static_cast<size_t>(t) * max_rows_ * hidden;
     float* scores = scores_.data() + static_cast<size_t>(t) * c.max_position_embeddings;
     float* deq = int8 ? deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_) : nullptr;
-
-    const Range mine = split(n, nt, t);
-    for (int64_t r = mine.begin; r < mine.end; ++r)
-      std::memcpy(x + r * hidden, weights_.embedding() + rows_[r].token * hidden,
-                  static_cast<size_t>(hidden) * sizeof(float));
-#pragma omp barrier
+    float* my_po = po_.data() + t * part_stride;
+    float* my_pm = pm_.data() + t * part_stride;
+    const Range cols = split(hidden, nt, t, 16);
+    // xb = src + the partial sums of every thread (none for the embeddings); this thread's
+    // columns of the sum also go to dst, the residual stream's next buffer.
+    auto gather = [&](const float* src, int64_t src_ld, const float* parts, float* dst) {
+      for (int64_t r = 0; r < n; ++r) {
+        float* h = xb + r * hidden;
+        std::memcpy(h, src + r * src_ld, static_cast<size_t>(hidden) * sizeof(float));
+        if (parts != nullptr)
+          for (int u = 0; u < nt; ++u) {
+            const float* p = parts + u * part_stride + r * hidden;
+#pragma omp simd
+            for (int64_t i = 0; i < hidden; ++i) h[i] += p[i];
+          }
+        if (dst != nullptr)
+          std::memcpy(dst + r * hidden + cols.begin, h + cols.begin,
+                      static_cast<size_t>(cols.size()) * sizeof(float));
+      }
+    };
 
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const EngineLayer& L = weights_.layer(l);
       const int64_t kv = widths[l].kv_groups, heads = kv * group, width = widths[l].mlp;
 
-      // Attention: this thread's share of the heads of q, k and v taken as one list (q heads,
-      // then k groups, then v groups, so a layer with few KV groups still splits evenly), each
-      // rotated and stored into the caches behind its product.
-      rmsnorm(x, n, hidden, L.attn_norm, eps, xb);
+      // h = residual + the previous MLP's output; attention's input xb = rmsnorm(h).
+      if (l == 0) {
+        for (int64_t r = 0; r < n; ++r)
+          std::memcpy(xb + r * hidden, weights_.embedding() + rows_[r].token * hidden,
+                      static_cast<size_t>(hidden) * sizeof(float));
+        for (int64_t r = 0; r < n; ++r)
+          std::memcpy(resid_mid + r * hidden + cols.begin, xb + r * hidden + cols.begin,
+                      static_cast<size_t>(cols.size()) * sizeof(float));
+      } else {
+        gather(resid_in, hidden, pm_.data(), resid_mid);
+      }
+      rmsnorm(xb, n, hidden, L.attn_norm, eps, xb);
+      // This thread's share of the heads of q, k and v taken as one list (q heads, then k
+      // groups, then v groups, so a layer with few KV groups still splits evenly), each rotated
+      // and stored into the caches behind its product.
       const Range units = split(heads + 2 * kv, nt, t);
       const Range qh = clip(units, 0, heads), kg = clip(units, heads, kv),
                   vg = clip(units, heads + kv, kv);
@@ -405,22 +486,24 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
                       static_cast<size_t>(hd) * sizeof(float));
       }
 #pragma omp barrier
-      // (row, head) pairs dealt round-robin: later rows of a causal chunk see more positions.
-      for (int64_t p = t; p < n * heads; p += nt) {
-        const int64_t r = p / heads, h = p % heads, g = h / group;
+      // This thread's query heads, every row (causal: row r sees positions 0..pos_r), then
+      // their part of the o projection: rows h*hd.. of o^T.
+      const Range mine = split(heads, nt, t);
+      for (int64_t r = 0; r < n; ++r) {
         Row& row = rows_[r];
-        attend(q_.data() + r * q_ld + h * hd, row.cache->keys(l, g), row.cache->capacity_,
-               row.cache->values(l, g), row.position + 1, hd, scale, scores,
-               att_.data() + r * q_ld + h * hd);
+        for (int64_t h = mine.begin; h < mine.end; ++h)
+          attend(q_.data() + r * q_ld + h * hd, row.cache->keys(l, h / group), row.cache->capacity_,
+                 row.cache->values(l, h / group), row.position + 1, hd, scale, scores,
+                 att_.data() + r * q_ld + h * hd);
       }
-#pragma omp barrier
-      const Range out = split(hidden, nt, t, 16);
-      product(L.o, int8, out.begin, out.size(), heads * hd, att_.data(), q_ld, n, x + out.begin,
-              hidden, 1.0f, deq);
+      product_t(L.o_t, int8, mine.begin * hd, mine.size() * hd, att_.data(), q_ld, n, my_po, hidden,
+                deq);
 #pragma omp barrier
 
-      // MLP on the first `width` neurons.
-      rmsnorm(x, n, hidden, L.mlp_norm, eps, xb);
+      // h = h + attention; the MLP on the first `width` neurons, this thread's block of them,
+      // its part of down from rows j0.. of down^T.
+      gather(resid_mid, hidden, po_.data(), resid_in);
+      rmsnorm(xb, n, hidden, L.mlp_norm, eps, xb);
       const Range nj = split(width, nt, t, 16);
       product(L.gate, int8, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin,
               mlp_ld, 0.0f, deq);
@@ -428,19 +511,19 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
               0.0f, deq);
       for (int64_t r = 0; r < n; ++r)
         swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin, nj.size());
-#pragma omp barrier
-      product(L.down, int8, out.begin, out.size(), width, gate_.data(), mlp_ld, n, x + out.begin,
-              hidden, 1.0f, deq);
+      product_t(L.down_t, int8, nj.begin, nj.size(), gate_.data(), mlp_ld, n, my_pm, hidden, deq);
 #pragma omp barrier
     }
 
     // Final norm and LM head for rows [head_from, n), the vocabulary split between threads.
     const int64_t heads_n = n - head_from;
     if (heads_n > 0) {
-      rmsnorm(x + head_from * hidden, heads_n, hidden, weights_.final_norm(), eps, xb);
+      gather(resid_in, hidden, pm_.data(), nullptr);
+      float* last = xb + head_from * hidden;
+      rmsnorm(last, heads_n, hidden, weights_.final_norm(), eps, last);
       const MatrixView& E = weights_.lm_head();
       const Range words = split(vocab, nt, t, 16);
-      product(E, int8, words.begin, words.size(), hidden, xb, hidden, heads_n,
+      product(E, int8, words.begin, words.size(), hidden, last, hidden, heads_n,
               logits_.data() + words.begin, vocab, 0.0f, deq);
     }
   }

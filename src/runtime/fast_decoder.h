@@ -1,24 +1,26 @@
 // The fast CPU inference engine for the Llama family: no autograd and no tensor per operation.
-// Weights are read in place (runtime/engine_weights.h), the KV cache is one block per sequence,
+// Weights are laid out once (runtime/engine_weights.h), the KV cache is one block per sequence,
 // and every scratch buffer is allocated once when the engine is made, for the full widths, so
 // any architecture runs without an allocation per token.
 //
 // One pass feeds R rows (the tokens of a prompt chunk, or one token of each of R sequences)
 // through every layer inside one OpenMP parallel region, the threads meeting at a barrier
-// between dependent steps (4 per layer):
-//   x = embed(token)
-//   per layer, at that layer's widths (kv KV groups = kv * group query heads, k MLP neurons):
-//     xb = rmsnorm(x) * w                     each thread its own copy
-//     q, k, v = xb Wq[:heads*hd]^T, ...       threads split the heads; RoPE and the cache
-//                                             write of each head fused behind its product
-//     att = softmax(q k^T / sqrt(hd)) v       threads split the (row, head) pairs, causal
-//     x += att Wo[:, :heads*hd]^T             threads split the output columns
-//     xb = rmsnorm(x) * w
-//     a = silu(xb Wg[:k]^T) * (xb Wu[:k]^T)   threads split the k neurons
-//     x += a Wd[:, :k]^T                      threads split the output columns
-//   logits = rmsnorm(x) * w  E^T              threads split the vocabulary
-// The matrix products are OpenBLAS calls (sgemv for one row, sgemm for more) on prefix views
-// with the full row length as leading dimension; OpenBLAS runs single-threaded inside the region.
+// between dependent steps (3 per layer). At a layer's widths (kv KV groups = kv * group query
+// heads, k MLP neurons):
+//   h = x + the previous MLP's partial sums     each thread a private copy; its columns of h go
+//   xb = rmsnorm(h) * w                         to the residual stream's next buffer
+//   q, k, v = xb Wq[:heads*hd]^T, ...           threads split the heads; RoPE and the cache
+//                                               write fused behind each product      | barrier
+//   att = softmax(q k^T / sqrt(hd)) v           threads split the heads (causal rows)
+//   p_o = att[:, mine] o^T[mine, :]             each thread its heads' part of o
+//                                                                                    | barrier
+//   h += sum p_o; xb = rmsnorm(h) * w
+//   a = silu(xb Wg[mine]^T) * (xb Wu[mine]^T)   threads split the k neurons
+//   p_d = a[:, mine] down^T[mine, :]            each thread its neurons' part of down | barrier
+//   logits = rmsnorm(x + sum p_d) * w  E^T      threads split the vocabulary
+// Every product reads a contiguous block of rows (o and down are stored transposed, see
+// engine_weights.h): OpenBLAS calls (sgemv for one row, sgemm for more) running single-threaded
+// inside the region.
 #pragma once
 
 #include <cstdint>
@@ -115,8 +117,9 @@ class FastDecoder {
   int64_t max_rows_ = 64;
   std::vector<Row> rows_;
   // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
-  std::vector<float> x_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
-  std::vector<float> deq_;  // int8 only: dequantized weight rows, per thread
+  std::vector<float> x_, x2_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
+  std::vector<float> po_, pm_;  // per thread: its partial sums of the o and down products
+  std::vector<float> deq_;      // int8 only: dequantized weight rows, per thread
 };
 
 }  // namespace flextron::runtime
