@@ -211,6 +211,32 @@ TEST(RuntimeFastDecoder, SwitchingArchitecturesBetweenRequestsKeepsEachExact) {
   }
 }
 
+// Per-token MLP widths (what a dynamic router chooses): each decode step may run its own MLP
+// widths over the cache's KV widths, and equals the torch forward stepped the same way.
+TEST(RuntimeFastDecoder, PerTokenMlpWidthsEqualTheTorchForward) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  auto m = flextron::testing::load_stories260k();
+  const auto& config = m->config();
+  const int64_t vocab = config.vocab_size;
+  std::mt19937 rng(17);
+  const Architecture attention = random_architecture(config, rng);  // its KV widths stay
+  FastDecoder engine(*m);
+  const auto tokens = random_tokens(30, vocab, 18);
+  auto cache = engine.make_cache(30, attention);
+  auto torch_cache = m->make_cache(1, 30, &attention);
+  c10::InferenceMode guard;
+  const std::vector<int64_t> prompt(tokens.begin(), tokens.begin() + 6);
+  engine.prefill(prompt, cache, attention);
+  m->forward(torch::tensor(prompt).unsqueeze(0), &torch_cache, &attention);
+  for (int64_t t = 6; t < 30; ++t) {
+    Architecture step = random_architecture(config, rng);
+    for (size_t l = 0; l < step.size(); ++l) step[l].kv_groups = attention[l].kv_groups;
+    auto fast = as_tensor(engine.decode(tokens[t], cache, step), 1, vocab)[0];
+    auto expected = m->forward(torch::full({1, 1}, tokens[t], torch::kLong), &torch_cache, &step);
+    EXPECT_LT(max_diff(fast, expected[0][0]), kTolerance) << "position " << t;
+  }
+}
+
 TEST(RuntimeFastDecoder, CacheSizeFollowsTheArchitecture) {
   auto m = preset_model("tiny", /*tied=*/true);
   const auto& c = m->config();
