@@ -112,7 +112,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
                "threads\n",
                preset.name.c_str(), static_cast<long long>(m->parameter_count()),
                static_cast<long long>(total_steps), static_cast<long long>(per_step),
-               static_cast<long long>(total_steps * per_step), threads);
+               static_cast<long long>(total_steps) * per_step, threads);
 
   LoopSettings loop;
   loop.out = o.out;
