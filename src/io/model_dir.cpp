@@ -38,12 +38,20 @@ TensorMap load_model_tensors(const fs::path& dir) {
   fail(dir.string(), "no model.safetensors (or model.safetensors.index.json) in this directory");
 }
 
+namespace {
+
+// What errors about a directory's weights name: its single file, or the directory (shards).
+std::string weights_name(const fs::path& dir) {
+  const auto single = dir / "model.safetensors";
+  return fs::exists(single) ? single.string() : dir.string();
+}
+
+}  // namespace
+
 TensorMap load_model_state(const fs::path& dir, const model::ModelConfig& config) {
   auto stored = load_model_tensors(dir);
   if (!config.gpt()) return stored;
-  const std::string where =
-      fs::exists(dir / "model.safetensors") ? (dir / "model.safetensors").string() : dir.string();
-  return gpt2_from_hf(stored, config, where);
+  return gpt2_from_hf(stored, config, weights_name(dir));
 }
 
 LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
@@ -51,12 +59,9 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   const auto config = model::load_config(dir / "config.json");
   LoadedModel loaded;
   loaded.model = model::Transformer(config);
-  // load_state names the weights file in its errors.
-  const std::string weights_name =
-      fs::exists(dir / "model.safetensors") ? (dir / "model.safetensors").string() : dir.string();
   // In the requested dtype before the copy: a float64 file loaded as float64 keeps every bit.
   loaded.model->to(options.device, options.dtype);
-  loaded.model->load_state(load_model_state(dir, config), weights_name);
+  loaded.model->load_state(load_model_state(dir, config), weights_name(dir));
   loaded.model->eval();
   loaded.space = model::load_elastic_space(dir, config);
   // A directory without tokenizer files still loads (the weights alone are useful); commands
