@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/parse.h"
+#include "device_options.h"
 #include "eval/budget_eval.h"
 #include "eval/report.h"
 #include "io/files.h"
@@ -120,6 +121,7 @@ void register_eval(CLI::App& app) {
                   "Interleaved latency measurements per row (median)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  add_runtime_option(cmd, a->options.runtime);
   cmd->add_option("--report", a->report, "Report directory")->required();
   cmd->add_flag("--json", a->json, "Print report.json instead of the table");
   cmd->callback([a] { run_eval(*a); });

@@ -28,17 +28,6 @@ struct GenerateArgs {
   bool int8 = false;
 };
 
-// auto: the fast CPU runtime where it applies (runtime/fast_generate.h), the torch forward
-// elsewhere; fast: an error where it does not apply.
-bool use_fast_runtime(const GenerateArgs& a, const model::TransformerImpl& model,
-                      const runtime::GenerateOptions& options) {
-  if (a.runtime == "torch") return false;
-  std::string why;
-  const bool ok = runtime::fast_runtime_supports(model, options, &why);
-  if (!ok && a.runtime == "fast") fail("--runtime", why);
-  return ok;
-}
-
 void run_generate(const GenerateArgs& a) {
   runtime::check_sampling_options(a.sampling);
   auto loaded = io::load_model_dir(a.model, a.device.load_options());
@@ -60,7 +49,7 @@ void run_generate(const GenerateArgs& a) {
       std::fflush(stdout);
     };
   }
-  const bool fast = use_fast_runtime(a, *loaded.model, options);
+  const bool fast = runtime::use_fast_runtime(a.runtime, *loaded.model, options);
   if (a.int8 && !fast) fail("--int8", "int8 weights run on the fast runtime only");
   runtime::GenerateResult r;
   if (fast) {
@@ -116,11 +105,7 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print tokens, text and timings as JSON");
   args->device.add_to(cmd);
   args->arch.add_to(cmd);
-  cmd->add_option("--runtime", args->runtime,
-                  "auto: the fast CPU runtime for Llama-family fp32 models without a dynamic "
-                  "router, torch otherwise; fast; torch")
-      ->check(CLI::IsMember({"auto", "fast", "torch"}))
-      ->capture_default_str();
+  add_runtime_option(cmd, args->runtime);
   cmd->add_flag(
       "--int8", args->int8,
       "Fast runtime with int8 matrices (per-row scales; perplexity cost in docs/runtime.md)");

@@ -15,6 +15,7 @@ struct ProfileArgs {
   std::string contexts = "128,512";
   route::ProfileOptions options;
   int64_t check = 20;
+  std::string runtime = "auto";
   DeviceArgs device;
 };
 
@@ -25,6 +26,7 @@ void run_profile(const ProfileArgs& a) {
   o.profile = a.options;
   o.profile.contexts = parse_int_list(a.contexts, "--contexts");
   o.check = a.check;
+  o.runtime = a.runtime;
   o.load = a.device.load_options();
   route::profile_model_dir(o);
 }
@@ -59,6 +61,7 @@ void register_profile(CLI::App& app) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   a->device.add_to(cmd);
+  add_runtime_option(cmd, a->runtime);
   cmd->callback([a] { run_profile(*a); });
 }
 

@@ -1,4 +1,4 @@
-// Flags shared by every command that runs a model: device, dtype, threads.
+// Flags shared by every command that runs a model: device, dtype, threads, runtime.
 #pragma once
 
 #include <string>
@@ -19,5 +19,9 @@ struct DeviceArgs {
   // Applies --threads and turns the flags into load options; checks the device exists.
   io::LoadOptions load_options() const;
 };
+
+// --runtime auto|fast|torch for the commands that decode (generate, profile, eval): see
+// runtime::use_fast_runtime.
+void add_runtime_option(CLI::App* cmd, std::string& runtime);
 
 }  // namespace flextron::cli

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
 
 #include <torch/torch.h>
@@ -14,6 +15,8 @@
 #include "io/model_dir.h"
 #include "model/extract.h"
 #include "route/latency.h"
+#include "runtime/engine_timing.h"
+#include "runtime/fast_generate.h"
 #include "text/utf8.h"
 #include "train/progress.h"
 
@@ -37,6 +40,7 @@ struct Subject {
   const text::Tokenizer* tokenizer = nullptr;
   std::optional<route::BudgetPlan> plan;
   model::Architecture arch;
+  runtime::FastDecoder* engine = nullptr;  // set when its latency is measured on the fast runtime
 };
 
 // Parameters used per token. A dynamic router varies MLP widths per token: its mean width per
@@ -181,8 +185,22 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     rows.push_back(row);
   }
 
-  // Latency: every subject once per round, rounds interleaved so that drift in the machine's
-  // speed reaches all alike; the median over rounds is kept.
+  // Latency on the runtime that would serve each row: one fast engine per model (it shares the
+  // model's weights), the torch forward for a dynamic router.
+  std::map<model::TransformerImpl*, std::unique_ptr<runtime::FastDecoder>> engines;
+  for (size_t i = 0; i < subjects.size(); ++i) {
+    auto& s = subjects[i];
+    runtime::GenerateOptions as_served;
+    as_served.router = s.plan ? s.plan->router() : nullptr;
+    if (!runtime::use_fast_runtime(o.runtime, *s.model, as_served)) continue;
+    auto& engine = engines[s.model];
+    if (!engine) engine = std::make_unique<runtime::FastDecoder>(*s.model);
+    s.engine = engine.get();
+  }
+  for (size_t i = 0; i < subjects.size(); ++i)
+    rows[i]["runtime"] = subjects[i].engine ? "fast" : "torch";
+  // Every subject once per round, rounds interleaved so that drift in the machine's speed
+  // reaches all alike; the median over rounds is kept.
   const auto ms = interleaved_medians(
       subjects.size(), o.latency_rounds,
       [&](size_t i) {
@@ -191,8 +209,10 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
         const int64_t max_context = s.model->config().max_position_embeddings - 1;
         double sum = 0.0;
         for (int64_t c : contexts)
-          sum += route::measure_decode_ms(*s.model, s.arch, std::min(c, max_context), 1,
-                                          o.latency_warmup, o.latency_repeats, router);
+          sum += s.engine ? runtime::engine_decode_ms(*s.engine, s.arch, std::min(c, max_context),
+                                                      1, o.latency_warmup, o.latency_repeats)
+                          : route::measure_decode_ms(*s.model, s.arch, std::min(c, max_context), 1,
+                                                     o.latency_warmup, o.latency_repeats, router);
         return sum / static_cast<double>(contexts.size());
       },
       [&](int64_t round) {
@@ -216,6 +236,7 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
                              {"latency_contexts", contexts},
                              {"latency_repeats", o.latency_repeats},
                              {"latency_rounds", o.latency_rounds},
+                             {"runtime", o.runtime},
                              {"delimiter", o.delimiter}};
   nlohmann::json kinds = nlohmann::json::array();
   for (auto k : o.kinds) kinds.push_back(route::router_kind_name(k));

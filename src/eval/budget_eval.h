@@ -34,6 +34,9 @@ struct BudgetEvalOptions {
   int64_t latency_warmup = 3;
   int64_t latency_repeats = 10;  // decode steps per measurement (their median)
   int64_t latency_rounds = 5;    // interleaved measurements per row (their median)
+  // The runtime each row's latency is measured on, as generate and serve choose it: auto (the
+  // fast runtime where it runs the row: no dynamic router), fast or torch.
+  std::string runtime = "auto";
   std::vector<std::pair<std::string, std::filesystem::path>> baselines;  // (label, directory)
 };
 

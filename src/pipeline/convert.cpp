@@ -171,6 +171,7 @@ nlohmann::json convert(const ConvertOptions& o) {
       {"profile",
        "latency profile",
        {{"method", "entries + weight bytes, interleaved rounds"},  // what the fit regresses on
+        {"runtime", "auto"},  // the serving runtime calibrates the table
         {"contexts", o.profile.contexts},
         {"repeats", o.profile.repeats},
         {"check", o.profile_check}},

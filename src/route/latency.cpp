@@ -98,6 +98,10 @@ double LatencyTable::decode_ms(const Architecture& arch, int64_t context) const 
              f.mib;
 }
 
+double LatencyTable::uncalibrated_decode_ms(const Architecture& arch, int64_t context) const {
+  return head_decode_ms + features(arch, context).entries_ms;
+}
+
 double LatencyTable::decode_ms(const Architecture& arch) const {
   std::vector<double> per_context;
   for (int64_t c : contexts) per_context.push_back(decode_ms(arch, c));
@@ -282,10 +286,28 @@ double measure_decode_ms(model::TransformerImpl& model, const Architecture& arch
   return median(time_calls_ms(step, warmup, repeats, model.device()));
 }
 
+DecodeTimer torch_decode_timer(model::TransformerImpl& model, const ProfileOptions& options) {
+  DecodeTimer timer;
+  timer.step_ms = [&model, options](const Architecture& arch, int64_t context) {
+    return measure_decode_ms(model, arch, context, options.batch, options.warmup, options.repeats);
+  };
+  timer.head_ms = [&model, options] {
+    c10::InferenceMode guard;
+    auto tokens = torch::randint(model.config().vocab_size, {options.batch, 1},
+                                 torch::TensorOptions().dtype(torch::kLong).device(model.device()));
+    return median(time_calls_ms([&] { model.head(model.embed(tokens)); }, options.warmup,
+                                options.repeats, model.device()));
+  };
+  return timer;
+}
+
 LatencyTable profile_latency(model::TransformerImpl& model, const model::ElasticSpace& space,
                              const ProfileOptions& options,
-                             const std::function<void(int64_t, int64_t)>& progress) {
+                             const std::function<void(int64_t, int64_t)>& progress,
+                             const DecodeTimer& given_timer) {
   c10::InferenceMode guard;
+  const auto torch_timer = torch_decode_timer(model, options);
+  const auto& timer = given_timer.step_ms ? given_timer : torch_timer;
   const auto& config = model.config();
   const int64_t max_context = config.max_position_embeddings - 1;
   if (options.batch < 1) fail("profile", "batch must be >= 1");
@@ -304,6 +326,7 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
       std::clamp<int64_t>(options.prefill_tokens, 1, config.max_position_embeddings);
   table.model = describe_model(config, space);
   table.hardware = describe_hardware(model);
+  table.hardware["runtime"] = timer.runtime;
   table.mlp_widths = space.mlp;
   table.kv_groups = space.kv_groups;
   // Weights each choice reads per token, from the parameter count of the sub-network.
@@ -337,11 +360,13 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   auto ids = torch::TensorOptions().dtype(torch::kLong).device(model.device());
   auto x1 = torch::randn({batch, 1, config.hidden_size}, acts);
   auto xp = torch::randn({batch, prompt, config.hidden_size}, acts);
-  auto tok1 = torch::randint(config.vocab_size, {batch, 1}, ids);
   auto tokp = torch::randint(config.vocab_size, {batch, prompt}, ids);
 
   // Embedding + final norm + LM head.
-  table.head_decode_ms = timed([&] { model.head(model.embed(tok1)); });
+  table.head_decode_ms = torch_timer.head_ms();
+  const double min_fixed = &timer == &torch_timer ? table.head_decode_ms
+                           : timer.head_ms        ? timer.head_ms()
+                                                  : 0.0;
   table.fixed_prefill_ms =
       timed([&] { model.head(model.embed(tokp)); }) / static_cast<double>(prompt);
   tick();
@@ -395,12 +420,11 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
     std::vector<LatencyTable::Features> x;
     for (const auto& arch : archs) x.push_back(table.features(arch, c));
     const auto y = interleaved_medians(archs.size(), options.rounds, [&](size_t i) {
-      const double ms =
-          measure_decode_ms(model, archs[i], c, batch, options.warmup, options.repeats);
+      const double ms = timer.step_ms(archs[i], c);
       tick();
       return ms;
     });
-    const auto fit = fit_latency_model(x, y, table.head_decode_ms);
+    const auto fit = fit_latency_model(x, y, min_fixed);
     fixed.push_back(fit.fixed);
     scale.push_back(fit.scale);
     per_mib.push_back(fit.per_mib);
@@ -411,10 +435,9 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   return table;
 }
 
-std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
-                                              const LatencyTable& table,
+std::vector<LatencyCheck> check_latency_table(const LatencyTable& table,
                                               const model::ElasticSpace& space, int64_t count,
-                                              uint64_t seed, int64_t warmup, int64_t repeats,
+                                              uint64_t seed, const DecodeTimer& timer,
                                               int64_t rounds) {
   std::vector<LatencyCheck> out;
   const auto archs = sample_spread_architectures(space, count, seed);
@@ -423,11 +446,11 @@ std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
     c.arch = archs[i];
     c.context = table.contexts[i % table.contexts.size()];
     c.predicted_ms = table.decode_ms(c.arch, c.context);
+    c.uncalibrated_ms = table.uncalibrated_decode_ms(c.arch, c.context);
     out.push_back(c);
   }
-  const auto measured = interleaved_medians(out.size(), rounds, [&](size_t i) {
-    return measure_decode_ms(model, out[i].arch, out[i].context, table.batch, warmup, repeats);
-  });
+  const auto measured = interleaved_medians(
+      out.size(), rounds, [&](size_t i) { return timer.step_ms(out[i].arch, out[i].context); });
   for (size_t i = 0; i < out.size(); ++i) out[i].measured_ms = measured[i];
   return out;
 }

@@ -64,6 +64,8 @@ struct LatencyTable {
   // reference latency that budgets are fractions of. Empty arch = full model.
   double decode_ms(const model::Architecture& arch, int64_t context) const;
   double decode_ms(const model::Architecture& arch) const;
+  // The block entries alone at `context`: head_decode_ms plus the chosen entries, no calibration.
+  double uncalibrated_decode_ms(const model::Architecture& arch, int64_t context) const;
   double prefill_ms_per_token(const model::Architecture& arch) const;
 
   // The reference decode cost split the way routers need it: fixed, and per layer and choice.
@@ -102,11 +104,6 @@ LatencyFit fit_latency_model(const std::vector<LatencyTable::Features>& x,
 nlohmann::json describe_model(const model::ModelConfig& config, const model::ElasticSpace& space);
 nlohmann::json describe_hardware(const model::TransformerImpl& model);
 
-// Measures the table. progress(done, total) is called after every timed entry.
-LatencyTable profile_latency(model::TransformerImpl& model, const model::ElasticSpace& space,
-                             const ProfileOptions& options,
-                             const std::function<void(int64_t, int64_t)>& progress = {});
-
 // Median milliseconds of one decode step of `arch` at `context` positions already cached,
 // measured end to end through the model's forward (what the table must predict). With a router,
 // the router chooses the widths instead of `arch` (and its own cost is part of the step).
@@ -114,22 +111,49 @@ double measure_decode_ms(model::TransformerImpl& model, const model::Architectur
                          int64_t context, int64_t batch, int64_t warmup, int64_t repeats,
                          model::LayerRouter* router = nullptr);
 
+// What the table predicts: one whole decode step of an architecture at a context, end to end, on
+// the runtime that will serve it (the torch forward above, or the fast runtime's engine:
+// runtime/engine_timing.h). The block entries are always timed on the torch modules; the
+// calibration fit and the check measure through this, so a table is calibrated for its runtime,
+// whose name the table records (hardware.runtime).
+struct DecodeTimer {
+  std::string runtime = "torch";
+  std::function<double(const model::Architecture& arch, int64_t context)> step_ms;
+  // The embedding and LM head alone on this runtime, the fit's lower bound on the fixed cost;
+  // where a runtime cannot time them apart (the fast engine runs a whole pass), 0.
+  std::function<double()> head_ms;
+};
+// measure_decode_ms on `model` at the options' batch, warmup and repeats.
+DecodeTimer torch_decode_timer(model::TransformerImpl& model, const ProfileOptions& options);
+
+// Measures the table; the calibration measures through `timer` (default: torch_decode_timer).
+// progress(done, total) is called after every timed entry.
+LatencyTable profile_latency(model::TransformerImpl& model, const model::ElasticSpace& space,
+                             const ProfileOptions& options,
+                             const std::function<void(int64_t, int64_t)>& progress = {},
+                             const DecodeTimer& timer = {});
+
 // One architecture measured end to end beside the table's prediction.
+// uncalibrated_ms: what the block entries alone predict (embedding and head plus the isolated
+// block timings, no fit), to show what the calibration buys.
 struct LatencyCheck {
   model::Architecture arch;
   int64_t context = 0;
   double predicted_ms = 0.0;
+  double uncalibrated_ms = 0.0;
   double measured_ms = 0.0;
   double relative_error() const { return std::abs(predicted_ms - measured_ms) / measured_ms; }
+  double uncalibrated_error() const {
+    return std::abs(uncalibrated_ms - measured_ms) / measured_ms;
+  }
 };
 
 // `count` architectures spread over the space (route/surrogate.h), each at the next profiled
-// context in turn, predicted and measured (median of `repeats` decode steps, then the median of
+// context in turn, predicted and measured through `timer` (its median, then the median of
 // `rounds` interleaved measurements).
-std::vector<LatencyCheck> check_latency_table(model::TransformerImpl& model,
-                                              const LatencyTable& table,
+std::vector<LatencyCheck> check_latency_table(const LatencyTable& table,
                                               const model::ElasticSpace& space, int64_t count,
-                                              uint64_t seed, int64_t warmup, int64_t repeats,
+                                              uint64_t seed, const DecodeTimer& timer,
                                               int64_t rounds = 3);
 
 nlohmann::json latency_table_to_json(const LatencyTable& table);

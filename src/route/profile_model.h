@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,9 @@ struct ProfileModelOptions {
   std::filesystem::path out;  // default: model/latency.json
   ProfileOptions profile;
   int64_t check = 20;  // random architectures measured against the table (0: none)
+  // The runtime whose decode steps calibrate and check the table: auto (the fast runtime where
+  // it runs the model, as generate and serve choose), fast or torch.
+  std::string runtime = "auto";
   io::LoadOptions load;
 };
 

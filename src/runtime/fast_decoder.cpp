@@ -298,6 +298,13 @@ int64_t FastDecoder::scratch_bytes() const {
   return static_cast<int64_t>(n * sizeof(float));
 }
 
+void EngineCache::truncate(int64_t length) {
+  if (length < 0 || length > length_)
+    fail(kWhere, "cannot truncate a cache of " + std::to_string(length_) + " positions to " +
+                     std::to_string(length));
+  length_ = length;
+}
+
 EngineCache FastDecoder::make_cache(int64_t capacity, const model::Architecture& arch) const {
   const auto& c = config();
   if (capacity < 1 || capacity > c.max_position_embeddings)

@@ -43,6 +43,9 @@ class EngineCache {
   int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
   // Starts a new sequence in the same memory.
   void reset() { length_ = 0; }
+  // Forgets every position from `length` on (0 <= length <= length()), so that the next token
+  // goes to position `length` again: how a timer repeats one decode step at a fixed context.
+  void truncate(int64_t length);
 
  private:
   friend class FastDecoder;

@@ -32,6 +32,17 @@ bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOp
   return reason.empty();
 }
 
+bool use_fast_runtime(const std::string& choice, const model::TransformerImpl& model,
+                      const GenerateOptions& options) {
+  if (choice == "torch") return false;
+  if (choice != "auto" && choice != "fast")
+    fail("--runtime", "'" + choice + "' is not a runtime (auto, fast or torch)");
+  std::string why;
+  const bool ok = fast_runtime_supports(model, options, &why);
+  if (!ok && choice == "fast") fail("--runtime", why);
+  return ok;
+}
+
 int64_t sample_logits(Sampler& sampler, const SamplingOptions& options, const float* logits,
                       int64_t vocab) {
   // The first maximum, as torch's argmax picks it.

@@ -17,6 +17,12 @@ namespace flextron::runtime {
 bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOptions& options,
                            std::string* why = nullptr);
 
+// The runtime choice of --runtime: "auto" is the fast runtime where fast_runtime_supports says
+// so and the torch forward elsewhere; "fast" is the fast runtime or an error saying why not;
+// "torch" is the torch forward. Throws flextron::Error for any other choice.
+bool use_fast_runtime(const std::string& choice, const model::TransformerImpl& model,
+                      const GenerateOptions& options = {});
+
 // Throws flextron::Error when options.router is set (per-token routing runs on the torch path)
 // or the prompt does not fit the model's context.
 GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokenizer,

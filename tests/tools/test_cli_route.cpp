@@ -173,6 +173,20 @@ void RoutedStories::profile_writes_a_checked_table() {
   EXPECT_EQ(j["contexts"], nlohmann::json({32, 128}));
   EXPECT_EQ(j["layers"].size(), 5u);
   EXPECT_EQ(j["check"]["architectures"].size(), 3u);
+  // Calibrated and checked on the runtime generate serves a Llama model with.
+  EXPECT_EQ(j["hardware"]["runtime"], "fast");
+  for (const auto& row : j["check"]["architectures"]) {
+    EXPECT_GT(row["measured_ms"].get<double>(), 0.0);
+    EXPECT_GT(row["uncalibrated_ms"].get<double>(), 0.0);
+  }
+  EXPECT_TRUE(j["check"].contains("uncalibrated_median_relative_error"));
+  r = run_cli("profile --model " + quote(dir_ / "ranked") + " --out " +
+              quote(dir_ / "measured_torch.json") +
+              " --contexts 32 --repeats 2 --warmup 0 --rounds 1 --check 0 --runtime torch");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("torch runtime"), std::string::npos) << r.out;
+  EXPECT_EQ(flextron::io::read_json_file(dir_ / "measured_torch.json")["hardware"]["runtime"],
+            "torch");
   expect_one_line_error(run_cli("profile --model " + quote(dir_ / "ranked") + " --out " +
                                 quote(dir_ / "m2.json") + " --contexts 32,abc"),
                         "--contexts", "is not an integer");
