@@ -243,18 +243,24 @@ void run_bench(const BenchArgs& a) {
   const std::regex pattern(a.reference_regex);
   std::vector<ReferenceRun> reference;
 
-  // One untimed round warms caches, pages and thread pools; then R interleaved rounds.
+  // Untimed rounds for at least a second warm caches and pages, and outlast the spinning of
+  // the thread pools the load used (OpenBLAS's and LibTorch's idle threads spin for a while
+  // after their last job, taking a core from the engine's team); then R interleaved rounds.
   reset_peak_rss();
-  for (int64_t round = 0; round <= a.repeat; ++round) {
+  auto run_row = [&](const Row& row) {
+    return row.fast ? row.fast->run(prompt, a.gen_tokens)
+                    : torch_run(m, row.arch, prompt, a.gen_tokens);
+  };
+  const auto warmup_start = std::chrono::steady_clock::now();
+  for (int64_t round = 0; round < 100 && (round == 0 || seconds_since(warmup_start) < 1.0); ++round)
+    for (auto& row : rows) run_row(row);
+  for (int64_t round = 1; round <= a.repeat; ++round) {
     for (auto& row : rows) {
-      const Speed s = row.fast ? row.fast->run(prompt, a.gen_tokens)
-                               : torch_run(m, row.arch, prompt, a.gen_tokens);
-      if (round == 0) continue;
+      const Speed s = run_row(row);
       row.prefill.push_back(s.prefill);
       row.decode.push_back(s.decode);
     }
-    if (!a.reference_cmd.empty() && round > 0)
-      reference.push_back(run_reference(a.reference_cmd, pattern));
+    if (!a.reference_cmd.empty()) reference.push_back(run_reference(a.reference_cmd, pattern));
     if (!a.json)
       std::fprintf(stderr, "\rround %lld/%lld", static_cast<long long>(round),
                    static_cast<long long>(a.repeat));

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 // OpenBLAS's own entry points. The dynamic-arch pair is in every DYNAMIC_ARCH build but not in
 // the cblas header, hence weak: absent, the selection is left as it is.
@@ -9,6 +10,8 @@ extern "C" {
 char* openblas_get_corename(void) __attribute__((weak));
 void gotoblas_dynamic_init(void) __attribute__((weak));
 void gotoblas_dynamic_quit(void) __attribute__((weak));
+int openblas_get_num_threads(void) __attribute__((weak));
+void openblas_set_num_threads(int) __attribute__((weak));
 }
 
 namespace flextron::runtime {
@@ -55,6 +58,27 @@ std::string select_blas_kernels() {
   gotoblas_dynamic_init();
   unsetenv("OPENBLAS_CORETYPE");
   return openblas_get_corename();
+}
+
+namespace {
+std::mutex single_threaded_mutex;
+int single_threaded_holders = 0;
+int saved_blas_threads = 1;
+}  // namespace
+
+SingleThreadedBlas::SingleThreadedBlas() {
+  if (openblas_get_num_threads == nullptr || openblas_set_num_threads == nullptr) return;
+  std::lock_guard<std::mutex> lock(single_threaded_mutex);
+  if (single_threaded_holders++ > 0) return;
+  saved_blas_threads = openblas_get_num_threads();
+  if (saved_blas_threads != 1) openblas_set_num_threads(1);
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
+  if (openblas_get_num_threads == nullptr || openblas_set_num_threads == nullptr) return;
+  std::lock_guard<std::mutex> lock(single_threaded_mutex);
+  if (--single_threaded_holders > 0) return;
+  if (saved_blas_threads != 1) openblas_set_num_threads(saved_blas_threads);
 }
 
 }  // namespace flextron::runtime

@@ -1,10 +1,9 @@
-// Compiled without the precompiled header (only this file takes -fopenmp, see CMakeLists.txt),
+// Compiled without the precompiled header (only this file takes -fopenmp-simd, see CMakeLists.txt),
 // so the LibTorch headers that model/transformer.h relies on come first.
 #include <torch/torch.h>
 
 #include "runtime/fast_decoder.h"
 
-#include <omp.h>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -21,23 +20,6 @@ namespace flextron::runtime {
 namespace {
 
 constexpr const char* kWhere = "fast runtime";
-
-// OpenBLAS must not start its own threads inside our parallel region: each of our threads
-// already runs its share of a product. Restored afterwards for LibTorch's own BLAS calls.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
-    if (saved_ != 1) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (saved_ != 1) openblas_set_num_threads(saved_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
-};
 
 // Thread `part` of `parts`'s share [begin, end) of `total` items, in blocks of `align` (so a
 // thread's rows of a matrix start on a cache line).
@@ -262,6 +244,7 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
     : weights_(model, options.int8), full_(model::full_architecture(model.config())) {
   const auto& c = weights_.config();
   threads_ = options.threads > 0 ? options.threads : std::max(1, at::get_num_threads());
+  team_ = std::make_unique<ThreadTeam>(threads_);
   max_rows_ = std::max<int64_t>(1, options.max_rows);
   const int64_t hd = c.head_dim();
   const int64_t kv_dim = hd * max_over_layers(c, [](const model::ModelConfig& m, int64_t l) {
@@ -413,7 +396,6 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       fail(kWhere, "token " + std::to_string(rows_[r].token) + " outside the vocabulary of " +
                        std::to_string(vocab));
   const bool int8 = weights_.int8();
-  SingleThreadedBlas single_threaded_blas;
   // The residual stream alternates between two buffers (each thread writes its columns of the
   // next while all read the current one); the o and down products leave per-thread partial
   // sums that the next step adds in.
@@ -421,9 +403,8 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
   float* resid_mid = x2_.data();
   const size_t part_stride = static_cast<size_t>(max_rows_ * hidden);
 
-#pragma omp parallel num_threads(threads_)
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+  team_->run([&](int t) {
+    const int nt = team_->size();
     float* xb = xb_.data() + static_cast<size_t>(t) * max_rows_ * hidden;
     float* scores = scores_.data() + static_cast<size_t>(t) * c.max_position_embeddings;
     float* deq = int8 ? deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_) : nullptr;
@@ -492,7 +473,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
           std::memcpy(row.cache->values(l, g) + row.position * hd, v_.data() + r * kv_ld + g * hd,
                       static_cast<size_t>(hd) * sizeof(float));
       }
-#pragma omp barrier
+      team_->barrier();
       // This thread's query heads, every row (causal: row r sees positions 0..pos_r), then
       // their part of the o projection: rows h*hd.. of o^T.
       const Range mine = split(heads, nt, t);
@@ -505,7 +486,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       }
       product_t(L.o_t, int8, mine.begin * hd, mine.size() * hd, att_.data(), q_ld, n, my_po, hidden,
                 deq);
-#pragma omp barrier
+      team_->barrier();
 
       // h = h + attention; the MLP on the first `width` neurons, this thread's block of them,
       // its part of down from rows j0.. of down^T.
@@ -519,7 +500,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       for (int64_t r = 0; r < n; ++r)
         swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin, nj.size());
       product_t(L.down_t, int8, nj.begin, nj.size(), gate_.data(), mlp_ld, n, my_pm, hidden, deq);
-#pragma omp barrier
+      team_->barrier();
     }
 
     // Final norm and LM head for rows [head_from, n), the vocabulary split between threads.
@@ -533,7 +514,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       product(E, int8, words.begin, words.size(), hidden, last, hidden, heads_n,
               logits_.data() + words.begin, vocab, 0.0f, deq);
     }
-  }
+  });
 }
 
 }  // namespace flextron::runtime

@@ -4,9 +4,9 @@
 // any architecture runs without an allocation per token.
 //
 // One pass feeds R rows (the tokens of a prompt chunk, or one token of each of R sequences)
-// through every layer inside one OpenMP parallel region, the threads meeting at a barrier
-// between dependent steps (3 per layer). At a layer's widths (kv KV groups = kv * group query
-// heads, k MLP neurons):
+// through every layer in one run of the engine's thread team (runtime/thread_team.h), the
+// threads meeting at a barrier between dependent steps (3 per layer). At a layer's widths (kv KV
+// groups = kv * group query heads, k MLP neurons):
 //   h = x + the previous MLP's partial sums     each thread a private copy; its columns of h go
 //   xb = rmsnorm(h) * w                         to the residual stream's next buffer
 //   q, k, v = xb Wq[:heads*hd]^T, ...           threads split the heads; RoPE and the cache
@@ -28,7 +28,9 @@
 #include <vector>
 
 #include "model/transformer.h"
+#include "runtime/blas_kernels.h"
 #include "runtime/engine_weights.h"
+#include "runtime/thread_team.h"
 
 namespace flextron::runtime {
 
@@ -114,9 +116,11 @@ class FastDecoder {
   // One pass over rows_[0, n); logits of rows [head_from, n) into logits_.
   void run(int64_t n, int64_t head_from, const model::Architecture& widths);
 
+  SingleThreadedBlas single_threaded_blas_;  // for the engine's lifetime
   EngineWeights weights_;
   model::Architecture full_;
   int threads_ = 1;
+  std::unique_ptr<ThreadTeam> team_;  // runs every pass
   int64_t max_rows_ = 64;
   std::vector<Row> rows_;
   // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
