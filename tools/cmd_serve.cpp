@@ -40,12 +40,13 @@ void run_serve(ServeArgs& a) {
   auto loaded = io::load_model_dir(a.model, a.device.load_options());
   serve::Server server(a.model, loaded, a.server);
   const int port = server.bind();
-  std::fprintf(stderr, "serve: %s on http://%s:%d (max batch %lld, %lld active, queue %lld)%s\n",
-               a.model.c_str(), a.server.host.c_str(), port,
-               static_cast<long long>(a.server.engine.max_batch),
-               static_cast<long long>(a.server.engine.max_active),
-               static_cast<long long>(a.server.engine.max_queue),
-               a.server.api_key.empty() ? "" : ", API key required");
+  std::fprintf(
+      stderr, "serve: %s on http://%s:%d (%s runtime, max batch %lld, %lld active, queue %lld)%s\n",
+      a.model.c_str(), a.server.host.c_str(), port, server.runtime(),
+      static_cast<long long>(a.server.engine.max_batch),
+      static_cast<long long>(a.server.engine.max_active),
+      static_cast<long long>(a.server.engine.max_queue),
+      a.server.api_key.empty() ? "" : ", API key required");
   std::printf("listening on %d\n", port);  // for scripts that asked for port 0
   std::fflush(stdout);
 
@@ -107,6 +108,7 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
   args->device.add_to(cmd);
+  add_runtime_option(cmd, args->server.engine.runtime);
   cmd->callback([args] { run_serve(*args); });
 }
 

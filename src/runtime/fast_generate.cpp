@@ -11,12 +11,6 @@
 
 namespace flextron::runtime {
 
-namespace {
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-}  // namespace
-
 bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOptions& options,
                            std::string* why) {
   std::string reason;
@@ -41,14 +35,6 @@ bool use_fast_runtime(const std::string& choice, const model::TransformerImpl& m
   const bool ok = fast_runtime_supports(model, options, &why);
   if (!ok && choice == "fast") fail("--runtime", why);
   return ok;
-}
-
-int64_t sample_logits(Sampler& sampler, const SamplingOptions& options, const float* logits,
-                      int64_t vocab) {
-  // The first maximum, as torch's argmax picks it.
-  if (options.temperature == 0.0)
-    return static_cast<int64_t>(std::max_element(logits, logits + vocab) - logits);
-  return sampler.sample(torch::from_blob(const_cast<float*>(logits), {vocab}, torch::kFloat));
 }
 
 double engine_perplexity(FastDecoder& engine, const std::vector<int64_t>& tokens, int64_t window,
@@ -84,65 +70,9 @@ GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokeniz
                              const std::function<void(const std::string&)>& on_text) {
   if (options.router != nullptr)
     fail("fast runtime", "dynamic (per-token) routing runs on the torch runtime");
-  if (options.max_tokens < 0) fail("--max-tokens", "must be >= 0");
-  const auto& config = engine.config();
-  const int64_t vocab = config.vocab_size;
-  GenerateResult result;
-  result.prompt_tokens = encode_prompt(tokenizer, config, prompt);
-  const auto& p = result.prompt_tokens;
-  const auto prompt_len = static_cast<int64_t>(p.size());
-  auto cache = engine.make_cache(
-      std::min(config.max_position_embeddings, prompt_len + options.max_tokens), options.arch);
-  Sampler sampler(options.sampling);
-  if (on_text) {
-    std::string echo;
-    for (size_t i = 1; i < p.size(); ++i) echo += tokenizer.decode_piece(p[i - 1], p[i]);
-    if (!echo.empty()) on_text(echo);
-  }
-
-  // Sequence::take_sampled's rule: stop at max_tokens, at EOS or BOS (llama2.c's stories models
-  // delimit stories with BOS), or when the context is full.
-  int64_t prev = p.back();
-  auto take = [&](int64_t next) {
-    if (static_cast<int64_t>(result.tokens.size()) >= options.max_tokens) {
-      result.stop_reason = "length";
-      return false;
-    }
-    if (next == tokenizer.eos_id() || next == tokenizer.bos_id()) {
-      result.stop_reason = "eos";
-      return false;
-    }
-    result.tokens.push_back(next);
-    auto piece = tokenizer.decode_piece(prev, next);
-    prev = next;
-    result.text += piece;
-    if (on_text && !piece.empty()) on_text(piece);
-    if (static_cast<int64_t>(result.tokens.size()) == options.max_tokens) {
-      result.stop_reason = "length";
-      return false;
-    }
-    if (cache.length() >= cache.capacity()) {
-      result.stop_reason = "context";
-      return false;
-    }
-    return true;
-  };
-
-  auto start = std::chrono::steady_clock::now();
-  const float* logits = engine.prefill(p, cache, options.arch);
-  int64_t next = sample_logits(sampler, options.sampling, logits, vocab);
-  result.prefill_seconds = seconds_since(start);
-  bool running = take(next);
-
-  start = std::chrono::steady_clock::now();
-  while (running) {
-    logits = engine.decode(next, cache, options.arch);
-    next = sample_logits(sampler, options.sampling, logits, vocab);
-    ++result.decode_steps;
-    running = take(next);
-  }
-  result.decode_seconds = seconds_since(start);
-  return result;
+  Sequence sequence(engine, tokenizer, encode_prompt(tokenizer, engine.config(), prompt),
+                    options.max_tokens, options.sampling, options.arch);
+  return run_sequence(sequence, tokenizer, on_text);
 }
 
 }  // namespace flextron::runtime

@@ -35,9 +35,4 @@ GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokeniz
 double engine_perplexity(FastDecoder& engine, const std::vector<int64_t>& tokens, int64_t window,
                          const model::Architecture& arch = {});
 
-// The next token from logits [vocab]: argmax for greedy sampling (no tensor made), the Sampler
-// otherwise.
-int64_t sample_logits(Sampler& sampler, const SamplingOptions& options, const float* logits,
-                      int64_t vocab);
-
 }  // namespace flextron::runtime

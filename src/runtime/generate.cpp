@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
-#include "runtime/sequence.h"
 
 namespace flextron::runtime {
 
@@ -23,14 +22,10 @@ double GenerateResult::decode_tokens_per_second() const {
   return decode_seconds > 0 ? static_cast<double>(decode_steps) / decode_seconds : 0.0;
 }
 
-GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
-                        const std::string& prompt, const GenerateOptions& options,
-                        const std::function<void(const std::string&)>& on_text) {
-  c10::InferenceMode inference;
+GenerateResult run_sequence(Sequence& sequence, const text::Tokenizer& tokenizer,
+                            const std::function<void(const std::string&)>& on_text) {
   GenerateResult result;
-  result.prompt_tokens = encode_prompt(tokenizer, model.config(), prompt);
-  Sequence sequence(model, tokenizer, result.prompt_tokens, options.max_tokens, options.sampling,
-                    options.arch, options.router);
+  result.prompt_tokens = sequence.prompt_tokens();
   if (on_text) {
     const auto& p = result.prompt_tokens;
     std::string echo;
@@ -58,6 +53,15 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
   result.tokens = sequence.tokens();
   result.stop_reason = sequence.stop_reason();
   return result;
+}
+
+GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
+                        const std::string& prompt, const GenerateOptions& options,
+                        const std::function<void(const std::string&)>& on_text) {
+  c10::InferenceMode inference;
+  Sequence sequence(model, tokenizer, encode_prompt(tokenizer, model.config(), prompt),
+                    options.max_tokens, options.sampling, options.arch, options.router);
+  return run_sequence(sequence, tokenizer, on_text);
 }
 
 }  // namespace flextron::runtime

@@ -9,6 +9,7 @@
 
 #include "model/transformer.h"
 #include "runtime/sampler.h"
+#include "runtime/sequence.h"
 #include "text/tokenizer.h"
 
 namespace flextron::runtime {
@@ -34,8 +35,12 @@ struct GenerateResult {
   double decode_tokens_per_second() const;
 };
 
-// Streams text through on_text (prompt echo first, then every generated piece) as it goes.
-// Throws flextron::Error if the prompt does not fit the model's context.
+// Runs `sequence` (fresh, on either runtime) to its end: the prefill, then decode steps until it
+// stops; streams text through on_text (prompt echo first, then every generated piece).
+GenerateResult run_sequence(Sequence& sequence, const text::Tokenizer& tokenizer,
+                            const std::function<void(const std::string&)>& on_text = {});
+
+// On the torch forward. Throws flextron::Error if the prompt does not fit the model's context.
 GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
                         const std::string& prompt, const GenerateOptions& options,
                         const std::function<void(const std::string&)>& on_text = {});

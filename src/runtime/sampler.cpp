@@ -1,5 +1,7 @@
 #include "runtime/sampler.h"
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -15,6 +17,13 @@ void check_sampling_options(const SamplingOptions& options) {
 
 Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {
   check_sampling_options(options);
+}
+
+int64_t Sampler::sample(const float* logits, int64_t vocab) {
+  // The first maximum, as torch's argmax picks it.
+  if (options_.temperature == 0.0)
+    return static_cast<int64_t>(std::max_element(logits, logits + vocab) - logits);
+  return sample(torch::from_blob(const_cast<float*>(logits), {vocab}, torch::kFloat));
 }
 
 int64_t Sampler::sample(const torch::Tensor& logits) {

@@ -21,6 +21,8 @@ class Sampler {
   explicit Sampler(const SamplingOptions& options);
   // logits: [vocab] on any device, any float dtype.
   int64_t sample(const torch::Tensor& logits);
+  // logits: [vocab] on the host (the fast runtime's); greedy picks without making a tensor.
+  int64_t sample(const float* logits, int64_t vocab);
 
  private:
   SamplingOptions options_;

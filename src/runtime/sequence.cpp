@@ -22,29 +22,54 @@ Sequence::Sequence(model::TransformerImpl& model, const text::Tokenizer& tokeniz
                    std::vector<int64_t> prompt_tokens, int64_t max_tokens,
                    const SamplingOptions& sampling, const model::Architecture& arch,
                    model::LayerRouter* router)
-    : model_(model),
+    : model_(&model),
       tokenizer_(tokenizer),
       prompt_(std::move(prompt_tokens)),
       max_tokens_(max_tokens),
       arch_(arch),
       router_(router),
       sampler_(sampling) {
-  const auto& config = model.config();
-  if (max_tokens < 0) fail("--max-tokens", "must be >= 0");
+  check_arguments(model.config());
+  // A router picks attention widths at prefill, so its cache is allocated then.
+  cache_ = model.make_cache(1, capacity(model.config()), arch_.empty() ? nullptr : &arch_,
+                            /*lazy=*/router != nullptr);
+}
+
+Sequence::Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
+                   std::vector<int64_t> prompt_tokens, int64_t max_tokens,
+                   const SamplingOptions& sampling, const model::Architecture& arch)
+    : engine_(&engine),
+      tokenizer_(tokenizer),
+      prompt_(std::move(prompt_tokens)),
+      max_tokens_(max_tokens),
+      arch_(arch),
+      router_(nullptr),
+      sampler_(sampling) {
+  check_arguments(engine.config());
+  engine_cache_ = engine.make_cache(capacity(engine.config()), arch_);
+}
+
+void Sequence::check_arguments(const model::ModelConfig& config) {
+  if (max_tokens_ < 0) fail("--max-tokens", "must be >= 0");
   if (prompt_.empty()) fail("prompt", "no tokens (not even BOS)");
   if (!arch_.empty()) model::check_architecture(config, arch_, "architecture");
-  const auto prompt_len = static_cast<int64_t>(prompt_.size());
-  const int64_t capacity = std::min(config.max_position_embeddings, prompt_len + max_tokens);
-  // A router picks attention widths at prefill, so its cache is allocated then.
-  cache_ =
-      model.make_cache(1, capacity, arch_.empty() ? nullptr : &arch_, /*lazy=*/router != nullptr);
+}
+
+int64_t Sequence::capacity(const model::ModelConfig& config) const {
+  return std::min(config.max_position_embeddings,
+                  static_cast<int64_t>(prompt_.size()) + max_tokens_);
 }
 
 void Sequence::prefill() {
-  c10::InferenceMode inference;
-  auto input = torch::tensor(prompt_, torch::kLong).to(model_.device()).unsqueeze(0);
-  auto logits = model_.forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_);
   prev_ = prompt_.back();
+  if (engine_ != nullptr) {
+    next_ = sampler_.sample(engine_->prefill(prompt_, engine_cache_, arch_),
+                            engine_->config().vocab_size);
+    return take_sampled();
+  }
+  c10::InferenceMode inference;
+  auto input = torch::tensor(prompt_, torch::kLong).to(model_->device()).unsqueeze(0);
+  auto logits = model_->forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_);
   next_ = sampler_.sample(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
   take_sampled();
 }
@@ -54,11 +79,19 @@ void Sequence::accept(const torch::Tensor& logits) {
   take_sampled();
 }
 
+void Sequence::accept(const float* logits) {
+  const int64_t vocab =
+      engine_ != nullptr ? engine_->config().vocab_size : model_->config().vocab_size;
+  next_ = sampler_.sample(logits, vocab);
+  take_sampled();
+}
+
 void Sequence::decode_step() {
+  if (engine_ != nullptr) return accept(engine_->decode(next_, engine_cache_, arch_));
   c10::InferenceMode inference;
   auto input = torch::full({1, 1}, next_,
-                           torch::TensorOptions().dtype(torch::kLong).device(model_.device()));
-  accept(model_.forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_)[0][0]);
+                           torch::TensorOptions().dtype(torch::kLong).device(model_->device()));
+  accept(model_->forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_)[0][0]);
 }
 
 void Sequence::take_sampled() {
@@ -69,7 +102,9 @@ void Sequence::take_sampled() {
   text_ += tokenizer_.decode_piece(prev_, next_);
   prev_ = next_;
   if (static_cast<int64_t>(tokens_.size()) == max_tokens_) return finish("length");
-  if (cache_.length >= cache_.capacity) return finish("context");
+  const bool full = engine_ != nullptr ? engine_cache_.length() >= engine_cache_.capacity()
+                                       : cache_.length >= cache_.capacity;
+  if (full) return finish("context");
 }
 
 void Sequence::finish(const std::string& reason) {

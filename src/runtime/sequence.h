@@ -1,10 +1,13 @@
 // One sequence being generated: its prompt, KV cache, sampler and stopping rule, stepped from
 // outside. generate() drives one with its own forwards; the server's scheduler drives many,
-// batching the decode steps of those that share an architecture (TransformerImpl::decode_rows).
+// batching the decode steps of those that share an architecture. A sequence runs on the torch
+// forward (TransformerImpl, any family, device or router) or on the fast CPU engine
+// (runtime/fast_decoder.h); both share everything here but the forward.
 //
 // The life of a sequence: prefill() runs the prompt and samples the first token; while
 // !finished(), decode_step() runs the next forward alone, or a caller batching several sequences
-// runs next_input() on cache() and hands the logits to accept(), which samples the next token.
+// runs next_input() on cache() / engine_cache() (TransformerImpl::decode_rows /
+// FastDecoder::decode_batch) and hands the logits to accept(), which samples the next token.
 // Every accepted token's text collects until take_text().
 #pragma once
 
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "model/transformer.h"
+#include "runtime/fast_decoder.h"
 #include "runtime/sampler.h"
 #include "text/tokenizer.h"
 
@@ -25,18 +29,28 @@ std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
 
 class Sequence {
  public:
-  // arch: empty = full model; router: chooses widths instead (not owned, may be null).
+  // On the torch forward. arch: empty = full model; router: chooses widths instead (not owned,
+  // may be null).
   Sequence(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
            std::vector<int64_t> prompt_tokens, int64_t max_tokens, const SamplingOptions& sampling,
            const model::Architecture& arch, model::LayerRouter* router = nullptr);
+  // On the fast engine (not owned), at `arch` (empty = full model).
+  Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
+           std::vector<int64_t> prompt_tokens, int64_t max_tokens, const SamplingOptions& sampling,
+           const model::Architecture& arch);
 
   // One forward over the prompt, then the first token.
   void prefill();
   // The token the next decode step feeds (the last one sampled).
   int64_t next_input() const { return next_; }
-  model::KVCache* cache() { return &cache_; }
+  // The cache of the sequence's runtime: cache() on the torch forward, engine_cache() on the
+  // fast engine (null on the other).
+  model::KVCache* cache() { return engine_ == nullptr ? &cache_ : nullptr; }
+  EngineCache* engine_cache() { return engine_ != nullptr ? &engine_cache_ : nullptr; }
+  FastDecoder* engine() const { return engine_; }
   // Samples from logits [vocab] of the last decode step.
   void accept(const torch::Tensor& logits);
+  void accept(const float* logits);
   // One decode step of this sequence alone: the forward of next_input(), then accept().
   void decode_step();
   // Ends the sequence early (a stop string matched, or the client went away).
@@ -54,7 +68,11 @@ class Sequence {
  private:
   void take_sampled();  // appends next_ or ends the sequence
 
-  model::TransformerImpl& model_;
+  void check_arguments(const model::ModelConfig& config);
+  int64_t capacity(const model::ModelConfig& config) const;
+
+  model::TransformerImpl* model_ = nullptr;  // one of the two runtimes
+  FastDecoder* engine_ = nullptr;
   const text::Tokenizer& tokenizer_;
   std::vector<int64_t> prompt_;
   int64_t max_tokens_;
@@ -62,6 +80,7 @@ class Sequence {
   model::LayerRouter* router_;
   Sampler sampler_;
   model::KVCache cache_;
+  EngineCache engine_cache_;
   std::vector<int64_t> tokens_;
   std::string text_;
   int64_t prev_ = 0, next_ = 0;

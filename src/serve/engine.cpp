@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "model/elastic_space.h"
+#include "runtime/fast_generate.h"
 #include "serve/api.h"
 
 namespace flextron::serve {
@@ -59,6 +60,9 @@ void Job::publish(const std::string& text, bool finished) {
 Engine::Engine(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
                const EngineOptions& options, Metrics& metrics)
     : model_(model), tokenizer_(tokenizer), options_(options), metrics_(metrics) {
+  if (runtime::use_fast_runtime(options.runtime, model))
+    fast_ = std::make_unique<runtime::FastDecoder>(
+        model, runtime::EngineOptions{0, std::max<int64_t>(64, options.max_batch)});
   thread_ = std::thread([this] { run(); });
 }
 
@@ -139,9 +143,14 @@ void Engine::admit() {
     queue_.pop_front();
     const auto& spec = job->spec();
     try {
-      job->sequence_ = std::make_unique<runtime::Sequence>(model_, tokenizer_, spec.prompt_tokens,
-                                                           spec.max_tokens, spec.sampling,
-                                                           architecture_of(spec), router_of(spec));
+      if (fast_ && router_of(spec) == nullptr)
+        job->sequence_ = std::make_unique<runtime::Sequence>(*fast_, tokenizer_, spec.prompt_tokens,
+                                                             spec.max_tokens, spec.sampling,
+                                                             architecture_of(spec));
+      else
+        job->sequence_ = std::make_unique<runtime::Sequence>(
+            model_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,
+            architecture_of(spec), router_of(spec));
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;
@@ -200,16 +209,24 @@ void Engine::decode(const std::vector<Job*>& rows) {
     // `flextron generate`.
     rows.front()->sequence_->decode_step();
   } else {
+    // Rows share a batch key, hence an architecture and (no router) a runtime.
     std::vector<int64_t> tokens;
-    std::vector<model::KVCache*> caches;
-    for (Job* job : rows) {
-      tokens.push_back(job->sequence_->next_input());
-      caches.push_back(job->sequence_->cache());
-    }
+    for (Job* job : rows) tokens.push_back(job->sequence_->next_input());
     const auto& arch = architecture_of(rows.front()->spec());
-    auto logits = model_.decode_rows(tokens, caches, arch.empty() ? nullptr : &arch);
-    for (size_t b = 0; b < rows.size(); ++b)
-      rows[b]->sequence_->accept(logits[static_cast<int64_t>(b)]);
+    if (auto* engine = rows.front()->sequence_->engine()) {
+      std::vector<runtime::EngineCache*> caches;
+      for (Job* job : rows) caches.push_back(job->sequence_->engine_cache());
+      const float* logits = engine->decode_batch(tokens, caches, arch);
+      const int64_t vocab = engine->config().vocab_size;
+      for (size_t b = 0; b < rows.size(); ++b)
+        rows[b]->sequence_->accept(logits + static_cast<int64_t>(b) * vocab);
+    } else {
+      std::vector<model::KVCache*> caches;
+      for (Job* job : rows) caches.push_back(job->sequence_->cache());
+      auto logits = model_.decode_rows(tokens, caches, arch.empty() ? nullptr : &arch);
+      for (size_t b = 0; b < rows.size(); ++b)
+        rows[b]->sequence_->accept(logits[static_cast<int64_t>(b)]);
+    }
   }
   metrics_.record_batch(static_cast<int64_t>(rows.size()));
   for (Job* job : rows) {

@@ -9,8 +9,10 @@
 // turns that share into proportionally more tokens, and requests at the same architecture share
 // the cost of reading the weights. A sequence joins at the least charge of those running: it
 // neither waits for them nor overtakes them. Dynamic-router sequences choose widths per token,
-// so each decodes alone. At most max_active sequences hold KV caches; up to max_queue more wait,
-// and beyond that submit() answers 503.
+// so each decodes alone. Jobs run on the fast CPU runtime where it applies (runtime/fast_decoder.h:
+// its batched step reads each weight once for all rows) and on the torch forward otherwise (the
+// GPT family, a GPU, a dynamic router). At most max_active sequences hold KV caches; up to
+// max_queue more wait, and beyond that submit() answers 503.
 #pragma once
 
 #include <atomic>
@@ -26,6 +28,7 @@
 
 #include "model/transformer.h"
 #include "route/select.h"
+#include "runtime/fast_decoder.h"
 #include "runtime/sampler.h"
 #include "runtime/sequence.h"
 #include "serve/metrics.h"
@@ -99,6 +102,9 @@ struct EngineOptions {
   int64_t max_batch = 8;    // rows per batched decode step
   int64_t max_active = 16;  // sequences holding a KV cache at once
   int64_t max_queue = 64;   // submitted jobs waiting for a slot
+  // auto: the fast CPU runtime for every job it can run (a Llama-family fp32 model on the CPU,
+  // without a dynamic router), the torch forward for the rest; fast: that or an error; torch.
+  std::string runtime = "auto";
 };
 
 class Engine {
@@ -108,6 +114,9 @@ class Engine {
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
+
+  // "fast" when jobs without a dynamic router run on the fast runtime, else "torch".
+  const char* runtime() const { return fast_ ? "fast" : "torch"; }
 
   // Queues a job. Throws ApiError(503) when the queue is full or the engine is shutting down.
   std::shared_ptr<Job> submit(JobSpec spec);
@@ -127,6 +136,7 @@ class Engine {
   model::TransformerImpl& model_;
   const text::Tokenizer& tokenizer_;
   EngineOptions options_;
+  std::unique_ptr<runtime::FastDecoder> fast_;  // null: every job on the torch forward
   Metrics& metrics_;
 
   std::mutex mutex_;

@@ -323,7 +323,7 @@ void Server::Impl::routes() {
 
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (stopping) return send_json(res, 503, {{"status", "shutting_down"}});
-    send_json(res, 200, {{"status", "ok"}});
+    send_json(res, 200, {{"status", "ok"}, {"runtime", engine.runtime()}});
   });
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics.render(), "text/plain; version=0.0.4");
@@ -403,6 +403,10 @@ void Server::stop() {
     impl_->engine.shutdown(impl_->options.shutdown_grace);
     impl_->http.stop();
   });
+}
+
+const char* Server::runtime() const {
+  return impl_->engine.runtime();
 }
 
 Metrics& Server::metrics() {

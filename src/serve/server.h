@@ -45,6 +45,8 @@ class Server {
   // Thread-safe, idempotent.
   void stop();
   Metrics& metrics();
+  // The runtime of jobs without a dynamic router: "fast" or "torch" (Engine::runtime).
+  const char* runtime() const;
 
  private:
   struct Impl;

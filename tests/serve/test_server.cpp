@@ -249,6 +249,9 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
     auto health = c.Get("/health");
     ASSERT_TRUE(health);
     EXPECT_EQ(health->status, 200);  // still serving
+    // A Llama model on the CPU: its static and uniform jobs ran on the fast runtime (batched
+    // there), the dynamic router's on the torch forward, all with generate's text above.
+    EXPECT_EQ(json::parse(health->body)["runtime"], "fast");
     EXPECT_EQ(post(s, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 3}}).status, 200);
   }
   {
@@ -396,6 +399,9 @@ TEST(Server, ServesAGpt2ModelAtEveryBudget) {
     EXPECT_EQ(reply.status, 200) << reply.body.dump();
     EXPECT_EQ(reply.text, expected.at(budget)) << "budget " << budget;
   }
+  auto health = s.client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(json::parse(health->body)["runtime"], "torch");  // the GPT family runs on torch
 }
 
 // The CLI process: SIGTERM stops it cleanly (exit 0) after answering what was in flight.
