@@ -32,7 +32,7 @@ io::LoadOptions DeviceArgs::load_options() const {
 
 void add_runtime_option(CLI::App* cmd, std::string& runtime) {
   cmd->add_option("--runtime", runtime,
-                  "auto: the fast CPU runtime for Llama-family fp32 models without a dynamic "
+                  "auto: the fast CPU runtime for fp32 models on the CPU without a dynamic "
                   "router, torch otherwise; fast; torch")
       ->check(CLI::IsMember({"auto", "fast", "torch"}))
       ->capture_default_str();

@@ -27,10 +27,6 @@ void EngineWeights::quantize(MatrixView& m) {
 
 EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     : config_(model.config()), int8_(int8) {
-  if (config_.family != model::Family::Llama)
-    fail(kWhere,
-         "only the Llama family runs on the fast CPU runtime (this model is GPT family: "
-         "LayerNorm, GELU, learned positions); use the torch runtime");
   const auto state = model.state();
   // A parameter as fp32 contiguous CPU memory of the expected shape; shared when it already is.
   auto take = [&](const std::string& name, std::vector<int64_t> shape) -> const float* {
@@ -38,7 +34,8 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     if (it == state.end()) fail(kWhere, "the model has no tensor '" + name + "'");
     auto t = it->second.detach().to(torch::kCPU, torch::kFloat).contiguous();
     if (t.sizes() != c10::IntArrayRef(shape))
-      fail(kWhere, "tensor '" + name + "' does not have the shape its config implies");
+      fail(kWhere, "tensor '" + name + "' has shape " + c10::str(t.sizes()) +
+                       ", its config implies " + c10::str(c10::IntArrayRef(shape)));
     bytes_ += t.numel() * static_cast<int64_t>(sizeof(float));
     held_.push_back(t);
     return t.data_ptr<float>();
@@ -55,7 +52,14 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
   };
 
   const int64_t hidden = config_.hidden_size, hd = config_.head_dim();
+  const bool gpt = this->gpt();
+  // A GPT-family bias (null for Llama, which has none).
+  auto bias = [&](const std::string& name, int64_t size) -> const float* {
+    return gpt ? take(name, {size}) : nullptr;
+  };
   embedding_ = take("model.embed_tokens.weight", {config_.vocab_size, hidden});
+  if (gpt)
+    positions_ = take("model.embed_positions.weight", {config_.max_position_embeddings, hidden});
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     EngineLayer layer;
@@ -68,12 +72,21 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     layer.k = matrix(p + "self_attn.k_proj.weight", kv_dim, hidden);
     layer.v = matrix(p + "self_attn.v_proj.weight", kv_dim, hidden);
     layer.o_t = transposed(p + "self_attn.o_proj.weight", hidden, q_dim);
-    layer.gate = matrix(p + "mlp.gate_proj.weight", layer.mlp, hidden);
+    if (!gpt) layer.gate = matrix(p + "mlp.gate_proj.weight", layer.mlp, hidden);
     layer.up = matrix(p + "mlp.up_proj.weight", layer.mlp, hidden);
     layer.down_t = transposed(p + "mlp.down_proj.weight", hidden, layer.mlp);
+    layer.attn_norm_bias = bias(p + "input_layernorm.bias", hidden);
+    layer.mlp_norm_bias = bias(p + "post_attention_layernorm.bias", hidden);
+    layer.q_bias = bias(p + "self_attn.q_proj.bias", q_dim);
+    layer.k_bias = bias(p + "self_attn.k_proj.bias", kv_dim);
+    layer.v_bias = bias(p + "self_attn.v_proj.bias", kv_dim);
+    layer.o_bias = bias(p + "self_attn.o_proj.bias", hidden);
+    layer.up_bias = bias(p + "mlp.up_proj.bias", layer.mlp);
+    layer.down_bias = bias(p + "mlp.down_proj.bias", hidden);
     layers_.push_back(layer);
   }
   final_norm_ = take("model.norm.weight", {hidden});
+  final_norm_bias_ = bias("model.norm.bias", hidden);
   lm_head_ = config_.tie_word_embeddings
                  ? MatrixView{embedding_, config_.vocab_size, hidden, hidden}
                  : matrix("lm_head.weight", config_.vocab_size, hidden);
@@ -82,12 +95,14 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     for (auto& layer : layers_)
       for (auto* m :
            {&layer.q, &layer.k, &layer.v, &layer.o_t, &layer.gate, &layer.up, &layer.down_t})
-        quantize(*m);
+        if (m->data != nullptr) quantize(*m);
     quantize(lm_head_);
   }
-  std::tie(rope_cos_, rope_sin_) = model::rope_tables(config_);
-  rope_cos_ = rope_cos_.contiguous();
-  rope_sin_ = rope_sin_.contiguous();
+  if (!gpt) {
+    std::tie(rope_cos_, rope_sin_) = model::rope_tables(config_);
+    rope_cos_ = rope_cos_.to(torch::kFloat).contiguous();
+    rope_sin_ = rope_sin_.to(torch::kFloat).contiguous();
+  }
 }
 
 }  // namespace flextron::runtime

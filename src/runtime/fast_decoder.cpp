@@ -162,6 +162,50 @@ void rmsnorm(const float* x, int64_t n, int64_t dim, const float* w, float eps, 
   }
 }
 
+// out[r] = (x[r] - mean) / sqrt(var + eps) * w + b for r < n (LayerNorm, the GPT family's);
+// with b null, rmsnorm.
+void normalize(const float* x, int64_t n, int64_t dim, const float* w, const float* b, float eps,
+               float* out) {
+  if (b == nullptr) return rmsnorm(x, n, dim, w, eps, out);
+  for (int64_t r = 0; r < n; ++r) {
+    const float* xr = x + r * dim;
+    float* o = out + r * dim;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < dim; ++i) sum += xr[i];
+    const float mean = sum / static_cast<float>(dim);
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < dim; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) o[i] = (xr[i] - mean) * inv * w[i] + b[i];
+  }
+}
+
+// y[r, :size] += b[:size] for r < n: a bias after a product (the GPT family's).
+void add_bias(float* y, int64_t ldy, int64_t n, const float* b, int64_t size) {
+  if (b == nullptr) return;
+  for (int64_t r = 0; r < n; ++r) {
+    float* yr = y + r * ldy;
+#pragma omp simd
+    for (int64_t i = 0; i < size; ++i) yr[i] += b[i];
+  }
+}
+
+// x = gelu(x): tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (gelu_new), or exact
+// 0.5 x (1 + erf(x / sqrt(2))).
+void gelu(float* x, int64_t n, bool tanh_form) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f, kInvSqrt2 = 0.7071067811865476f;
+  if (tanh_form) {
+    for (int64_t i = 0; i < n; ++i)
+      x[i] =
+          0.5f * x[i] * (1.0f + std::tanh(kSqrt2OverPi * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+  } else {
+    for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+  }
+}
+
 // HF's rotate-half RoPE on one head: pairs (i, i + half), (x1, x2) -> (x1 c - x2 s, x2 c + x1 s).
 void rotate(float* x, const float* cos, const float* sin, int64_t half) {
 #pragma omp simd
@@ -263,7 +307,7 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
   att_.resize(rows * q_dim);
   k_.resize(rows * kv_dim);
   v_.resize(rows * kv_dim);
-  gate_.resize(rows * mlp);
+  if (!weights_.gpt()) gate_.resize(rows * mlp);  // the GPT family's MLP has no gate
   up_.resize(rows * mlp);
   logits_.resize(rows * c.vocab_size);
   xb_.resize(static_cast<size_t>(threads_) * rows * c.hidden_size);
@@ -386,11 +430,13 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
   const int64_t group = c.group_size(), vocab = c.vocab_size;
   const int64_t q_ld = static_cast<int64_t>(q_.size()) / max_rows_;
   const int64_t kv_ld = static_cast<int64_t>(k_.size()) / max_rows_;
-  const int64_t mlp_ld = static_cast<int64_t>(gate_.size()) / max_rows_;
+  const int64_t mlp_ld = static_cast<int64_t>(up_.size()) / max_rows_;
   const auto eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float* cos_table = weights_.rope_cos();
   const float* sin_table = weights_.rope_sin();
+  const float* positions = weights_.positions();
+  const bool gpt = weights_.gpt(), gelu_tanh = c.gelu_tanh;
   for (int64_t r = 0; r < n; ++r)
     if (rows_[r].token < 0 || rows_[r].token >= vocab)
       fail(kWhere, "token " + std::to_string(rows_[r].token) + " outside the vocabulary of " +
@@ -435,16 +481,19 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
 
       // h = residual + the previous MLP's output; attention's input xb = rmsnorm(h).
       if (l == 0) {
-        for (int64_t r = 0; r < n; ++r)
+        for (int64_t r = 0; r < n; ++r) {
           std::memcpy(xb + r * hidden, weights_.embedding() + rows_[r].token * hidden,
                       static_cast<size_t>(hidden) * sizeof(float));
+          if (positions != nullptr)
+            add_bias(xb + r * hidden, hidden, 1, positions + rows_[r].position * hidden, hidden);
+        }
         for (int64_t r = 0; r < n; ++r)
           std::memcpy(resid_mid + r * hidden + cols.begin, xb + r * hidden + cols.begin,
                       static_cast<size_t>(cols.size()) * sizeof(float));
       } else {
         gather(resid_in, hidden, pm_.data(), resid_mid);
       }
-      rmsnorm(xb, n, hidden, L.attn_norm, eps, xb);
+      normalize(xb, n, hidden, L.attn_norm, L.attn_norm_bias, eps, xb);
       // This thread's share of the heads of q, k and v taken as one list (q heads, then k
       // groups, then v groups, so a layer with few KV groups still splits evenly), each rotated
       // and stored into the caches behind its product.
@@ -457,15 +506,22 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
               k_.data() + kg.begin * hd, kv_ld, 0.0f, deq);
       product(L.v, int8, vg.begin * hd, vg.size() * hd, hidden, xb, hidden, n,
               v_.data() + vg.begin * hd, kv_ld, 0.0f, deq);
+      if (L.q_bias != nullptr) {
+        add_bias(q_.data() + qh.begin * hd, q_ld, n, L.q_bias + qh.begin * hd, qh.size() * hd);
+        add_bias(k_.data() + kg.begin * hd, kv_ld, n, L.k_bias + kg.begin * hd, kg.size() * hd);
+        add_bias(v_.data() + vg.begin * hd, kv_ld, n, L.v_bias + vg.begin * hd, vg.size() * hd);
+      }
       for (int64_t r = 0; r < n; ++r) {
         const Row& row = rows_[r];
-        const float* cos = cos_table + row.position * half;
-        const float* sin = sin_table + row.position * half;
-        for (int64_t h = qh.begin; h < qh.end; ++h)
-          rotate(q_.data() + r * q_ld + h * hd, cos, sin, half);
+        // RoPE (Llama); the GPT family's positions were added to the embeddings.
+        const float* cos = cos_table != nullptr ? cos_table + row.position * half : nullptr;
+        const float* sin = sin_table != nullptr ? sin_table + row.position * half : nullptr;
+        if (cos != nullptr)
+          for (int64_t h = qh.begin; h < qh.end; ++h)
+            rotate(q_.data() + r * q_ld + h * hd, cos, sin, half);
         for (int64_t g = kg.begin; g < kg.end; ++g) {
           float* k = k_.data() + r * kv_ld + g * hd;
-          rotate(k, cos, sin, half);
+          if (cos != nullptr) rotate(k, cos, sin, half);
           float* keys = row.cache->keys(l, g) + row.position;  // transposed: [hd, capacity]
           for (int64_t i = 0; i < hd; ++i) keys[i * row.cache->capacity_] = k[i];
         }
@@ -486,20 +542,31 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       }
       product_t(L.o_t, int8, mine.begin * hd, mine.size() * hd, att_.data(), q_ld, n, my_po, hidden,
                 deq);
+      if (t == 0) add_bias(my_po, hidden, n, L.o_bias, hidden);  // once, in thread 0's part
       team_->barrier();
 
       // h = h + attention; the MLP on the first `width` neurons, this thread's block of them,
       // its part of down from rows j0.. of down^T.
       gather(resid_mid, hidden, po_.data(), resid_in);
-      rmsnorm(xb, n, hidden, L.mlp_norm, eps, xb);
+      normalize(xb, n, hidden, L.mlp_norm, L.mlp_norm_bias, eps, xb);
       const Range nj = split(width, nt, t, 16);
-      product(L.gate, int8, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin,
-              mlp_ld, 0.0f, deq);
       product(L.up, int8, nj.begin, nj.size(), hidden, xb, hidden, n, up_.data() + nj.begin, mlp_ld,
               0.0f, deq);
-      for (int64_t r = 0; r < n; ++r)
-        swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin, nj.size());
-      product_t(L.down_t, int8, nj.begin, nj.size(), gate_.data(), mlp_ld, n, my_pm, hidden, deq);
+      float* act = up_.data();  // the activations down reads: gelu(up) or silu(gate) * up
+      if (gpt) {
+        add_bias(up_.data() + nj.begin, mlp_ld, n, L.up_bias + nj.begin, nj.size());
+        for (int64_t r = 0; r < n; ++r)
+          gelu(up_.data() + r * mlp_ld + nj.begin, nj.size(), gelu_tanh);
+      } else {
+        product(L.gate, int8, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin,
+                mlp_ld, 0.0f, deq);
+        for (int64_t r = 0; r < n; ++r)
+          swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin,
+                 nj.size());
+        act = gate_.data();
+      }
+      product_t(L.down_t, int8, nj.begin, nj.size(), act, mlp_ld, n, my_pm, hidden, deq);
+      if (t == 0) add_bias(my_pm, hidden, n, L.down_bias, hidden);
       team_->barrier();
     }
 
@@ -508,7 +575,8 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     if (heads_n > 0) {
       gather(resid_in, hidden, pm_.data(), nullptr);
       float* last = xb + head_from * hidden;
-      rmsnorm(last, heads_n, hidden, weights_.final_norm(), eps, last);
+      normalize(last, heads_n, hidden, weights_.final_norm(), weights_.final_norm_bias(), eps,
+                last);
       const MatrixView& E = weights_.lm_head();
       const Range words = split(vocab, nt, t, 16);
       product(E, int8, words.begin, words.size(), hidden, last, hidden, heads_n,

@@ -1,4 +1,4 @@
-// The fast CPU inference engine for the Llama family: no autograd and no tensor per operation.
+// The fast CPU inference engine (both families): no autograd and no tensor per operation.
 // Weights are laid out once (runtime/engine_weights.h), the KV cache is one block per sequence,
 // and every scratch buffer is allocated once when the engine is made, for the full widths, so
 // any architecture runs without an allocation per token.

@@ -14,9 +14,7 @@ namespace flextron::runtime {
 bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOptions& options,
                            std::string* why) {
   std::string reason;
-  if (model.config().family != model::Family::Llama)
-    reason = "the fast runtime runs the Llama family only";
-  else if (!model.device().is_cpu())
+  if (!model.device().is_cpu())
     reason = "the fast runtime runs on the CPU only";
   else if (model.dtype() != torch::kFloat)
     reason = "the fast runtime runs fp32 weights only";

@@ -12,7 +12,7 @@
 
 namespace flextron::runtime {
 
-// Whether `model` as loaded can run on the fast runtime with `options` (Llama family, fp32 on
+// Whether `model` as loaded can run on the fast runtime with `options` (either family, fp32 on
 // the CPU, no dynamic router); `why`, when given, receives the reason when it cannot.
 bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOptions& options,
                            std::string* why = nullptr);

@@ -102,7 +102,7 @@ struct EngineOptions {
   int64_t max_batch = 8;    // rows per batched decode step
   int64_t max_active = 16;  // sequences holding a KV cache at once
   int64_t max_queue = 64;   // submitted jobs waiting for a slot
-  // auto: the fast CPU runtime for every job it can run (a Llama-family fp32 model on the CPU,
+  // auto: the fast CPU runtime for every job it can run (an fp32 model on the CPU,
   // without a dynamic router), the torch forward for the rest; fast: that or an error; torch.
   std::string runtime = "auto";
 };

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "model/config.h"
 #include "model/transformer.h"
 #include "runtime/fast_decoder.h"
 #include "runtime/fast_generate.h"
@@ -309,17 +310,63 @@ TEST(RuntimeFastDecoder, Int8PrefillEqualsInt8Decoding) {
   }
 }
 
-// The GPT family is refused with an error, so callers fall back to the torch forward.
-TEST(RuntimeFastDecoder, RefusesGptFamily) {
-  auto config = flextron::train::find_preset("tiny").config;
-  config.family = flextron::model::Family::Gpt2;
-  config.num_key_value_heads = config.num_attention_heads;  // GPT-2 has no grouped queries
+// The GPT family (LayerNorm with bias, GELU, learned positions, biases on every projection) on
+// the same engine: random biases and norm parameters so that each one matters, both GELU forms,
+// tied and untied heads.
+Transformer gpt2_model(bool gelu_tanh, bool tied, uint64_t seed) {
+  auto config = flextron::model::gpt2_variant(flextron::train::find_preset("tiny").config);
+  config.gelu_tanh = gelu_tanh;
+  config.tie_word_embeddings = tied;
+  torch::manual_seed(seed);
   Transformer m(config);
-  try {
-    FastDecoder engine(*m);
-    FAIL() << "a GPT-family model was accepted";
-  } catch (const flextron::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Llama family"), std::string::npos) << e.what();
+  torch::NoGradGuard no_grad;
+  for (auto& item : m->named_parameters()) {
+    const auto& name = item.key();
+    if (name.find("norm") != std::string::npos && name.find("weight") != std::string::npos)
+      item.value().uniform_(0.5, 1.5);
+    else if (name.find("bias") != std::string::npos)
+      item.value().uniform_(-0.2, 0.2);
+    else if (name.find("embed_positions") != std::string::npos)
+      item.value().normal_(0.0, 0.1);
+  }
+  m->eval();
+  return m;
+}
+
+TEST(RuntimeFastDecoder, MatchesTrainingForwardOnGpt2) {
+  auto m = gpt2_model(/*gelu_tanh=*/true, /*tied=*/true, 5);
+  ASSERT_EQ(m->config().family, flextron::model::Family::Gpt2);
+  expect_matches_forward(*m, full_and_random(m->config(), 4, 14), 33, 16);
+}
+
+TEST(RuntimeFastDecoder, MatchesTrainingForwardOnGpt2WithExactGeluAndUntiedHead) {
+  auto m = gpt2_model(/*gelu_tanh=*/false, /*tied=*/false, 6);
+  expect_matches_forward(*m, full_and_random(m->config(), 2, 15), 20, 64);
+}
+
+TEST(RuntimeFastDecoder, Gpt2BatchDecodingEqualsSeparateSteps) {
+  auto m = gpt2_model(true, true, 7);
+  const int64_t vocab = m->config().vocab_size;
+  FastDecoder engine(*m, EngineOptions{2, 8});
+  std::mt19937 rng(16);
+  const auto arch = random_architecture(m->config(), rng);
+  // Three sequences at different positions, stepped together and alone.
+  std::vector<flextron::runtime::EngineCache> together, alone;
+  for (int64_t s = 0; s < 3; ++s) {
+    const auto prompt = random_tokens(3 + 4 * s, vocab, 20 + static_cast<uint64_t>(s));
+    together.push_back(engine.make_cache(32, arch));
+    alone.push_back(engine.make_cache(32, arch));
+    engine.prefill(prompt, together.back(), arch);
+    engine.prefill(prompt, alone.back(), arch);
+  }
+  const std::vector<int64_t> next{5, 9, 11};
+  std::vector<flextron::runtime::EngineCache*> caches{&together[0], &together[1], &together[2]};
+  auto batched = as_tensor(engine.decode_batch(next, caches, arch), 3, vocab);
+  for (int64_t s = 0; s < 3; ++s) {
+    auto row =
+        as_tensor(engine.decode(next[static_cast<size_t>(s)], alone[static_cast<size_t>(s)], arch),
+                  1, vocab)[0];
+    EXPECT_LT(max_diff(batched[s], row), kTolerance) << "sequence " << s;
   }
 }
 
