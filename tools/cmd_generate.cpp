@@ -55,10 +55,14 @@ void run_generate(const GenerateArgs& a) {
   if (fast) {
     runtime::FastDecoder engine(*loaded.model, runtime::EngineOptions{0, 64, a.int8});
     // The engine holds every weight it reads; the model's own o and down would stay resident
-    // beside their transposed copies, and the heap would keep the load's file buffers.
-    loaded.model = nullptr;
-    runtime::release_freed_memory();
-    r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, stream);
+    // beside their transposed copies, and the heap would keep the load's file buffers. A
+    // dynamic router's prompt is prefilled by the model's forward, so it stays then.
+    if (options.router == nullptr) {
+      loaded.model = nullptr;
+      runtime::release_freed_memory();
+    }
+    r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, loaded.model.get(),
+                               stream);
   } else {
     r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);
   }

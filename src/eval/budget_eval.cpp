@@ -210,7 +210,8 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
         double sum = 0.0;
         for (int64_t c : contexts)
           sum += s.engine ? runtime::engine_decode_ms(*s.engine, s.arch, std::min(c, max_context),
-                                                      1, o.latency_warmup, o.latency_repeats)
+                                                      1, o.latency_warmup, o.latency_repeats,
+                                                      router, s.model)
                           : route::measure_decode_ms(*s.model, s.arch, std::min(c, max_context), 1,
                                                      o.latency_warmup, o.latency_repeats, router);
         return sum / static_cast<double>(contexts.size());

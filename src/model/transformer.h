@@ -82,6 +82,17 @@ class LayerRouter {
   // hidden: [batch, T, hidden_size] entering layer l; `prefill` is false for the single-token
   // steps of cached decoding (attention widths must then stay what the cache was filled with).
   virtual LayerDecision route(int64_t layer, const torch::Tensor& hidden, bool prefill) = 0;
+
+  // The fast engine's decode step (runtime/fast_decoder.h): one token, in host memory, after a
+  // prefill through route(). routes_on_host() says whether this router can; then
+  // host_mlp_width(l, hidden) is the MLP width for layer l from the hidden state entering it
+  // ([hidden_size] floats), the attention keeping what the prefill chose. It must choose what
+  // route() would for the same state, and not throw (the engine calls it inside a pass).
+  virtual bool routes_on_host() const { return false; }
+  virtual int64_t host_mlp_width(int64_t layer, const float* hidden) {
+    (void)layer, (void)hidden;
+    return 0;
+  }
 };
 
 // Keys and values of past positions, one [batch, kv_heads, capacity, head_dim] pair per layer,

@@ -1,6 +1,7 @@
 #include "route/dynamic_router.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include <torch/nn/modules/activation.h>
@@ -49,6 +50,7 @@ DynamicRouterImpl::DynamicRouterImpl(const ChoiceLayout& layout, int64_t hidden_
 void DynamicRouterImpl::set_budget(const torch::Tensor& code, const torch::Tensor& base) {
   code_ = code.reshape({-1});
   static_logits_ = base.reshape({-1});
+  host_nets_.clear();
 }
 
 void DynamicRouterImpl::set_sampling(bool sample, double tau) {
@@ -158,6 +160,83 @@ model::LayerDecision DynamicRouterImpl::route(int64_t layer, const torch::Tensor
     decision.mlp_mask = (neuron < per_token).to(hidden.scalar_type());
   }
   return decision;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host path of a decode step: the same maths as route()'s inference branch on one token,
+// features = layer_norm(hidden) (no affine, eps 1e-5), logits = base + W2 leaky(W1 [f, code] + b1)
+// + b2, and the first maximum (torch's argmax).
+
+bool DynamicRouterImpl::routes_on_host() const {
+  return !sample_ && code_.defined() && !cost_values_.empty();
+}
+
+void DynamicRouterImpl::prepare_host() {
+  auto host = [](const torch::Tensor& t) {
+    auto c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
+    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  };
+  host_code_ = host(code_);
+  const auto base = host(static_logits_);
+  host_nets_.clear();
+  for (int64_t l = 0; l < layout_.layers(); ++l) {
+    auto net = mlp_nets[static_cast<size_t>(l)]->as<torch::nn::Sequential>();
+    auto first = net->ptr<torch::nn::LinearImpl>(0), last = net->ptr<torch::nn::LinearImpl>(2);
+    HostNet h;
+    h.w1 = host(first->weight);
+    h.b1 = host(first->bias);
+    h.w2 = host(last->weight);
+    h.b2 = host(last->bias);
+    h.hidden = first->weight.size(0);
+    h.inputs = first->weight.size(1);
+    h.choices = last->weight.size(0);
+    const Segment seg = layout_.mlp_segment(l);
+    h.base.assign(base.begin() + seg.offset, base.begin() + seg.offset + seg.size);
+    host_nets_.push_back(std::move(h));
+  }
+}
+
+int64_t DynamicRouterImpl::host_mlp_width(int64_t layer, const float* hidden) {
+  if (host_nets_.empty()) prepare_host();
+  const auto l = static_cast<size_t>(layer);
+  const HostNet& net = host_nets_[l];
+  const int64_t dim = net.inputs - static_cast<int64_t>(host_code_.size());
+  host_inputs_.resize(static_cast<size_t>(net.inputs));
+  host_hidden_.resize(static_cast<size_t>(net.hidden));
+  // Features: hidden normalised to zero mean and unit variance (biased), then the budget code.
+  double mean = 0.0, var = 0.0;
+  for (int64_t i = 0; i < dim; ++i) mean += hidden[i];
+  mean /= static_cast<double>(dim);
+  for (int64_t i = 0; i < dim; ++i) var += (hidden[i] - mean) * (hidden[i] - mean);
+  var /= static_cast<double>(dim);
+  const double inv = 1.0 / std::sqrt(var + 1e-5);
+  for (int64_t i = 0; i < dim; ++i)
+    host_inputs_[static_cast<size_t>(i)] = static_cast<float>((hidden[i] - mean) * inv);
+  std::copy(host_code_.begin(), host_code_.end(), host_inputs_.begin() + dim);
+  for (int64_t j = 0; j < net.hidden; ++j) {
+    const float* w = net.w1.data() + j * net.inputs;
+    float z = net.b1[static_cast<size_t>(j)];
+    for (int64_t i = 0; i < net.inputs; ++i) z += w[i] * host_inputs_[static_cast<size_t>(i)];
+    host_hidden_[static_cast<size_t>(j)] = z > 0.0f ? z : 0.01f * z;  // LeakyReLU(0.01)
+  }
+  int64_t best = 0;
+  float best_logit = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < net.choices; ++c) {
+    const float* w = net.w2.data() + c * net.hidden;
+    float z = net.b2[static_cast<size_t>(c)] + net.base[static_cast<size_t>(c)];
+    for (int64_t j = 0; j < net.hidden; ++j) z += w[j] * host_hidden_[static_cast<size_t>(j)];
+    if (z > best_logit) best = c, best_logit = z;
+  }
+  // route()'s accounting for one token: this layer's attention (fixed at prefill) and MLP costs.
+  const auto& space = layout_.space();
+  if (layer == 0) ++forwards_;
+  usage_value_ += cost_values_[static_cast<size_t>(layout_.attn_segment(layer).offset +
+                                                   std::max<int64_t>(0, attn_choice_[l]))];
+  usage_value_ += cost_values_[static_cast<size_t>(layout_.mlp_segment(layer).offset + best)];
+  const int64_t width = space.mlp[l][static_cast<size_t>(best)];
+  width_sum_[l] += static_cast<double>(width);
+  width_count_[l] += 1;
+  return width;
 }
 
 }  // namespace flextron::route

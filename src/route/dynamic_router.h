@@ -43,6 +43,11 @@ class DynamicRouterImpl : public torch::nn::Module, public model::LayerRouter {
   void set_costs(const torch::Tensor& cost_ms);
 
   model::LayerDecision route(int64_t layer, const torch::Tensor& hidden, bool prefill) override;
+  // At inference (not sampling), once set_budget and set_costs have been called: the MLP choice
+  // as route() makes it, in plain loops over host copies of the nets (made on first use after
+  // set_budget), with the same usage accounting.
+  bool routes_on_host() const override;
+  int64_t host_mlp_width(int64_t layer, const float* hidden) override;
 
   // Since the last reset: expected milliseconds of the chosen layer widths per token (summed over
   // layers, averaged over tokens; differentiable while sampling), and the mean MLP width chosen
@@ -63,8 +68,17 @@ class DynamicRouterImpl : public torch::nn::Module, public model::LayerRouter {
   std::vector<int64_t> attn_choice_;  // per layer, fixed at prefill
   void add_usage(const torch::Tensor& ms);
   std::vector<double> cost_values_;  // cost_ on the host, for inference
-  torch::Tensor usage_;              // while sampling (differentiable)
-  double usage_value_ = 0.0;         // at inference
+  // host_mlp_width's copies, per layer: the correction net's two linear layers and the static
+  // logits of the layer's MLP segment; the budget code. Empty until first use after set_budget.
+  struct HostNet {
+    std::vector<float> w1, b1, w2, b2, base;  // w1 [hidden, inputs], w2 [choices, hidden]
+    int64_t inputs = 0, hidden = 0, choices = 0;
+  };
+  std::vector<HostNet> host_nets_;
+  std::vector<float> host_code_, host_inputs_, host_hidden_;
+  void prepare_host();
+  torch::Tensor usage_;       // while sampling (differentiable)
+  double usage_value_ = 0.0;  // at inference
   std::vector<double> width_sum_;
   std::vector<int64_t> width_count_;
   int64_t forwards_ = 0;

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <string>
 
 #include <ATen/Parallel.h>
@@ -392,12 +394,14 @@ const float* FastDecoder::prefill(const int64_t* tokens, int64_t count, EngineCa
   return all_logits ? all_logits + (count - 1) * vocab : logits_.data();
 }
 
-const float* FastDecoder::decode(int64_t token, EngineCache& cache,
-                                 const model::Architecture& arch) {
+const float* FastDecoder::decode(int64_t token, EngineCache& cache, const model::Architecture& arch,
+                                 model::LayerRouter* router) {
   const auto& widths = resolve(arch);
   check_cache(cache, widths, 1);
+  if (router != nullptr && !router->routes_on_host())
+    fail(kWhere, "this router cannot route on the fast runtime (see LayerRouter::routes_on_host)");
   rows_[0] = Row{token, &cache, cache.length_};
-  run(1, 0, widths);
+  run(1, 0, widths, router);
   cache.length_ += 1;
   return logits_.data();
 }
@@ -424,7 +428,44 @@ const float* FastDecoder::decode_batch(const std::vector<int64_t>& tokens,
   return logits_.data();
 }
 
-void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& widths) {
+EngineCache FastDecoder::cache_from(const model::KVCache& from, int64_t capacity) const {
+  const auto& c = config();
+  model::Architecture kv_widths = full_;
+  if (static_cast<int64_t>(from.keys.size()) != c.num_hidden_layers)
+    fail(kWhere, "the KV cache to copy has " + std::to_string(from.keys.size()) +
+                     " layers, the model " + std::to_string(c.num_hidden_layers));
+  for (size_t l = 0; l < from.keys.size(); ++l) {
+    if (!from.keys[l].defined() || from.keys[l].size(0) != 1 ||
+        from.keys[l].size(3) != c.head_dim())
+      fail(kWhere, "the KV cache to copy is not one filled sequence at layer " + std::to_string(l));
+    kv_widths[l].kv_groups = from.keys[l].size(1);
+  }
+  if (from.length > capacity)
+    fail(kWhere, "the KV cache to copy holds more positions than the capacity");
+  auto cache = make_cache(capacity, kv_widths);
+  const int64_t hd = c.head_dim(), length = from.length;
+  for (size_t l = 0; l < from.keys.size(); ++l) {
+    // [1, groups, capacity, hd] -> keys transposed [groups, hd, capacity], values [groups,
+    // capacity, hd].
+    auto keys = from.keys[l][0].narrow(1, 0, length).to(torch::kCPU, torch::kFloat).contiguous();
+    auto values =
+        from.values[l][0].narrow(1, 0, length).to(torch::kCPU, torch::kFloat).contiguous();
+    for (int64_t g = 0; g < kv_widths[l].kv_groups; ++g) {
+      const float* k = keys.data_ptr<float>() + g * length * hd;
+      float* dst = cache.keys(static_cast<int64_t>(l), g);
+      for (int64_t p = 0; p < length; ++p)
+        for (int64_t i = 0; i < hd; ++i) dst[i * capacity + p] = k[p * hd + i];
+      std::memcpy(cache.values(static_cast<int64_t>(l), g),
+                  values.data_ptr<float>() + g * length * hd,
+                  static_cast<size_t>(length * hd) * sizeof(float));
+    }
+  }
+  cache.length_ = length;
+  return cache;
+}
+
+void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& widths,
+                      model::LayerRouter* router) {
   const auto& c = config();
   const int64_t hidden = c.hidden_size, hd = c.head_dim(), half = hd / 2;
   const int64_t group = c.group_size(), vocab = c.vocab_size;
@@ -449,6 +490,9 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
   float* resid_mid = x2_.data();
   const size_t part_stride = static_cast<size_t>(max_rows_ * hidden);
 
+  std::mutex router_error_mutex;
+  std::exception_ptr router_error;
+  if (router != nullptr) routed_mlp_.assign(static_cast<size_t>(c.num_hidden_layers), 0);
   team_->run([&](int t) {
     const int nt = team_->size();
     float* xb = xb_.data() + static_cast<size_t>(t) * max_rows_ * hidden;
@@ -477,7 +521,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
 
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const EngineLayer& L = weights_.layer(l);
-      const int64_t kv = widths[l].kv_groups, heads = kv * group, width = widths[l].mlp;
+      const int64_t kv = widths[l].kv_groups, heads = kv * group;
 
       // h = residual + the previous MLP's output; attention's input xb = rmsnorm(h).
       if (l == 0) {
@@ -492,6 +536,18 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
                       static_cast<size_t>(cols.size()) * sizeof(float));
       } else {
         gather(resid_in, hidden, pm_.data(), resid_mid);
+      }
+      // A router reads the hidden state entering the layer (thread 0's copy); its choice is read
+      // at the MLP step, two barriers later.
+      if (router != nullptr && t == 0) {
+        int64_t w = widths[l].mlp;
+        try {
+          w = router->host_mlp_width(l, xb);
+        } catch (...) {  // must not leave the pass: the other threads wait at its barriers
+          std::lock_guard<std::mutex> lock(router_error_mutex);
+          if (!router_error) router_error = std::current_exception();
+        }
+        routed_mlp_[static_cast<size_t>(l)] = std::clamp<int64_t>(w, 1, L.mlp);
       }
       normalize(xb, n, hidden, L.attn_norm, L.attn_norm_bias, eps, xb);
       // This thread's share of the heads of q, k and v taken as one list (q heads, then k
@@ -549,6 +605,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       // its part of down from rows j0.. of down^T.
       gather(resid_mid, hidden, po_.data(), resid_in);
       normalize(xb, n, hidden, L.mlp_norm, L.mlp_norm_bias, eps, xb);
+      const int64_t width = router != nullptr ? routed_mlp_[static_cast<size_t>(l)] : widths[l].mlp;
       const Range nj = split(width, nt, t, 16);
       product(L.up, int8, nj.begin, nj.size(), hidden, xb, hidden, n, up_.data() + nj.begin, mlp_ld,
               0.0f, deq);
@@ -583,6 +640,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
               logits_.data() + words.begin, vocab, 0.0f, deq);
     }
   });
+  if (router_error) std::rethrow_exception(router_error);
 }
 
 }  // namespace flextron::runtime

@@ -95,8 +95,14 @@ class FastDecoder {
                        const model::Architecture& arch = {}, float* all_logits = nullptr) {
     return prefill(tokens.data(), static_cast<int64_t>(tokens.size()), cache, arch, all_logits);
   }
-  // One token at position cache.length(): logits [vocab].
-  const float* decode(int64_t token, EngineCache& cache, const model::Architecture& arch = {});
+  // One token at position cache.length(): logits [vocab]. With a router (routes_on_host(), see
+  // model::LayerRouter), it picks each layer's MLP width from the hidden state entering the
+  // layer, as the torch forward would; `arch` then gives the KV widths (the cache's).
+  const float* decode(int64_t token, EngineCache& cache, const model::Architecture& arch = {},
+                      model::LayerRouter* router = nullptr);
+  // A cache for `model`'s KV cache `from` (batch 1, as a routed torch prefill filled it): the
+  // same KV widths and the same positions [0, from.length), for decoding on to `capacity`.
+  EngineCache cache_from(const model::KVCache& from, int64_t capacity) const;
   // One decoding step of several sequences at once (up to max_rows), each at its own position
   // with its own cache made for `arch`: logits [B, vocab], row b for tokens[b]. The matrix work
   // is one batched product per matrix; attention runs per row over that row's cache.
@@ -113,8 +119,10 @@ class FastDecoder {
   const model::Architecture& resolve(const model::Architecture& arch) const;
   void check_cache(const EngineCache& cache, const model::Architecture& widths,
                    int64_t steps) const;
-  // One pass over rows_[0, n); logits of rows [head_from, n) into logits_.
-  void run(int64_t n, int64_t head_from, const model::Architecture& widths);
+  // One pass over rows_[0, n); logits of rows [head_from, n) into logits_. A router (n == 1)
+  // picks the MLP widths instead of `widths`.
+  void run(int64_t n, int64_t head_from, const model::Architecture& widths,
+           model::LayerRouter* router = nullptr);
 
   SingleThreadedBlas single_threaded_blas_;  // for the engine's lifetime
   EngineWeights weights_;
@@ -125,8 +133,9 @@ class FastDecoder {
   std::vector<Row> rows_;
   // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
   std::vector<float> x_, x2_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
-  std::vector<float> po_, pm_;  // per thread: its partial sums of the o and down products
-  std::vector<float> deq_;      // int8 only: dequantized weight rows, per thread
+  std::vector<float> po_, pm_;       // per thread: its partial sums of the o and down products
+  std::vector<float> deq_;           // int8 only: dequantized weight rows, per thread
+  std::vector<int64_t> routed_mlp_;  // per layer: the router's MLP width in this pass
 };
 
 }  // namespace flextron::runtime

@@ -18,8 +18,8 @@ bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOp
     reason = "the fast runtime runs on the CPU only";
   else if (model.dtype() != torch::kFloat)
     reason = "the fast runtime runs fp32 weights only";
-  else if (options.router != nullptr)
-    reason = "dynamic (per-token) routing runs on the torch runtime";
+  else if (options.router != nullptr && !options.router->routes_on_host())
+    reason = "this router routes on the torch runtime only";
   if (why != nullptr) *why = reason;
   return reason.empty();
 }
@@ -65,11 +65,10 @@ double engine_perplexity(FastDecoder& engine, const std::vector<int64_t>& tokens
 
 GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokenizer,
                              const std::string& prompt, const GenerateOptions& options,
+                             model::TransformerImpl* model,
                              const std::function<void(const std::string&)>& on_text) {
-  if (options.router != nullptr)
-    fail("fast runtime", "dynamic (per-token) routing runs on the torch runtime");
   Sequence sequence(engine, tokenizer, encode_prompt(tokenizer, engine.config(), prompt),
-                    options.max_tokens, options.sampling, options.arch);
+                    options.max_tokens, options.sampling, options.arch, options.router, model);
   return run_sequence(sequence, tokenizer, on_text);
 }
 

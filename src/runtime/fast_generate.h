@@ -23,10 +23,11 @@ bool fast_runtime_supports(const model::TransformerImpl& model, const GenerateOp
 bool use_fast_runtime(const std::string& choice, const model::TransformerImpl& model,
                       const GenerateOptions& options = {});
 
-// Throws flextron::Error when options.router is set (per-token routing runs on the torch path)
-// or the prompt does not fit the model's context.
+// With options.router (one that routes_on_host()), `model` prefills the prompt (see Sequence) and
+// must be given. Throws flextron::Error when the prompt does not fit the model's context.
 GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokenizer,
                              const std::string& prompt, const GenerateOptions& options,
+                             model::TransformerImpl* model = nullptr,
                              const std::function<void(const std::string&)>& on_text = {});
 
 // Perplexity of `tokens` on the engine at `arch` (empty = full): non-overlapping windows of

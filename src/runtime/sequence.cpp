@@ -37,16 +37,27 @@ Sequence::Sequence(model::TransformerImpl& model, const text::Tokenizer& tokeniz
 
 Sequence::Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
                    std::vector<int64_t> prompt_tokens, int64_t max_tokens,
-                   const SamplingOptions& sampling, const model::Architecture& arch)
-    : engine_(&engine),
+                   const SamplingOptions& sampling, const model::Architecture& arch,
+                   model::LayerRouter* router, model::TransformerImpl* model)
+    : model_(model),
+      engine_(&engine),
       tokenizer_(tokenizer),
       prompt_(std::move(prompt_tokens)),
       max_tokens_(max_tokens),
       arch_(arch),
-      router_(nullptr),
+      router_(router),
       sampler_(sampling) {
   check_arguments(engine.config());
-  engine_cache_ = engine.make_cache(capacity(engine.config()), arch_);
+  if (router == nullptr) {
+    engine_cache_ = engine.make_cache(capacity(engine.config()), arch_);
+    return;
+  }
+  if (model == nullptr) fail("fast runtime", "a routed sequence needs the model for its prefill");
+  if (!router->routes_on_host())
+    fail("fast runtime", "this router cannot route on the fast runtime");
+  // The prefill's cache, allocated as the router picks attention widths; copied to the engine's
+  // after it.
+  cache_ = model->make_cache(1, capacity(engine.config()), nullptr, /*lazy=*/true);
 }
 
 void Sequence::check_arguments(const model::ModelConfig& config) {
@@ -62,6 +73,20 @@ int64_t Sequence::capacity(const model::ModelConfig& config) const {
 
 void Sequence::prefill() {
   prev_ = prompt_.back();
+  if (engine_ != nullptr && router_ != nullptr) {
+    c10::InferenceMode inference;
+    auto input = torch::tensor(prompt_, torch::kLong).to(model_->device()).unsqueeze(0);
+    auto logits = model_->forward(input, &cache_, nullptr, router_);
+    engine_cache_ = engine_->cache_from(cache_, capacity(engine_->config()));
+    cache_ = model::KVCache{};  // the engine holds the keys and values now
+    // Decode steps keep the attention widths the prefill chose (the cache's); MLP widths are
+    // the router's, per token.
+    arch_ = model::full_architecture(engine_->config());
+    for (size_t l = 0; l < arch_.size(); ++l)
+      arch_[l].kv_groups = engine_cache_.kv_groups(static_cast<int64_t>(l));
+    next_ = sampler_.sample(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
+    return take_sampled();
+  }
   if (engine_ != nullptr) {
     next_ = sampler_.sample(engine_->prefill(prompt_, engine_cache_, arch_),
                             engine_->config().vocab_size);
@@ -87,7 +112,7 @@ void Sequence::accept(const float* logits) {
 }
 
 void Sequence::decode_step() {
-  if (engine_ != nullptr) return accept(engine_->decode(next_, engine_cache_, arch_));
+  if (engine_ != nullptr) return accept(engine_->decode(next_, engine_cache_, arch_, router_));
   c10::InferenceMode inference;
   auto input = torch::full({1, 1}, next_,
                            torch::TensorOptions().dtype(torch::kLong).device(model_->device()));

@@ -34,10 +34,14 @@ class Sequence {
   Sequence(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
            std::vector<int64_t> prompt_tokens, int64_t max_tokens, const SamplingOptions& sampling,
            const model::Architecture& arch, model::LayerRouter* router = nullptr);
-  // On the fast engine (not owned), at `arch` (empty = full model).
+  // On the fast engine (not owned), at `arch` (empty = full model). With a router (one that
+  // routes_on_host()), the prompt is prefilled by `model`'s forward, which lets the router choose
+  // every layer's widths from the whole prompt as it does on the torch path, and the decode
+  // steps run on the engine, the router picking MLP widths token by token.
   Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
            std::vector<int64_t> prompt_tokens, int64_t max_tokens, const SamplingOptions& sampling,
-           const model::Architecture& arch);
+           const model::Architecture& arch, model::LayerRouter* router = nullptr,
+           model::TransformerImpl* model = nullptr);
 
   // One forward over the prompt, then the first token.
   void prefill();

@@ -143,10 +143,11 @@ void Engine::admit() {
     queue_.pop_front();
     const auto& spec = job->spec();
     try {
-      if (fast_ && router_of(spec) == nullptr)
-        job->sequence_ = std::make_unique<runtime::Sequence>(*fast_, tokenizer_, spec.prompt_tokens,
-                                                             spec.max_tokens, spec.sampling,
-                                                             architecture_of(spec));
+      auto* router = router_of(spec);
+      if (fast_ && (router == nullptr || router->routes_on_host()))
+        job->sequence_ = std::make_unique<runtime::Sequence>(
+            *fast_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,
+            architecture_of(spec), router, &model_);
       else
         job->sequence_ = std::make_unique<runtime::Sequence>(
             model_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,

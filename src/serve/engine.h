@@ -10,8 +10,9 @@
 // the cost of reading the weights. A sequence joins at the least charge of those running: it
 // neither waits for them nor overtakes them. Dynamic-router sequences choose widths per token,
 // so each decodes alone. Jobs run on the fast CPU runtime where it applies (runtime/fast_decoder.h:
-// its batched step reads each weight once for all rows) and on the torch forward otherwise (the
-// GPT family, a GPU, a dynamic router). At most max_active sequences hold KV caches; up to
+// its batched step reads each weight once for all rows; a dynamic router's prompt is prefilled by
+// the torch forward, its decode steps on the engine) and on the torch forward otherwise (a GPU,
+// fp16/bf16 weights). At most max_active sequences hold KV caches; up to
 // max_queue more wait, and beyond that submit() answers 503.
 #pragma once
 
@@ -102,8 +103,8 @@ struct EngineOptions {
   int64_t max_batch = 8;    // rows per batched decode step
   int64_t max_active = 16;  // sequences holding a KV cache at once
   int64_t max_queue = 64;   // submitted jobs waiting for a slot
-  // auto: the fast CPU runtime for every job it can run (an fp32 model on the CPU,
-  // without a dynamic router), the torch forward for the rest; fast: that or an error; torch.
+  // auto: the fast CPU runtime when it runs the model (fp32 on the CPU), the torch forward
+  // otherwise; fast: that or an error; torch.
   std::string runtime = "auto";
 };
 

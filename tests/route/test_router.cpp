@@ -2,6 +2,7 @@
 // held-out architectures, the static router honours every budget and is deterministic, the
 // budget table survives a save/load, and the dynamic router's execution paths are exact.
 #include <cmath>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -13,6 +14,7 @@
 #include "route/router_file.h"
 #include "route/surrogate.h"
 #include "route_fixtures.h"
+#include "runtime/fast_decoder.h"
 #include "test_util.h"
 
 namespace fr = flextron::route;
@@ -216,6 +218,60 @@ TEST_F(StoriesRouter, UntrainedDynamicRouterRoutesLikeItsStaticArchitecture) {
   EXPECT_LT((cached - stories_.model->forward(one, nullptr, &arch)).abs().max().item<double>(),
             1e-4);
   EXPECT_EQ(cache.keys[1].size(1), arch[1].kv_groups);  // allocated at the routed width
+}
+
+// The dynamic router on the fast engine (its host path, runtime/fast_decoder.h) against the
+// torch forward with the same router: a router with random corrections, so that widths vary
+// token by token, gives the same MLP width at every layer of every decode step and the same
+// logits.
+TEST_F(StoriesRouter, DynamicRouterOnTheFastEngineEqualsTheTorchPath) {
+  fr::ChoiceLayout layout(stories_.space);
+  fr::DynamicRouter dynamic(layout, 64, 6);
+  {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(21);
+    for (auto& p : dynamic->parameters()) p.normal_(0.0, 0.5);
+  }
+  auto code = torch::zeros({6});
+  code[3] = 1.0;
+  dynamic->set_budget(code, fr::base_logits(layout, fm::widest_architecture(stories_.space)));
+  dynamic->set_costs(layout.cost_ms(table_));
+  ASSERT_TRUE(dynamic->routes_on_host());
+  auto& m = *stories_.model;
+  flextron::runtime::FastDecoder engine(m, flextron::runtime::EngineOptions{2, 16});
+  torch::NoGradGuard no_grad;
+  auto one = stories_.sequences.narrow(0, 0, 1).narrow(1, 0, 40);
+  const int64_t prompt = 12, length = 40, vocab = m.config().vocab_size;
+
+  // Torch: a routed prefill, then decode steps, recording each step's widths.
+  auto cache = m.make_cache(1, length, nullptr, /*lazy=*/true);
+  m.forward(one.narrow(1, 0, prompt), &cache, nullptr, dynamic.get());
+  auto engine_cache = engine.cache_from(cache, length);  // before the torch steps extend it
+  auto arch = fm::full_architecture(m.config());
+  for (size_t l = 0; l < arch.size(); ++l) {
+    arch[l].kv_groups = engine_cache.kv_groups(static_cast<int64_t>(l));
+    EXPECT_EQ(arch[l].kv_groups, cache.keys[l].size(1));
+  }
+  std::vector<torch::Tensor> torch_logits;
+  std::vector<std::vector<double>> torch_widths, engine_widths;
+  for (int64_t t = prompt; t < length; ++t) {
+    dynamic->reset_usage();
+    torch_logits.push_back(m.forward(one.narrow(1, t, 1), &cache, nullptr, dynamic.get())[0][0]);
+    torch_widths.push_back(dynamic->mean_mlp_widths());
+  }
+  std::set<double> seen;
+  for (int64_t t = prompt; t < length; ++t) {
+    dynamic->reset_usage();
+    const float* logits =
+        engine.decode(one[0][t].item<int64_t>(), engine_cache, arch, dynamic.get());
+    engine_widths.push_back(dynamic->mean_mlp_widths());
+    const auto i = static_cast<size_t>(t - prompt);
+    EXPECT_EQ(engine_widths[i], torch_widths[i]) << "step " << t;
+    auto row = torch::from_blob(const_cast<float*>(logits), {vocab}, torch::kFloat);
+    EXPECT_LT((row - torch_logits[i]).abs().max().item<double>(), 1e-4) << "step " << t;
+    for (double w : engine_widths[i]) seen.insert(w);
+  }
+  EXPECT_GT(seen.size(), 2u) << "the router should vary widths between tokens and layers";
 }
 
 TEST_F(StoriesRouter, DynamicTrainingLeavesTheFrozenModelAlone) {
