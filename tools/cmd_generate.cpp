@@ -61,8 +61,8 @@ void run_generate(const GenerateArgs& a) {
       loaded.model = nullptr;
       runtime::release_freed_memory();
     }
-    r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options, loaded.model.get(),
-                               stream);
+    r = runtime::generate_fast(engine, *loaded.tokenizer, a.prompt, options,
+                               options.router != nullptr ? loaded.model.get() : nullptr, stream);
   } else {
     r = runtime::generate(*loaded.model, *loaded.tokenizer, a.prompt, options, stream);
   }

@@ -18,18 +18,30 @@ std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
   return tokens;
 }
 
-Sequence::Sequence(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
-                   std::vector<int64_t> prompt_tokens, int64_t max_tokens,
-                   const SamplingOptions& sampling, const model::Architecture& arch,
-                   model::LayerRouter* router)
-    : model_(&model),
+Sequence::Sequence(model::TransformerImpl* model, FastDecoder* engine,
+                   const text::Tokenizer& tokenizer, std::vector<int64_t> prompt_tokens,
+                   int64_t max_tokens, const SamplingOptions& sampling,
+                   const model::Architecture& arch, model::LayerRouter* router)
+    : model_(model),
+      engine_(engine),
       tokenizer_(tokenizer),
       prompt_(std::move(prompt_tokens)),
       max_tokens_(max_tokens),
       arch_(arch),
       router_(router),
       sampler_(sampling) {
-  check_arguments(model.config());
+  if (max_tokens_ < 0) fail("--max-tokens", "must be >= 0");
+  if (prompt_.empty()) fail("prompt", "no tokens (not even BOS)");
+  const auto& config = engine != nullptr ? engine->config() : model->config();
+  if (!arch_.empty()) model::check_architecture(config, arch_, "architecture");
+}
+
+Sequence::Sequence(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
+                   std::vector<int64_t> prompt_tokens, int64_t max_tokens,
+                   const SamplingOptions& sampling, const model::Architecture& arch,
+                   model::LayerRouter* router)
+    : Sequence(&model, nullptr, tokenizer, std::move(prompt_tokens), max_tokens, sampling, arch,
+               router) {
   // A router picks attention widths at prefill, so its cache is allocated then.
   cache_ = model.make_cache(1, capacity(model.config()), arch_.empty() ? nullptr : &arch_,
                             /*lazy=*/router != nullptr);
@@ -39,15 +51,8 @@ Sequence::Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
                    std::vector<int64_t> prompt_tokens, int64_t max_tokens,
                    const SamplingOptions& sampling, const model::Architecture& arch,
                    model::LayerRouter* router, model::TransformerImpl* model)
-    : model_(model),
-      engine_(&engine),
-      tokenizer_(tokenizer),
-      prompt_(std::move(prompt_tokens)),
-      max_tokens_(max_tokens),
-      arch_(arch),
-      router_(router),
-      sampler_(sampling) {
-  check_arguments(engine.config());
+    : Sequence(model, &engine, tokenizer, std::move(prompt_tokens), max_tokens, sampling, arch,
+               router) {
   if (router == nullptr) {
     engine_cache_ = engine.make_cache(capacity(engine.config()), arch_);
     return;
@@ -58,12 +63,6 @@ Sequence::Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
   // The prefill's cache, allocated as the router picks attention widths; copied to the engine's
   // after it.
   cache_ = model->make_cache(1, capacity(engine.config()), nullptr, /*lazy=*/true);
-}
-
-void Sequence::check_arguments(const model::ModelConfig& config) {
-  if (max_tokens_ < 0) fail("--max-tokens", "must be >= 0");
-  if (prompt_.empty()) fail("prompt", "no tokens (not even BOS)");
-  if (!arch_.empty()) model::check_architecture(config, arch_, "architecture");
 }
 
 int64_t Sequence::capacity(const model::ModelConfig& config) const {

@@ -72,7 +72,10 @@ class Sequence {
  private:
   void take_sampled();  // appends next_ or ends the sequence
 
-  void check_arguments(const model::ModelConfig& config);
+  // What both runtimes' constructors share: the fields and the argument checks.
+  Sequence(model::TransformerImpl* model, FastDecoder* engine, const text::Tokenizer& tokenizer,
+           std::vector<int64_t> prompt_tokens, int64_t max_tokens, const SamplingOptions& sampling,
+           const model::Architecture& arch, model::LayerRouter* router);
   int64_t capacity(const model::ModelConfig& config) const;
 
   model::TransformerImpl* model_ = nullptr;  // one of the two runtimes
