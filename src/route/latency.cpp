@@ -1,6 +1,7 @@
 #include "route/latency.h"
 
 #include <algorithm>
+#include <tuple>
 #include <cmath>
 #include <fstream>
 
@@ -371,7 +372,9 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
       timed([&] { model.head(model.embed(tokp)); }) / static_cast<double>(prompt);
   tick();
 
-  auto [prefill_cos, prefill_sin] = model.rope(0, prompt);
+  // Not structured bindings: the timed lambdas capture them (C++17 forbids that; GCC allows it).
+  torch::Tensor prefill_cos, prefill_sin;
+  std::tie(prefill_cos, prefill_sin) = model.rope(0, prompt);
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     auto& layer = model.layer(l);
     std::vector<double> mlp_decode, mlp_prefill, attn_prefill;
@@ -389,7 +392,8 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
         // over c + 1, as a decode step does.
         auto k = torch::randn({batch, groups, c + 1, hd}, acts);
         auto v = torch::randn({batch, groups, c + 1, hd}, acts);
-        auto [cos, sin] = model.rope(c, 1);
+        torch::Tensor cos, sin;
+        std::tie(cos, sin) = model.rope(c, 1);
         by_context.push_back(
             timed([&] { layer.attention_block(x1, c, groups, cos, sin, &k, &v); }));
       }

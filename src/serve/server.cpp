@@ -227,7 +227,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   auto first = std::make_shared<bool>(true);
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, endpoint, result, first, complete](size_t, httplib::DataSink& sink) mutable {
+      [job, endpoint, result, first, complete](size_t, httplib::DataSink& sink) mutable {
         std::string text;
         const bool done = job->wait(text, std::chrono::milliseconds(1000));
         auto send = [&](const std::string& event) {
