@@ -18,9 +18,9 @@ namespace flextron::io {
 void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& model,
                      const text::Tokenizer* tokenizer, torch::Dtype dtype);
 
-// Reads an F32/F16 llama-, deci- or gpt2-architecture GGUF file into model directory `out` (config.json,
-// model.safetensors, and tokenizer.bin or vocab.json + merges.txt). Throws flextron::Error
-// naming the file and the missing key or tensor.
+// Reads an F32/F16 llama-, deci- or gpt2-architecture GGUF file into model directory `out`
+// (config.json, model.safetensors, and tokenizer.bin or vocab.json + merges.txt). Throws
+// flextron::Error naming the file and the missing key or tensor.
 void import_gguf_model(const std::filesystem::path& path, const std::filesystem::path& out);
 
 }  // namespace flextron::io

@@ -1,9 +1,9 @@
 #include "route/latency.h"
 
 #include <algorithm>
-#include <tuple>
 #include <cmath>
 #include <fstream>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
