@@ -2,35 +2,13 @@
 
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "core/timing.h"
-
-#include <torch/torch.h>
+#include "runtime/sequence.h"
 
 namespace flextron::runtime {
-
-namespace {
-// One routed sequence with `context` positions: the router's prefill on the torch forward, its
-// cache copied to the engine; the architecture its decode steps pass (the cache's KV widths).
-std::pair<EngineCache, model::Architecture> routed_context(FastDecoder& engine,
-                                                           model::TransformerImpl& model,
-                                                           model::LayerRouter& router,
-                                                           const std::vector<int64_t>& tokens) {
-  c10::InferenceMode inference;
-  const auto n = static_cast<int64_t>(tokens.size());
-  auto cache = model.make_cache(1, n + 1, nullptr, /*lazy=*/true);
-  model.forward(torch::tensor(tokens, torch::kLong).to(model.device()).unsqueeze(0), &cache,
-                nullptr, &router);
-  auto engine_cache = engine.cache_from(cache, n + 1);
-  auto arch = model::full_architecture(engine.config());
-  for (size_t l = 0; l < arch.size(); ++l)
-    arch[l].kv_groups = engine_cache.kv_groups(static_cast<int64_t>(l));
-  return {std::move(engine_cache), arch};
-}
-}  // namespace
 
 double engine_decode_ms(FastDecoder& engine, const model::Architecture& arch, int64_t context,
                         int64_t batch, int64_t warmup, int64_t repeats, model::LayerRouter* router,
@@ -50,11 +28,11 @@ double engine_decode_ms(FastDecoder& engine, const model::Architecture& arch, in
       fail("latency", "a routed decode step is timed for one sequence with a context, on a model");
     std::vector<int64_t> prompt(static_cast<size_t>(context));
     for (auto& t : prompt) t = token(rng);
-    auto [cache, routed] = routed_context(engine, *model, *router, prompt);
+    auto routed = routed_prefill(engine, *model, *router, prompt, context + 1);
     const int64_t next = token(rng);
-    auto step = [&, &cache = cache, &routed = routed] {
-      cache.truncate(context);
-      engine.decode(next, cache, routed, router);
+    auto step = [&] {
+      routed.cache.truncate(context);
+      engine.decode(next, routed.cache, routed.arch, router);
     };
     return median(time_calls_ms(step, warmup, repeats));
   }

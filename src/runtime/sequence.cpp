@@ -18,6 +18,22 @@ std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
   return tokens;
 }
 
+RoutedPrefill routed_prefill(FastDecoder& engine, model::TransformerImpl& model,
+                             model::LayerRouter& router, const std::vector<int64_t>& tokens,
+                             int64_t capacity) {
+  c10::InferenceMode inference;
+  auto cache = model.make_cache(1, capacity, nullptr, /*lazy=*/true);
+  auto input = torch::tensor(tokens, torch::kLong).to(model.device()).unsqueeze(0);
+  auto logits = model.forward(input, &cache, nullptr, &router);
+  RoutedPrefill out;
+  out.cache = engine.cache_from(cache, capacity);
+  out.arch = model::full_architecture(engine.config());
+  for (size_t l = 0; l < out.arch.size(); ++l)
+    out.arch[l].kv_groups = out.cache.kv_groups(static_cast<int64_t>(l));
+  out.last_logits = logits[0][static_cast<int64_t>(tokens.size()) - 1];
+  return out;
+}
+
 Sequence::Sequence(model::TransformerImpl* model, FastDecoder* engine,
                    const text::Tokenizer& tokenizer, std::vector<int64_t> prompt_tokens,
                    int64_t max_tokens, const SamplingOptions& sampling,
@@ -60,9 +76,6 @@ Sequence::Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
   if (model == nullptr) fail("fast runtime", "a routed sequence needs the model for its prefill");
   if (!router->routes_on_host())
     fail("fast runtime", "this router cannot route on the fast runtime");
-  // The prefill's cache, allocated as the router picks attention widths; copied to the engine's
-  // after it.
-  cache_ = model->make_cache(1, capacity(engine.config()), nullptr, /*lazy=*/true);
 }
 
 int64_t Sequence::capacity(const model::ModelConfig& config) const {
@@ -73,17 +86,10 @@ int64_t Sequence::capacity(const model::ModelConfig& config) const {
 void Sequence::prefill() {
   prev_ = prompt_.back();
   if (engine_ != nullptr && router_ != nullptr) {
-    c10::InferenceMode inference;
-    auto input = torch::tensor(prompt_, torch::kLong).to(model_->device()).unsqueeze(0);
-    auto logits = model_->forward(input, &cache_, nullptr, router_);
-    engine_cache_ = engine_->cache_from(cache_, capacity(engine_->config()));
-    cache_ = model::KVCache{};  // the engine holds the keys and values now
-    // Decode steps keep the attention widths the prefill chose (the cache's); MLP widths are
-    // the router's, per token.
-    arch_ = model::full_architecture(engine_->config());
-    for (size_t l = 0; l < arch_.size(); ++l)
-      arch_[l].kv_groups = engine_cache_.kv_groups(static_cast<int64_t>(l));
-    next_ = sampler_.sample(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
+    auto routed = routed_prefill(*engine_, *model_, *router_, prompt_, capacity(engine_->config()));
+    engine_cache_ = std::move(routed.cache);
+    arch_ = std::move(routed.arch);
+    next_ = sampler_.sample(routed.last_logits);
     return take_sampled();
   }
   if (engine_ != nullptr) {

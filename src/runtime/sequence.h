@@ -27,6 +27,20 @@ namespace flextron::runtime {
 std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
                                    const model::ModelConfig& config, const std::string& prompt);
 
+// A dynamic router's prefill for the fast engine: `model`'s forward with `router` over `tokens`
+// (one sequence), which lets the router choose each layer's attention width from the whole
+// prompt, then its KV cache copied into an engine cache of `capacity` positions. `arch` is what
+// the decode steps pass: the chosen KV widths, full MLP widths (the router picks those per
+// token); `last_logits` the prompt's last position's logits [vocab].
+struct RoutedPrefill {
+  EngineCache cache;
+  model::Architecture arch;
+  torch::Tensor last_logits;
+};
+RoutedPrefill routed_prefill(FastDecoder& engine, model::TransformerImpl& model,
+                             model::LayerRouter& router, const std::vector<int64_t>& tokens,
+                             int64_t capacity);
+
 class Sequence {
  public:
   // On the torch forward. arch: empty = full model; router: chooses widths instead (not owned,
