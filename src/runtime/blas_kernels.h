@@ -21,9 +21,9 @@ std::string blas_core();
 // While one exists, OpenBLAS runs single-threaded: the fast engine's own team runs its products,
 // one share per thread, and OpenBLAS must not start threads of its own inside them. The fast
 // engines hold one for their lifetime (the count is shared; the last restores OpenBLAS's thread
-// count) rather than setting it around every pass: setting it is not free (OpenBLAS 0.3.21
-// re-checks its thread buffers under a lock), measured a quarter of stories260K's half-width
-// decode step on the 2-vCPU VM. LibTorch's own intra-op threads are not affected.
+// count) rather than setting it around every pass: a pass of a small model takes tens of
+// microseconds, and setting the count takes OpenBLAS's server lock each time. LibTorch's own
+// intra-op threads are not affected.
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas();

@@ -1,10 +1,9 @@
 // A fixed team of threads for the fast engine's passes (runtime/fast_decoder.h): the caller is
 // thread 0, the others live as long as the team. Between passes the workers spin for a while
 // before they sleep, because a decode step of a small model takes tens of microseconds and
-// waking a sleeping thread costs about as much: an OpenMP region per pass left libgomp's
-// workers asleep between tokens (its spin is cut short when LibTorch's own OpenMP pool shares
-// the cores), which on the 2-vCPU VM made stories260K's half-width decode 0.75x the full
-// width's time instead of ~0.55x.
+// waking a sleeping thread costs about as much. Unlike an OpenMP region per pass, how long they
+// spin is the engine's choice, not libgomp's (whose policy depends on OMP_WAIT_POLICY,
+// GOMP_SPINCOUNT and how many threads LibTorch's own pool has made).
 #pragma once
 
 #include <atomic>
