@@ -186,7 +186,7 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
   }
 
   // Latency on the runtime that would serve each row: one fast engine per model (it shares the
-  // model's weights), the torch forward for a dynamic router.
+  // model's weights; a dynamic router routes on it too), the torch forward where it cannot run.
   std::map<model::TransformerImpl*, std::unique_ptr<runtime::FastDecoder>> engines;
   for (size_t i = 0; i < subjects.size(); ++i) {
     auto& s = subjects[i];

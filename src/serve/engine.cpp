@@ -149,9 +149,9 @@ void Engine::admit() {
             *fast_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,
             architecture_of(spec), router, &model_);
       else
-        job->sequence_ = std::make_unique<runtime::Sequence>(
-            model_, tokenizer_, spec.prompt_tokens, spec.max_tokens, spec.sampling,
-            architecture_of(spec), router_of(spec));
+        job->sequence_ = std::make_unique<runtime::Sequence>(model_, tokenizer_, spec.prompt_tokens,
+                                                             spec.max_tokens, spec.sampling,
+                                                             architecture_of(spec), router);
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;
