@@ -11,7 +11,8 @@ PACKAGES=(
   nlohmann-json3-dev        # JSON
   libcli11-dev              # command line
   libcpp-httplib-dev        # HTTP server
-  libpcre2-dev              # GPT-2 pre-tokenization (Unicode regex)
+  libpcre2-dev              # BPE pre-tokenization (Unicode regex)
+  libicu-dev                # tokenizer.json NFC / NFKC / Lowercase normalizers
   libopenblas-dev           # BLAS
   libgtest-dev libgmock-dev # tests
   libbenchmark-dev          # benchmarks

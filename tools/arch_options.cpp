@@ -58,6 +58,10 @@ Selection ArchArgs::resolve(io::LoadedModel& loaded, const std::filesystem::path
       fail("--router",
            "dynamic routing varies widths per token; this command needs one "
            "architecture (use static or uniform)");
+    // The full model needs no table, as the server treats it (route/select.h).
+    if (b.kind == route::BudgetKind::Latency && b.value == 1.0 &&
+        kind != route::RouterKind::Dynamic && !std::filesystem::exists(dir / route::kLatencyFile))
+      return s;
     s.plan = route::plan_budget(dir, *loaded.model, loaded.space, b, kind);
     s.arch = s.plan->arch;
     return s;

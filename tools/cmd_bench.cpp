@@ -3,6 +3,7 @@
 // greedy decode steps; every figure is the median of R runs, the budgets (and a reference
 // engine's command line, when given) measured in interleaved rounds so the machine's load drifts
 // over all of them alike.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/parse.h"
+#include "core/progress_line.h"
 #include "core/timing.h"
 #include "io/model_dir.h"
 #include "route/select.h"
@@ -35,8 +37,8 @@ struct BenchArgs {
   std::string model;
   std::string budgets = "1";
   std::string router = "uniform";
-  int64_t prompt_tokens = 128;
-  int64_t gen_tokens = 128;
+  int64_t prompt_tokens = 0;  // 0: 128, or half the model's context if shorter
+  int64_t gen_tokens = 0;     // 0: 128, or what the context leaves after the prompt
   int64_t repeat = 5;
   std::string runtime = "fast";
   std::string reference_cmd;
@@ -189,12 +191,12 @@ model::Architecture budget_architecture(double budget, const BenchArgs& a,
   return arch;
 }
 
-void run_bench(const BenchArgs& a) {
+void run_bench(BenchArgs a) {
   const auto budgets = parse_double_list(a.budgets, "--budgets");
   for (double b : budgets)
     if (!(b > 0.0 && b <= 1.0)) fail("--budgets", "each budget must be in (0, 1]");
-  if (a.prompt_tokens < 1) fail("--prompt-tokens", "must be >= 1");
-  if (a.gen_tokens < 1) fail("--gen-tokens", "must be >= 1");
+  if (a.prompt_tokens < 0) fail("--prompt-tokens", "must be >= 1");
+  if (a.gen_tokens < 0) fail("--gen-tokens", "must be >= 1");
   if (a.repeat < 1) fail("--repeat", "must be >= 1");
   runtime::use_threads(a.threads);
   // What the process holds before any model: LibTorch and the libraries it loads.
@@ -206,6 +208,12 @@ void run_bench(const BenchArgs& a) {
   auto& m = *loaded.model;
   const auto c = m.config();
   const int64_t parameters = m.parameter_count();
+  // Defaults follow the model, so they never exceed its context.
+  if (a.prompt_tokens == 0)
+    a.prompt_tokens = std::max<int64_t>(1, std::min<int64_t>(128, c.max_position_embeddings / 2));
+  if (a.gen_tokens == 0)
+    a.gen_tokens =
+        std::max<int64_t>(1, std::min<int64_t>(128, c.max_position_embeddings - a.prompt_tokens));
   if (a.prompt_tokens + a.gen_tokens > c.max_position_embeddings)
     fail("--prompt-tokens", "prompt plus generated tokens exceed the model's context of " +
                                 std::to_string(c.max_position_embeddings));
@@ -254,6 +262,7 @@ void run_bench(const BenchArgs& a) {
   const auto warmup_start = std::chrono::steady_clock::now();
   for (int64_t round = 0; round < 100 && (round == 0 || seconds_since(warmup_start) < 1.0); ++round)
     for (auto& row : rows) run_row(row);
+  ProgressLine line;  // (quiet with --json)
   for (int64_t round = 1; round <= a.repeat; ++round) {
     for (auto& row : rows) {
       const Speed s = run_row(row);
@@ -262,10 +271,10 @@ void run_bench(const BenchArgs& a) {
     }
     if (!a.reference_cmd.empty()) reference.push_back(run_reference(a.reference_cmd, pattern));
     if (!a.json)
-      std::fprintf(stderr, "\rround %lld/%lld", static_cast<long long>(round),
+      line.updatef("round %lld/%lld", static_cast<long long>(round),
                    static_cast<long long>(a.repeat));
   }
-  if (!a.json) std::fprintf(stderr, "\n");
+  line.finish();
   const int64_t peak = status_bytes("VmHWM");
   const int64_t weights =
       (fast ? engine->weights().bytes() : 0) + (engine8 ? engine8->weights().int8_bytes() : 0);
@@ -395,9 +404,11 @@ void register_bench(CLI::App& app) {
                   "router at that latency budget")
       ->check(CLI::IsMember({"uniform", "static"}))
       ->capture_default_str();
-  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Tokens prefilled in one batched pass")
-      ->capture_default_str();
-  cmd->add_option("--gen-tokens", a->gen_tokens, "Greedy decode steps")->capture_default_str();
+  cmd->add_option("--prompt-tokens", a->prompt_tokens,
+                  "Tokens prefilled in one batched pass (default: 128, or half the model's "
+                  "context if shorter)");
+  cmd->add_option("--gen-tokens", a->gen_tokens,
+                  "Greedy decode steps (default: 128, or what the context leaves)");
   cmd->add_option("--repeat", a->repeat, "Runs per figure (median)")->capture_default_str();
   cmd->add_option("--runtime", a->runtime, "fast, torch, or both side by side")
       ->check(CLI::IsMember({"fast", "torch", "both"}))

@@ -73,6 +73,7 @@ void run_generate(const GenerateArgs& a) {
     j["tokens"] = r.tokens;
     j["text"] = r.text;
     j["stop_reason"] = r.stop_reason;
+    j["stop_description"] = r.stop_description;
     j["runtime"] = fast ? "fast" : "torch";
     j["architecture"] = model::architecture_to_json(
         options.arch.empty() ? model::full_architecture(config) : options.arch);
@@ -89,9 +90,9 @@ void run_generate(const GenerateArgs& a) {
   }
   std::cout << "\n" << std::flush;  // the text before the timing line on a shared terminal
   std::fprintf(
-      stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s; %s runtime)\n",
+      stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s runtime)\n%s\n",
       r.prompt_tokens.size(), r.prefill_tokens_per_second(), static_cast<long long>(r.decode_steps),
-      r.decode_tokens_per_second(), r.stop_reason.c_str(), fast ? "fast" : "torch");
+      r.decode_tokens_per_second(), fast ? "fast" : "torch", r.stop_description.c_str());
 }
 }  // namespace
 

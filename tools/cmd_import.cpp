@@ -37,6 +37,7 @@ void run_import(const ImportArgs& a) {
     if (!a.tokenizer.empty()) fail("--tokenizer", "only used with --from llama2c");
     io::LoadOptions options;
     auto loaded = io::load_model_dir(a.model, options);
+    for (const auto& note : loaded.notes) std::cerr << "note: " << note << "\n";
     io::save_model_dir(a.out, *loaded.model, loaded.tokenizer.get());
   }
   std::cout << "imported " << a.model << " -> " << a.out << "\n";

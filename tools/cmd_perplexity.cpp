@@ -71,7 +71,8 @@ void register_perplexity(CLI::App& app) {
       app.add_subcommand("perplexity", "Perplexity and bits per byte of a model on a text file");
   cmd->add_option("--model", a->model, "Model directory")->required();
   cmd->add_option("--data", a->data, "UTF-8 text file")->required();
-  cmd->add_option("--ctx", a->options.ctx, "Window length in tokens")->capture_default_str();
+  cmd->add_option("--ctx", a->options.ctx,
+                  "Window length in tokens (default: 512, or the model's context if shorter)");
   cmd->add_option("--stride", a->options.stride,
                   "Rolling windows advancing by this many tokens (default: llama.cpp convention)");
   cmd->add_option("--batch", a->options.batch, "Windows per forward pass")->capture_default_str();

@@ -1,11 +1,15 @@
 // flextron: one binary, one subcommand per stage. Errors are one line on stderr, exit code 1.
+#include <algorithm>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <c10/util/Exception.h>
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/suggest.h"
 #include "runtime/allocator.h"
 #include "runtime/blas_kernels.h"
 
@@ -34,6 +38,21 @@ int main(int argc, char** argv) {
   flextron::cli::register_make_task(app);
   flextron::cli::register_serve(app);
   flextron::cli::register_bench(app);
+  // The first word that is not an option names the command; CLI11 alone would report a typo as
+  // "A subcommand is required".
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') continue;
+    std::vector<std::string> names;
+    for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
+      names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), word) == names.end()) {
+      std::cerr << "flextron: error: " << flextron::unknown_name_message("command", word, names)
+                << " (flextron --help lists them)\n";
+      return 1;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

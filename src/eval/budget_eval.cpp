@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "core/progress_line.h"
 #include "core/timing.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
@@ -201,6 +202,7 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     rows[i]["runtime"] = subjects[i].engine ? "fast" : "torch";
   // Every subject once per round, rounds interleaved so that drift in the machine's speed
   // reaches all alike; the median over rounds is kept.
+  ProgressLine line;
   const auto ms = interleaved_medians(
       subjects.size(), o.latency_rounds,
       [&](size_t i) {
@@ -217,10 +219,10 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
         return sum / static_cast<double>(contexts.size());
       },
       [&](int64_t round) {
-        std::fprintf(stderr, "\r[eval] latency round %lld/%lld   ", static_cast<long long>(round),
+        line.updatef("[eval] latency round %lld/%lld", static_cast<long long>(round),
                      static_cast<long long>(o.latency_rounds));
       });
-  std::fprintf(stderr, "\n");
+  line.finish();
   const double full_ms = ms[0];
   for (size_t i = 0; i < subjects.size(); ++i) {
     const double m = ms[i];

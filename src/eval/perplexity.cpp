@@ -1,5 +1,6 @@
 #include "eval/perplexity.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <torch/torch.h>
@@ -72,8 +73,10 @@ void run_windows(model::TransformerImpl& model, const text::Tokenizer& tokenizer
 }  // namespace
 
 PerplexityResult perplexity(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
-                            const std::vector<int64_t>& tokens, const PerplexityOptions& o) {
+                            const std::vector<int64_t>& tokens, const PerplexityOptions& options) {
   const auto n = static_cast<int64_t>(tokens.size());
+  auto o = options;
+  if (o.ctx == 0) o.ctx = std::min(kDefaultPerplexityCtx, model.config().max_position_embeddings);
   if (o.ctx < 2) fail("--ctx", "must be at least 2");
   if (o.ctx > model.config().max_position_embeddings)
     fail("--ctx", std::to_string(o.ctx) + " exceeds the model's context of " +

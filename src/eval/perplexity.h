@@ -18,8 +18,11 @@
 
 namespace flextron::eval {
 
+// The window when none is given, capped at the model's context (a default never fails).
+inline constexpr int64_t kDefaultPerplexityCtx = 512;
+
 struct PerplexityOptions {
-  int64_t ctx = 512;
+  int64_t ctx = 0;           // 0: min(kDefaultPerplexityCtx, the model's context)
   int64_t stride = 0;        // 0: llama.cpp convention; > 0: rolling windows advancing by stride
   int64_t batch = 4;         // windows per forward
   model::Architecture arch;  // empty: full model

@@ -28,4 +28,13 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   }
 }
 
+std::filesystem::path output_file(const std::filesystem::path& out,
+                                  const std::string& default_name) {
+  if (out.empty()) fail("--out", "is empty");
+  const bool directory = !out.has_filename() || std::filesystem::is_directory(out);
+  const auto file = directory ? out / default_name : out;
+  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
+  return file;
+}
+
 }  // namespace flextron::io

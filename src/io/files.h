@@ -16,4 +16,9 @@ std::string read_file(const std::filesystem::path& path);
 // invalid JSON (with the parser's position).
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
+// Where a command writes its one output file given --out: `out` itself, or out/default_name
+// when `out` is an existing directory or ends in '/' (created if missing).
+std::filesystem::path output_file(const std::filesystem::path& out,
+                                  const std::string& default_name);
+
 }  // namespace flextron::io

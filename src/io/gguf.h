@@ -4,17 +4,21 @@
 //   tensor infos: (string name, u32 n_dims, u64 ne[n_dims], u32 ggml type, u64 offset)...
 //   padding to general.alignment (32), then the tensor data, each at its aligned offset.
 // ne[0] is the fastest-varying dimension: a row-major torch [out, in] matrix has ne = {in, out}.
-// Only F32 and F16 tensors are read and written here.
+// Read: F32, F16, BF16 and the quantized types of core/quant_blocks.h (Q4_0 ... Q8_K),
+// dequantized to float32. Written: F32, F16, BF16, Q8_0, Q4_0.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <torch/types.h>
 #include <nlohmann/json.hpp>
+
+#include "core/quant_blocks.h"
 
 namespace flextron::io {
 
@@ -45,7 +49,13 @@ using GgufMetadata = std::map<std::string, GgufValue>;
 
 struct GgufTensor {
   std::string name;
-  torch::Tensor data;  // torch layout ([out, in] for matrices), float32 or float16
+  // Torch layout ([out, in] for matrices). Read: float16 (F16), bfloat16 (BF16), else float32
+  // (F32 and every quantized type, dequantized).
+  torch::Tensor data;
+  // Read: the file's ggml type. Write: how to store `data` (F32, F16, BF16, or Q8_0 / Q4_0,
+  // quantized with llama.cpp's reference rounding, which need rows of a multiple of 32); unset:
+  // by data's dtype (float32 F32, float16 F16, bfloat16 BF16).
+  std::optional<quant::GgmlType> type;
 };
 
 struct GgufFile {
@@ -59,12 +69,15 @@ GgufValue gguf_u32(uint32_t v);
 GgufValue gguf_f32(float v);
 GgufValue gguf_array(GgufType element, nlohmann::json values);
 
-// Writes `file`, tensors as stored (float32 -> F32, float16 -> F16; others are an error),
-// atomically (write then rename).
+// Writes `file` (tensors as GgufTensor::type says), atomically (write then rename).
 void write_gguf(const std::filesystem::path& path, const GgufFile& file);
 
-// Reads a GGUF v2/v3 file. Throws flextron::Error naming the file and what is wrong (bad
-// magic, unsupported version or tensor type, truncation, offsets outside the file).
+// Reads a GGUF v2/v3 file. Every count, length, shape and offset is checked before anything is
+// allocated from it: throws a one-line flextron::Error naming the file and what is wrong (bad
+// magic or version, truncation, counts or lengths that cannot fit in the file, n_dims outside
+// 1..4, a zero or overflowing shape, an unknown or unread ggml type, rows that are not whole
+// blocks, general.alignment not a power of two, offsets unaligned, outside the file or
+// overlapping, duplicate keys or tensor names).
 GgufFile read_gguf(const std::filesystem::path& path);
 
 }  // namespace flextron::io

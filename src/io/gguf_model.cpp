@@ -1,19 +1,23 @@
 #include "io/gguf_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 
 #include <torch/torch.h>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
+#include "io/gguf_tokenizer.h"
 #include "io/model_dir.h"
 
 namespace flextron::io {
 
 using nlohmann::json;
+using quant::GgmlType;
 
 namespace {
 
@@ -80,20 +84,24 @@ int32_t token_type(const std::string& text, int64_t id, const text::Tokenizer& t
 }
 
 void add_tokenizer(GgufMetadata& m, const text::Tokenizer& t) {
-  const auto merges = t.merges();
-  const bool bpe = !merges.empty();
+  // Byte-level BPE is llama.cpp's "gpt2" vocabulary; everything else (SentencePiece, llama2.c,
+  // a byte-fallback tokenizer.json) goes as "llama" with scores.
+  const bool bpe = t.byte_level();
+  const auto merges = bpe ? t.merges() : std::vector<std::string>{};
   json tokens = json::array(), scores = json::array(), types = json::array();
   for (int64_t id = 0; id < t.vocab_size(); ++id) {
     const std::string text = bpe ? t.piece(id) : token_text(t, id);
     tokens.push_back(text);
     scores.push_back(t.score(id));
-    types.push_back(bpe ? (id == t.eos_id() ? kControl : kNormal) : token_type(text, id, t));
+    types.push_back(bpe ? (t.is_special(id) ? kControl : kNormal) : token_type(text, id, t));
   }
   m["tokenizer.ggml.model"] = gguf_string(bpe ? "gpt2" : "llama");
   m["tokenizer.ggml.tokens"] = gguf_array(GgufType::String, tokens);
   m["tokenizer.ggml.token_type"] = gguf_array(GgufType::Int32, types);
   if (bpe) {
     m["tokenizer.ggml.merges"] = gguf_array(GgufType::String, merges);
+    // Which regexes llama.cpp pre-tokenizes with; "default" when the pipeline is not a known one.
+    m["tokenizer.ggml.pre"] = gguf_string(t.gguf_pre().empty() ? "default" : t.gguf_pre());
   } else {
     m["tokenizer.ggml.scores"] = gguf_array(GgufType::Float32, scores);
     m["tokenizer.ggml.unknown_token_id"] = gguf_u32(0);
@@ -121,35 +129,30 @@ double f32_decimal(double v) {
   return std::stod(buf);
 }
 
-// A vocabulary as lists, for writing tokenizer.bin from a GGUF file's llama vocabulary.
-class VocabList : public text::Tokenizer {
- public:
-  VocabList(std::vector<std::string> pieces, std::vector<float> scores, int64_t bos, int64_t eos)
-      : pieces_(std::move(pieces)), scores_(std::move(scores)), bos_(bos), eos_(eos) {}
-  std::vector<int64_t> encode(const std::string&, bool) const override { return {}; }
-  std::string decode_piece(int64_t, int64_t) const override { return {}; }
-  int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
-  int64_t bos_id() const override { return bos_; }
-  int64_t eos_id() const override { return eos_; }
-  std::string piece(int64_t id) const override { return pieces_.at(static_cast<size_t>(id)); }
-  float score(int64_t id) const override { return scores_.at(static_cast<size_t>(id)); }
-  std::string file_name() const override { return "tokenizer.bin"; }
-  void save(const std::filesystem::path& path) const override {
-    text::save_llama2c_tokenizer(*this, path);
-  }
-
- private:
-  std::vector<std::string> pieces_;
-  std::vector<float> scores_;
-  int64_t bos_, eos_;
-};
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
 
 }  // namespace
 
 void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& model,
                      const text::Tokenizer* tokenizer, torch::Dtype dtype) {
-  const auto& c = model.config();
   if (dtype != torch::kFloat && dtype != torch::kHalf) fail("--gguf-type", "use f32 or f16");
+  save_gguf_model(path, model, tokenizer, dtype == torch::kFloat ? GgmlType::F32 : GgmlType::F16);
+}
+
+void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& model,
+                     const text::Tokenizer* tokenizer, GgmlType matrix_type) {
+  const auto& c = model.config();
+  // llama.cpp's llama_ftype of the file.
+  const std::map<GgmlType, uint32_t> file_types = {{GgmlType::F32, 0}, {GgmlType::F16, 1},
+                                                   {GgmlType::Q4_0, 2}, {GgmlType::Q8_0, 7},
+                                                   {GgmlType::BF16, 32}};
+  if (!file_types.count(matrix_type))
+    fail("--gguf-type", std::string(quant::type_info(matrix_type).name) +
+                            " is not written (f32, f16, bf16, q8_0, q4_0)");
   GgufFile file;
   auto& m = file.metadata;
   std::vector<int64_t> ffn, heads, kv_heads;
@@ -171,7 +174,7 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
   m["general.architecture"] = gguf_string(arch);
   m["general.name"] = gguf_string(path.stem().string());
   m["general.alignment"] = gguf_u32(32);
-  m["general.file_type"] = gguf_u32(dtype == torch::kFloat ? 0 : 1);  // ALL_F32 / MOSTLY_F16
+  m["general.file_type"] = gguf_u32(file_types.at(matrix_type));
   m[arch + ".context_length"] = gguf_u32(static_cast<uint32_t>(c.max_position_embeddings));
   m[arch + ".embedding_length"] = gguf_u32(static_cast<uint32_t>(c.hidden_size));
   m[arch + ".block_count"] = gguf_u32(static_cast<uint32_t>(c.num_hidden_layers));
@@ -196,10 +199,13 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
 
   torch::NoGradGuard no_grad;
   const auto state = model.state();
+  const bool quantized = matrix_type == GgmlType::Q8_0 || matrix_type == GgmlType::Q4_0;
   auto add = [&](const std::string& name, torch::Tensor t) {
-    // llama.cpp's converter keeps 1-D tensors (norms, biases) in F32.
-    t = t.detach().to(torch::kCPU, t.dim() == 1 ? torch::kFloat : dtype);
-    file.tensors.push_back({name, t});
+    // llama.cpp keeps 1-D tensors (norms, biases) in F32, and writes a matrix whose rows are
+    // not whole 32-element blocks as F16 in a quantized file.
+    auto type = t.dim() == 1 ? GgmlType::F32 : matrix_type;
+    if (quantized && t.size(-1) % quant::kQK != 0) type = GgmlType::F16;
+    file.tensors.push_back({name, t.detach().to(torch::kCPU), type});
   };
   add("token_embd.weight", state.at("model.embed_tokens.weight"));
   if (c.gpt()) add("position_embd.weight", state.at("model.embed_positions.weight"));
@@ -237,7 +243,21 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
   write_gguf(path, file);
 }
 
+static void import_gguf_unchecked(const std::filesystem::path& path,
+                                  const std::filesystem::path& out);
+
+// A metadata value of the wrong type that a typed read below does not name (nlohmann's
+// type_error) still becomes a one-line Error naming the file.
 void import_gguf_model(const std::filesystem::path& path, const std::filesystem::path& out) {
+  try {
+    import_gguf_unchecked(path, out);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, std::string("metadata value of the wrong type (") + e.what() + ")");
+  }
+}
+
+static void import_gguf_unchecked(const std::filesystem::path& path,
+                                  const std::filesystem::path& out) {
   auto file = read_gguf(path);
   const auto& m = file.metadata;
   auto get = [&](const std::string& key) -> const json& {
@@ -245,29 +265,78 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
     if (it == m.end()) fail(path, "missing metadata key " + key);
     return it->second.value;
   };
-  const auto arch = get("general.architecture").get<std::string>();
+  // Typed reads of the config keys: a wrong type or an out-of-range value is an error naming
+  // the key (nlohmann's own conversions would cast a float, or throw type_error).
+  auto value = [&](const std::string& key) -> const GgufValue& {
+    auto it = m.find(key);
+    if (it == m.end()) fail(path, "missing metadata key " + key);
+    return it->second;
+  };
+  auto is_integer = [](GgufType t) {
+    return t != GgufType::Float32 && t != GgufType::Float64 && t != GgufType::Bool &&
+           t != GgufType::String && t != GgufType::Array;
+  };
+  auto positive_int = [&](const std::string& key, GgufType type, const json& v) -> int64_t {
+    if (!is_integer(type)) fail(path, key + " must be an integer, got " + v.dump());
+    if (v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t{1} << 31))
+      fail(path, key + " = " + v.dump() + " is implausibly large");
+    const auto n = v.get<int64_t>();
+    if (n <= 0) fail(path, key + " must be positive, got " + std::to_string(n));
+    if (n > (int64_t{1} << 31)) fail(path, key + " = " + v.dump() + " is implausibly large");
+    return n;
+  };
+  auto count = [&](const std::string& key) {
+    const auto& v = value(key);
+    return positive_int(key, v.type, v.value);
+  };
+  auto positive_real = [&](const std::string& key) {
+    const auto& v = value(key);
+    if (!v.value.is_number()) fail(path, key + " must be a number, got " + v.value.dump());
+    const auto x = v.value.get<double>();
+    if (!std::isfinite(x) || x <= 0) fail(path, key + " must be finite and positive");
+    return x;
+  };
+  const auto& arch_value = value("general.architecture");
+  if (arch_value.type != GgufType::String)
+    fail(path, "general.architecture must be a string, got " + arch_value.value.dump());
+  const auto arch = arch_value.value.get<std::string>();
   if (arch != "llama" && arch != "deci" && arch != "gpt2")
     fail(path, "general.architecture \"" + arch + "\" is not supported (llama, deci, gpt2)");
   const bool gpt = arch == "gpt2";
   auto layer_values = [&](const std::string& key, int64_t layers) {
-    const auto& v = get(key);
+    const auto& v = value(key);
     std::vector<int64_t> out;
-    if (v.is_array()) {
-      if (static_cast<int64_t>(v.size()) != layers)
-        fail(path, key + " has " + std::to_string(v.size()) + " entries for " +
+    if (v.type == GgufType::Array) {
+      if (static_cast<int64_t>(v.value.size()) != layers)
+        fail(path, key + " has " + std::to_string(v.value.size()) + " entries for " +
                        std::to_string(layers) + " layers");
-      for (const auto& e : v) out.push_back(e.get<int64_t>());
+      for (size_t l = 0; l < v.value.size(); ++l)
+        out.push_back(positive_int(key + "[" + std::to_string(l) + "]", v.element, v.value[l]));
     } else {
-      out.assign(static_cast<size_t>(layers), v.get<int64_t>());
+      out.assign(static_cast<size_t>(layers), positive_int(key, v.type, v.value));
     }
     return out;
   };
 
   model::ModelConfig c;
   c.family = gpt ? model::Family::Gpt2 : model::Family::Llama;
-  c.hidden_size = get(arch + ".embedding_length").get<int64_t>();
-  c.num_hidden_layers = get(arch + ".block_count").get<int64_t>();
-  c.max_position_embeddings = get(arch + ".context_length").get<int64_t>();
+  c.hidden_size = count(arch + ".embedding_length");
+  c.num_hidden_layers = count(arch + ".block_count");
+  c.max_position_embeddings = count(arch + ".context_length");
+  if (c.max_position_embeddings > (int64_t{1} << 24))
+    fail(path, arch + ".context_length " + std::to_string(c.max_position_embeddings) +
+                   " is implausibly large (over 2^24)");
+  // Every blk.N tensor must belong to a layer below block_count (a missing one is named below).
+  for (const auto& t : file.tensors) {
+    if (t.name.rfind("blk.", 0) != 0) continue;
+    const auto dot = t.name.find('.', 4);
+    const auto number = t.name.substr(4, dot == std::string::npos ? dot : dot - 4);
+    if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos)
+      fail(path, "tensor " + t.name + " has no layer number");
+    if (number.size() > 9 || std::stoll(number) >= c.num_hidden_layers)
+      fail(path, "tensor " + t.name + " belongs to layer " + number + " but " + arch +
+                     ".block_count is " + std::to_string(c.num_hidden_layers));
+  }
   const auto ffn = layer_values(arch + ".feed_forward_length", c.num_hidden_layers);
   const auto heads = layer_values(arch + ".attention.head_count", c.num_hidden_layers);
   // GPT-2 has one KV head per head (llama.cpp's default when head_count_kv is absent).
@@ -282,86 +351,97 @@ void import_gguf_model(const std::filesystem::path& path, const std::filesystem:
                      ": head_count / head_count_kv differs from the "
                      "other layers' (one group size is supported)");
   const std::string head_size_key = gpt ? ".attention.key_length" : ".rope.dimension_count";
-  if (m.count(arch + head_size_key)) c.head_dim_override = get(arch + head_size_key).get<int64_t>();
+  if (m.count(arch + head_size_key)) c.head_dim_override = count(arch + head_size_key);
+  if (!gpt && c.head_dim_override % 2 != 0)
+    fail(path, arch + ".rope.dimension_count must be even, got " +
+                   std::to_string(c.head_dim_override));
+  if (!gpt && c.head_dim_override > 0 && m.count(arch + ".attention.key_length") &&
+      count(arch + ".attention.key_length") != c.head_dim_override)
+    fail(path, arch + ".rope.dimension_count differs from " + arch +
+                   ".attention.key_length (partial rotary embeddings are not supported)");
   if (c.head_dim_override == c.hidden_size / c.num_attention_heads) c.head_dim_override = 0;
   if (m.count(arch + ".rope.freq_base"))
-    c.rope_theta = f32_decimal(get(arch + ".rope.freq_base").get<double>());
-  c.rms_norm_eps = f32_decimal(
-      get(arch + (gpt ? ".attention.layer_norm_epsilon" : ".attention.layer_norm_rms_epsilon"))
-          .get<double>());
+    c.rope_theta = f32_decimal(positive_real(arch + ".rope.freq_base"));
+  c.rms_norm_eps = f32_decimal(positive_real(
+      arch + (gpt ? ".attention.layer_norm_epsilon" : ".attention.layer_norm_rms_epsilon")));
   if (!is_constant(ffn) || !is_constant(kv)) {
     c.layer_intermediate_sizes = ffn;
     c.layer_key_value_heads = kv;
   }
+  c.validate(path.string());
 
   TensorMap tensors;
   for (auto& t : file.tensors) tensors[t.name] = t.data.to(torch::kFloat);
-  auto take = [&](const std::string& name) {
+  // A tensor with the shape the metadata implies (checked before the model is allocated).
+  auto take = [&](const std::string& name, const std::vector<int64_t>& shape) {
     auto it = tensors.find(name);
     if (it == tensors.end()) fail(path, "missing tensor " + name);
+    if (it->second.sizes() != torch::IntArrayRef(shape))
+      fail(path, "tensor " + name + " has shape " + shape_text(it->second.sizes().vec()) +
+                     " but the metadata implies " + shape_text(shape));
     return it->second;
   };
   TensorMap state;
-  const auto embed = take("token_embd.weight");
-  c.vocab_size = embed.size(0);
+  const int64_t H = c.hidden_size;
+  const auto embed_it = tensors.find("token_embd.weight");
+  if (embed_it == tensors.end()) fail(path, "missing tensor token_embd.weight");
+  c.vocab_size = embed_it->second.size(0);
+  const auto embed = take("token_embd.weight", {c.vocab_size, H});
   state["model.embed_tokens.weight"] = embed;
-  if (gpt) state["model.embed_positions.weight"] = take("position_embd.weight");
+  if (gpt)
+    state["model.embed_positions.weight"] =
+        take("position_embd.weight", {c.max_position_embeddings, H});
   const int64_t hd = c.head_dim();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string ours = "model.layers." + std::to_string(l) + ".";
     const std::string theirs = "blk." + std::to_string(l) + ".";
+    const int64_t q_rows = heads[l] * hd, kv_rows = kv[l] * hd, f = ffn[l];
     if (gpt) {
-      for (const auto& [suffix, name] : kGpt2LayerNames) state[ours + suffix] = take(theirs + name);
-      const auto w = take(theirs + "attn_qkv.weight"), b = take(theirs + "attn_qkv.bias");
-      const int64_t width = heads[l] * hd;
-      if (w.size(0) != 3 * width || b.size(0) != 3 * width)
-        fail(path, theirs + "attn_qkv has " + std::to_string(w.size(0)) + " rows, " +
-                       std::to_string(heads[l]) + " heads of " + std::to_string(hd) + " need " +
-                       std::to_string(3 * width));
+      const std::map<std::string, std::vector<int64_t>> shapes = {
+          {"attn_norm.weight", {H}},         {"attn_norm.bias", {H}},
+          {"attn_output.weight", {H, q_rows}}, {"attn_output.bias", {H}},
+          {"ffn_norm.weight", {H}},          {"ffn_norm.bias", {H}},
+          {"ffn_up.weight", {f, H}},         {"ffn_up.bias", {f}},
+          {"ffn_down.weight", {H, f}},       {"ffn_down.bias", {H}}};
+      for (const auto& [suffix, name] : kGpt2LayerNames)
+        state[ours + suffix] = take(theirs + name, shapes.at(name));
+      // attn_qkv: the q, k and v rows stacked.
+      const auto w = take(theirs + "attn_qkv.weight", {3 * q_rows, H});
+      const auto b = take(theirs + "attn_qkv.bias", {3 * q_rows});
       for (int64_t part = 0; part < 3; ++part) {
-        state[ours + kQkv[part] + ".weight"] = w.narrow(0, part * width, width).contiguous();
-        state[ours + kQkv[part] + ".bias"] = b.narrow(0, part * width, width).contiguous();
+        state[ours + kQkv[part] + ".weight"] = w.narrow(0, part * q_rows, q_rows).contiguous();
+        state[ours + kQkv[part] + ".bias"] = b.narrow(0, part * q_rows, q_rows).contiguous();
       }
       continue;
     }
+    const std::map<std::string, std::vector<int64_t>> shapes = {
+        {"attn_norm.weight", {H}},           {"attn_q.weight", {q_rows, H}},
+        {"attn_k.weight", {kv_rows, H}},     {"attn_v.weight", {kv_rows, H}},
+        {"attn_output.weight", {H, q_rows}}, {"ffn_norm.weight", {H}},
+        {"ffn_gate.weight", {f, H}},         {"ffn_up.weight", {f, H}},
+        {"ffn_down.weight", {H, f}}};
     for (const auto& [suffix, name] : kLayerNames) {
-      auto t = take(theirs + name);
+      auto t = take(theirs + name, shapes.at(name));
       if (suffix == "self_attn.q_proj.weight") t = permute_rotary(t, heads[l], false);
       if (suffix == "self_attn.k_proj.weight") t = permute_rotary(t, kv[l], false);
       state[ours + suffix] = t;
     }
   }
-  state["model.norm.weight"] = take("output_norm.weight");
-  if (gpt) state["model.norm.bias"] = take("output_norm.bias");
+  state["model.norm.weight"] = take("output_norm.weight", {H});
+  if (gpt) state["model.norm.bias"] = take("output_norm.bias", {H});
   // Tied: no output.weight, or (GPT-2, see save_gguf_model) a bit-exact copy of token_embd.
-  c.tie_word_embeddings = tensors.count("output.weight") == 0 ||
-                          (gpt && torch::equal(tensors.at("output.weight"), embed));
-  if (!c.tie_word_embeddings) state["lm_head.weight"] = take("output.weight");
+  c.tie_word_embeddings =
+      tensors.count("output.weight") == 0 ||
+      (gpt && take("output.weight", {c.vocab_size, H}).equal(embed));
+  if (!c.tie_word_embeddings) state["lm_head.weight"] = take("output.weight", {c.vocab_size, H});
 
   std::unique_ptr<text::Tokenizer> tokenizer;
   if (m.count("tokenizer.ggml.model")) {
-    const auto kind = get("tokenizer.ggml.model").get<std::string>();
-    const auto tokens = get("tokenizer.ggml.tokens").get<std::vector<std::string>>();
+    // A working tokenizer, saved as an equivalent tokenizer.json (io/gguf_tokenizer.h).
+    tokenizer = gguf_tokenizer(m, path.string());
     c.bos_token_id = get("tokenizer.ggml.bos_token_id").get<int64_t>();
     c.eos_token_id = get("tokenizer.ggml.eos_token_id").get<int64_t>();
     std::filesystem::create_directories(out);
-    if (kind == "gpt2") {
-      json vocab = json::object();
-      for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = i;
-      write_text_atomically(out / "vocab.json", vocab.dump());
-      std::string merges = "#version: 0.2\n";
-      for (const auto& line : get("tokenizer.ggml.merges"))
-        merges += line.get<std::string>() + "\n";
-      write_text_atomically(out / "merges.txt", merges);
-      tokenizer = text::load_gpt2_tokenizer(out / "vocab.json", out / "merges.txt");
-    } else if (kind == "llama") {
-      auto scores = get("tokenizer.ggml.scores").get<std::vector<float>>();
-      if (scores.size() != tokens.size())
-        fail(path, "tokenizer.ggml.scores and tokens differ in length");
-      tokenizer = std::make_unique<VocabList>(tokens, scores, c.bos_token_id, c.eos_token_id);
-    } else {
-      fail(path, "tokenizer.ggml.model \"" + kind + "\" is not supported (llama, gpt2)");
-    }
   }
   model::Transformer result(c);
   result->load_state(state, path.string());

@@ -144,6 +144,13 @@ void write_llama2c_checkpoint(const std::filesystem::path& path, const model::Mo
   if (c.rope_theta != 10000.0)
     fail(where,
          "llama2.c hard-codes rope_theta 10000, this model uses " + std::to_string(c.rope_theta));
+  if (c.rope_scaling.kind != model::RopeScaling::Kind::None)
+    fail(where, "llama2.c has no rope_scaling; this model rescales its rotary frequencies");
+  if (c.has_qkv_bias() || c.has_o_bias())
+    fail(where, "llama2.c has no projection biases; this model has attention biases");
+  if (c.head_dim() * c.num_attention_heads != c.hidden_size)
+    fail(where, "llama2.c needs heads * head_dim == dim; this model's head_dim is " +
+                    std::to_string(c.head_dim()));
   auto get = [&](const std::string& name, const std::vector<int64_t>& shape) {
     auto it = tensors.find(name);
     if (it == tensors.end()) fail(where, "model has no tensor '" + name + "'");

@@ -1,7 +1,10 @@
 #include "io/model_dir.h"
 
 #include <fstream>
+#include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -14,21 +17,34 @@ namespace flextron::io {
 
 namespace fs = std::filesystem;
 
-TensorMap load_model_tensors(const fs::path& dir) {
+TensorMap load_model_tensors(const fs::path& dir, Metadata* metadata) {
   const auto single = dir / "model.safetensors";
-  if (fs::exists(single)) return load_safetensors(single);
+  if (fs::exists(single)) return load_safetensors(single, metadata);
   const auto index_path = dir / "model.safetensors.index.json";
   if (fs::exists(index_path)) {
     const auto index = read_json_file(index_path);
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail(index_path.string(), "no \"weight_map\" object");
-    std::set<std::string> shards;
-    for (const auto& [name, file] : index["weight_map"].items())
-      shards.insert(file.get<std::string>());
+    std::map<std::string, std::vector<std::string>> shards;  // file -> the names it must hold
+    for (const auto& [name, file] : index["weight_map"].items()) {
+      if (!file.is_string())
+        fail(index_path.string(), "weight_map entry '" + name + "' is not a file name");
+      const auto shard = file.get<std::string>();
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "..")
+        fail(index_path.string(), "weight_map entry '" + name + "' names '" + shard +
+                                      "', not a file in this directory");
+      shards[shard].push_back(name);
+    }
     TensorMap all;
-    for (const auto& shard : shards) {
-      auto part = load_safetensors(dir / shard);
+    for (const auto& [shard, names] : shards) {
+      Metadata shard_meta;
+      auto part = load_safetensors(dir / shard, &shard_meta);
+      for (const auto& name : names)
+        if (!part.count(name))
+          fail((dir / shard).string(),
+               "missing tensor '" + name + "' (model.safetensors.index.json puts it here)");
       all.insert(part.begin(), part.end());
+      if (metadata != nullptr) metadata->insert(shard_meta.begin(), shard_meta.end());
     }
     return all;
   }
@@ -46,22 +62,90 @@ std::string weights_name(const fs::path& dir) {
   return fs::exists(single) ? single.string() : dir.string();
 }
 
+constexpr const char* kEmbed = "model.embed_tokens.weight";
+constexpr const char* kHead = "lm_head.weight";
+
+// The embedding / LM head pair as transformers may have stored it (see load_model_state).
+void resolve_tied_embeddings(TensorMap& t, model::ModelConfig& c, bool tie_given,
+                             const std::string& where, std::vector<std::string>& notes) {
+  const bool embed = t.count(kEmbed) != 0, head = t.count(kHead) != 0;
+  if (!tie_given && embed != head) {
+    c.tie_word_embeddings = true;
+    notes.push_back(std::string("config.json does not say tie_word_embeddings and only ") +
+                    (embed ? kEmbed : kHead) + " is stored: the embeddings are tied");
+  }
+  if (!c.tie_word_embeddings) {
+    if (embed && !head)
+      fail(where, "missing tensor 'lm_head.weight' (config.json says tie_word_embeddings false)");
+    return;
+  }
+  if (!embed && head) {
+    t[kEmbed] = t.at(kHead);
+    notes.push_back("tied embeddings are stored under lm_head.weight");
+  } else if (embed && head) {
+    if (!torch::equal(t.at(kEmbed).to(torch::kFloat), t.at(kHead).to(torch::kFloat)))
+      fail(where,
+           "tie_word_embeddings is true but lm_head.weight differs from model.embed_tokens.weight");
+  }
+  t.erase(kHead);
+}
+
+// Tensors that no parameter of `model` takes: rotary buffers, and anything else (named in a
+// note, so a wrong architecture does not pass unseen).
+void drop_unused(TensorMap& t, const model::TransformerImpl& model,
+                 std::vector<std::string>& notes) {
+  std::set<std::string> wanted;
+  for (const auto& p : model.named_parameters(true)) wanted.insert(p.key());
+  std::vector<std::string> extra;
+  for (auto it = t.begin(); it != t.end();) {
+    if (wanted.count(it->first)) {
+      ++it;
+      continue;
+    }
+    if (it->first.find("rotary_emb.inv_freq") == std::string::npos) extra.push_back(it->first);
+    it = t.erase(it);
+  }
+  if (extra.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < extra.size() && i < 4; ++i) list += (i ? ", " : "") + extra[i];
+  if (extra.size() > 4) list += ", ...";
+  notes.push_back("ignored " + std::to_string(extra.size()) +
+                  " tensor(s) the model does not use: " + list);
+}
+
 }  // namespace
 
-TensorMap load_model_state(const fs::path& dir, const model::ModelConfig& config) {
-  auto stored = load_model_tensors(dir);
-  if (!config.gpt()) return stored;
-  return gpt2_from_hf(stored, config, weights_name(dir));
+TensorMap load_model_state(const fs::path& dir, model::ModelConfig& config, bool tie_given,
+                           std::vector<std::string>* notes) {
+  Metadata metadata;
+  auto stored = load_model_tensors(dir, &metadata);
+  if (config.gpt()) return gpt2_from_hf(stored, config, weights_name(dir));
+  std::vector<std::string> local;
+  auto& said = notes != nullptr ? *notes : local;
+  // safetensors' alias map: {name not stored: name stored}.
+  for (const auto& [name, target] : metadata) {
+    if (stored.count(name) || !stored.count(target)) continue;
+    stored[name] = stored.at(target);
+    said.push_back("'" + name + "' is stored as its alias '" + target + "'");
+  }
+  resolve_tied_embeddings(stored, config, tie_given, weights_name(dir), said);
+  return stored;
 }
 
 LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   if (!fs::is_directory(dir)) fail(dir.string(), "not a model directory");
-  const auto config = model::load_config(dir / "config.json");
+  const auto config_path = dir / "config.json";
+  const auto config_json = read_json_file(config_path);
+  auto config = model::config_from_json(config_json, config_path.string());
   LoadedModel loaded;
+  auto state = load_model_state(dir, config, config_json.contains("tie_word_embeddings"),
+                                &loaded.notes);
   loaded.model = model::Transformer(config);
   // In the requested dtype before the copy: a float64 file loaded as float64 keeps every bit.
   loaded.model->to(options.device, options.dtype);
-  loaded.model->load_state(load_model_state(dir, config), weights_name(dir));
+  if (!config.gpt()) drop_unused(state, *loaded.model, loaded.notes);
+  loaded.model->load_state(state, weights_name(dir));
+  state.clear();
   loaded.model->eval();
   loaded.space = model::load_elastic_space(dir, config);
   // A directory without tokenizer files still loads (the weights alone are useful); commands

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -18,6 +20,10 @@ struct LoadedModel {
   model::Transformer model{nullptr};
   std::unique_ptr<text::Tokenizer> tokenizer;  // null when the directory has none
   model::ElasticSpace space;                   // flextron.json, or the default space when absent
+  // What loading resolved or skipped in a checkpoint as published (tied embeddings stored under
+  // lm_head.weight, an alias map, tensors the model does not use), one sentence each, for the
+  // CLI to show as notes.
+  std::vector<std::string> notes;
 };
 
 struct LoadOptions {
@@ -30,12 +36,22 @@ struct LoadOptions {
 // that disagree with config.json, missing tensors, unreadable tokenizer).
 LoadedModel load_model_dir(const std::filesystem::path& dir, const LoadOptions& options = {});
 
-// All tensors of a directory's weights (single file or shards), as stored.
-TensorMap load_model_tensors(const std::filesystem::path& dir);
+// All tensors of a directory's weights (single file or shards), as stored, and the files'
+// __metadata__ merged. A sharded index whose weight_map names a tensor its shard lacks is an
+// error naming both.
+TensorMap load_model_tensors(const std::filesystem::path& dir, Metadata* metadata = nullptr);
 
 // The same in our parameter names (TransformerImpl::state()): a GPT-2 directory's HF layout is
-// converted (io/hf_gpt2.h), a Llama directory's is ours already.
-TensorMap load_model_state(const std::filesystem::path& dir, const model::ModelConfig& config);
+// converted (io/hf_gpt2.h); a Llama-family directory is resolved as transformers writes it:
+//  - "__metadata__" entries {missing name: stored name} (safetensors' alias map of shared
+//    tensors) give the missing tensor the stored one's values;
+//  - tied embeddings stored under either name; with tie_word_embeddings absent from config.json
+//    (LlamaConfig's default is false), a checkpoint that stores only one of the two matrices is
+//    tied, and `config` says so; with it true, a stored lm_head.weight must equal the embedding;
+// Each decision is a sentence in `notes`. load_model_dir then drops, with a note, tensors the
+// model does not use (rotary inv_freq buffers, anything else).
+TensorMap load_model_state(const std::filesystem::path& dir, model::ModelConfig& config,
+                           bool tie_given, std::vector<std::string>* notes);
 
 // Writes config.json, model.safetensors, the tokenizer's file and (when given) flextron.json
 // into `dir` (created if needed).

@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -62,7 +63,23 @@ void ModelConfig::validate(const std::string& where) const {
     fail(where, "GPT-2 has one KV head per query head, got " + std::to_string(num_attention_heads) +
                     " heads and " + std::to_string(num_key_value_heads) + " KV heads");
   if (rms_norm_eps <= 0) fail(where, "rms_norm_eps must be positive");
-  if (rope_theta <= 0) fail(where, "rope_theta must be positive");
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+    fail(where, "rope_theta must be a positive number");
+  if (!(rms_norm_eps < 1) || !std::isfinite(rms_norm_eps))
+    fail(where, "rms_norm_eps must be a positive number below 1");
+  if (rope_scaling.kind != RopeScaling::Kind::None) {
+    if (family != Family::Llama) fail(where, "rope_scaling applies to the Llama family only");
+    if (!(rope_scaling.factor >= 1) || !std::isfinite(rope_scaling.factor))
+      fail(where, "rope_scaling factor must be a finite number >= 1");
+  }
+  if (rope_scaling.kind == RopeScaling::Kind::Llama3) {
+    const auto& r = rope_scaling;
+    if (!(r.low_freq_factor > 0) || !(r.high_freq_factor > r.low_freq_factor) ||
+        !std::isfinite(r.high_freq_factor))
+      fail(where, "rope_scaling needs 0 < low_freq_factor < high_freq_factor");
+    if (r.original_max_position_embeddings <= 0)
+      fail(where, "rope_scaling original_max_position_embeddings must be positive");
+  }
   auto check_layers = [&](const char* name, const std::vector<int64_t>& values, int64_t max) {
     if (values.empty()) return;
     if (static_cast<int64_t>(values.size()) != num_hidden_layers)
@@ -97,9 +114,46 @@ bool bool_field(const nlohmann::json& j, const char* key, bool fallback, const s
   return j[key].get<bool>();
 }
 
-// Llama's field names (HF LlamaConfig).
-void read_llama_fields(const nlohmann::json& j, ModelConfig& c, const std::string& where) {
+// HF "rope_scaling": null, {"rope_type" (or the older "type"): "default" | "linear" |
+// "llama3", ...}. Other kinds (yarn, dynamic, longrope) change attention in ways these blocks do
+// not compute and are refused by name.
+RopeScaling read_rope_scaling(const nlohmann::json& j, const std::string& where) {
+  RopeScaling r;
+  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return r;
+  const auto& s = j["rope_scaling"];
+  if (!s.is_object()) fail(where, "field \"rope_scaling\" must be an object or null");
+  const char* kind_key = s.contains("rope_type") ? "rope_type" : "type";
+  if (!s.contains(kind_key) || !s[kind_key].is_string())
+    fail(where, "rope_scaling has no \"rope_type\" string");
+  const auto kind = s[kind_key].get<std::string>();
+  const std::string in = where + ": rope_scaling";
+  if (kind == "default") return r;
+  if (kind == "linear") {
+    r.kind = RopeScaling::Kind::Linear;
+    r.factor = number_field(s, "factor", 0.0, in);
+    return r;
+  }
+  if (kind == "llama3") {
+    r.kind = RopeScaling::Kind::Llama3;
+    for (const char* key :
+         {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      if (!s.contains(key)) fail(in, std::string("llama3 scaling needs \"") + key + "\"");
+    r.factor = number_field(s, "factor", 0.0, in);
+    r.low_freq_factor = number_field(s, "low_freq_factor", 0.0, in);
+    r.high_freq_factor = number_field(s, "high_freq_factor", 0.0, in);
+    r.original_max_position_embeddings =
+        int_field(s, "original_max_position_embeddings", 0, true, in);
+    return r;
+  }
+  fail(where, "rope_scaling type \"" + kind + "\" is not supported (supported: linear, llama3)");
+}
+
+// Llama's field names (HF LlamaConfig), and the variants that share them: Mistral (a sliding
+// window) and Qwen2 (q/k/v biases).
+void read_llama_fields(const nlohmann::json& j, ModelConfig& c, const std::string& model_type,
+                       const std::string& where) {
   c.family = Family::Llama;
+  c.hf_model_type = model_type;
   c.hidden_size = int_field(j, "hidden_size", 0, true, where);
   c.intermediate_size = int_field(j, "intermediate_size", 0, true, where);
   c.num_hidden_layers = int_field(j, "num_hidden_layers", 0, true, where);
@@ -110,11 +164,41 @@ void read_llama_fields(const nlohmann::json& j, ModelConfig& c, const std::strin
   c.max_position_embeddings = int_field(j, "max_position_embeddings", 2048, false, where);
   c.rms_norm_eps = number_field(j, "rms_norm_eps", 1e-6, where);
   c.rope_theta = number_field(j, "rope_theta", 10000.0, where);
-  c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", false, where);  // LlamaConfig's
+  // LlamaConfig's and Qwen2Config's default; a checkpoint that stores only one of the two
+  // matrices without saying is resolved by the loader (io/model_dir.h).
+  c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", false, where);
   c.bos_token_id = int_field(j, "bos_token_id", 1, false, where);
-  c.eos_token_id = int_field(j, "eos_token_id", 2, false, where);
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    fail(where, "rope_scaling is not supported yet");
+  // Llama 3 lists several end-of-turn ids; the first is the one this config keeps (the
+  // tokenizer's generation_config.json gives generation all of them).
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+    const auto& ids = j["eos_token_id"];
+    if (ids.empty() || !ids[0].is_number_integer())
+      fail(where, "field \"eos_token_id\" must be an integer or a list of integers");
+    c.eos_token_id = ids[0].get<int64_t>();
+  } else {
+    c.eos_token_id = int_field(j, "eos_token_id", 2, false, where);
+  }
+  c.rope_scaling = read_rope_scaling(j, where);
+  const std::string act = j.value("hidden_act", std::string("silu"));
+  if (act != "silu")
+    fail(where, "hidden_act \"" + act + "\" is not supported (the Llama family's MLP is SwiGLU)");
+  if (model_type == "qwen2") {
+    c.qkv_bias = true;  // Qwen2Attention: bias on q/k/v, none on o
+  } else {
+    c.qkv_bias = c.o_bias = bool_field(j, "attention_bias", false, where);
+  }
+  if (bool_field(j, "mlp_bias", false, where)) fail(where, "mlp_bias = true is not supported");
+  // Sliding-window attention equals full attention while the context fits in the window.
+  const bool window_used =
+      model_type != "qwen2" || bool_field(j, "use_sliding_window", false, where);
+  if (window_used && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
+    const int64_t window = int_field(j, "sliding_window", 0, false, where);
+    if (window < c.max_position_embeddings)
+      fail(where, "sliding_window " + std::to_string(window) +
+                      " is smaller than max_position_embeddings " +
+                      std::to_string(c.max_position_embeddings) +
+                      ": sliding-window attention is not supported");
+  }
 }
 
 // GPT-2's field names (HF GPT2Config), with its defaults.
@@ -155,13 +239,15 @@ void read_gpt2_fields(const nlohmann::json& j, ModelConfig& c, const std::string
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) fail(where, "config must be a JSON object");
   ModelConfig c;
+  if (j.contains("model_type") && !j["model_type"].is_string())
+    fail(where, "field \"model_type\" must be a string");
   const std::string model_type = j.value("model_type", std::string("llama"));
-  if (model_type == "llama" || model_type == "mistral") {
-    read_llama_fields(j, c, where);
+  if (model_type == "llama" || model_type == "mistral" || model_type == "qwen2") {
+    read_llama_fields(j, c, model_type, where);
   } else if (model_type == "gpt2") {
     read_gpt2_fields(j, c, where);
   } else {
-    fail(where, "unsupported model_type \"" + model_type + "\" (supported: llama, gpt2)");
+    fail(where, "unsupported model_type \"" + model_type + "\" (supported: llama, mistral, qwen2, gpt2)");
   }
   // Fields of ours (not HF's) shared by both families: a head size that differs from
   // hidden / heads (an extracted sub-network) and per-layer widths.
@@ -193,8 +279,26 @@ nlohmann::json config_to_json(const ModelConfig& c) {
     j["eos_token_id"] = c.eos_token_id;
     if (c.head_dim_override > 0) j["head_dim"] = c.head_dim_override;
   } else {
-    j["architectures"] = {"LlamaForCausalLM"};
-    j["model_type"] = "llama";
+    // A Qwen2-shaped model (q/k/v biases, none on o) is written as Qwen2 whatever it was read
+    // as, so that transformers builds the same blocks.
+    const std::string type = c.qkv_bias && !c.o_bias ? "qwen2"
+                             : c.hf_model_type == "qwen2" ? "llama"
+                                                          : c.hf_model_type;
+    j["architectures"] = {type == "qwen2"     ? "Qwen2ForCausalLM"
+                          : type == "mistral" ? "MistralForCausalLM"
+                                              : "LlamaForCausalLM"};
+    j["model_type"] = type;
+    if (type != "qwen2") j["attention_bias"] = c.o_bias;
+    if (type == "mistral") j["sliding_window"] = nullptr;
+    if (c.rope_scaling.kind == RopeScaling::Kind::Linear)
+      j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling.factor}};
+    if (c.rope_scaling.kind == RopeScaling::Kind::Llama3)
+      j["rope_scaling"] = {
+          {"rope_type", "llama3"},
+          {"factor", c.rope_scaling.factor},
+          {"low_freq_factor", c.rope_scaling.low_freq_factor},
+          {"high_freq_factor", c.rope_scaling.high_freq_factor},
+          {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
     j["hidden_size"] = c.hidden_size;
     j["intermediate_size"] = c.intermediate_size;
     j["num_hidden_layers"] = c.num_hidden_layers;

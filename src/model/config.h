@@ -15,6 +15,23 @@ namespace flextron::model {
 // (normalisation, MLP, position encoding, biases).
 enum class Family { Llama, Gpt2 };
 
+// HF "rope_scaling" of long-context Llama checkpoints: how the rotary frequencies
+// inv_freq_i = theta^(-2i/head_dim) are rescaled (model::rope_tables applies it).
+//  - Linear ("linear"): every frequency divided by `factor` (positions interpolated).
+//  - Llama3 ("llama3", Llama 3.1+): with wavelength w_i = 2 pi / inv_freq_i, L = the original
+//    context, frequencies with w_i < L / high_freq_factor are kept, those with
+//    w_i > L / low_freq_factor are divided by `factor`, and the band between is blended:
+//      s = (L / w_i - low_freq_factor) / (high_freq_factor - low_freq_factor),
+//      inv_freq_i' = (1 - s) * inv_freq_i / factor + s * inv_freq_i.
+struct RopeScaling {
+  enum class Kind { None, Linear, Llama3 };
+  Kind kind = Kind::None;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
 struct ModelConfig {
   Family family = Family::Llama;
   int64_t hidden_size = 64;
@@ -31,6 +48,15 @@ struct ModelConfig {
   // default) or the exact erf form ("gelu").
   bool gelu_tanh = true;
   bool tie_word_embeddings = true;
+  RopeScaling rope_scaling;  // Llama only
+  // Projection biases of the Llama family (GPT-2 always has all of them): on the q/k/v rows
+  // (Qwen2, LlamaConfig's attention_bias) and on o (attention_bias only). They slice with the
+  // rows they belong to, so elastic prefixes keep them.
+  bool qkv_bias = false;
+  bool o_bias = false;
+  // The HF model_type a Llama-family config was read as ("llama", "mistral", "qwen2"), written
+  // back so that the directory loads in transformers with the same classes.
+  std::string hf_model_type = "llama";
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
 
@@ -50,6 +76,9 @@ struct ModelConfig {
     return head_dim_override > 0 ? head_dim_override : hidden_size / num_attention_heads;
   }
   bool gpt() const { return family == Family::Gpt2; }
+  // Whether q/k/v (and o) carry biases, whatever the family.
+  bool has_qkv_bias() const { return gpt() || qkv_bias; }
+  bool has_o_bias() const { return gpt() || o_bias; }
   // Query heads per KV head (grouped-query attention; 1 for GPT-2, whose unit is one head).
   int64_t group_size() const { return num_attention_heads / num_key_value_heads; }
   // MLP neurons and KV heads of layer l.
@@ -67,8 +96,11 @@ struct ModelConfig {
   void validate(const std::string& where) const;
 };
 
-// Reads a HuggingFace config: model_type "llama" (or "mistral") with Llama's field names, or
-// "gpt2" with GPT-2's (n_embd, n_layer, n_head, n_inner, n_positions, layer_norm_epsilon).
+// Reads a HuggingFace config: model_type "llama", "mistral" or "qwen2" with Llama's field names
+// (rope_scaling linear / llama3, head_dim, attention_bias; Qwen2's q/k/v biases; a
+// sliding_window smaller than the context is refused), or "gpt2" with GPT-2's (n_embd, n_layer,
+// n_head, n_inner, n_positions, layer_norm_epsilon). Fields that would change the computation
+// and are not supported are refused by name.
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where);
 // Writes the family's own HuggingFace field names (so the directory loads in transformers).
 nlohmann::json config_to_json(const ModelConfig& config);

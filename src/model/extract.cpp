@@ -70,11 +70,12 @@ int64_t layer_mlp_parameters(const ModelConfig& config, int64_t width) {
 }
 
 int64_t layer_attention_parameters(const ModelConfig& config, int64_t kv_groups) {
-  const bool gpt = config.family == Family::Gpt2;
   const int64_t d = config.hidden_size;
   const int64_t q = kv_groups * config.group_size() * config.head_dim(),
                 kv = kv_groups * config.head_dim();
-  return d * q + 2 * d * kv + q * d + (gpt ? q + 2 * kv + d : 0);  // q, k, v, o (+ biases)
+  // q, k, v, o (+ biases)
+  return d * q + 2 * d * kv + q * d + (config.has_qkv_bias() ? q + 2 * kv : 0) +
+         (config.has_o_bias() ? d : 0);
 }
 
 }  // namespace flextron::model

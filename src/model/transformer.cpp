@@ -1,5 +1,6 @@
 #include "model/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -110,11 +111,11 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer)
   const int64_t hd = config.head_dim();
   const int64_t kv_dim = config.layer_kv_heads(layer) * hd;
   const int64_t q_dim = kv_dim * config.group_size();
-  const bool bias = config.family == Family::Gpt2;
-  q_proj = register_module("q_proj", Linear(config.hidden_size, q_dim, bias));
-  k_proj = register_module("k_proj", Linear(config.hidden_size, kv_dim, bias));
-  v_proj = register_module("v_proj", Linear(config.hidden_size, kv_dim, bias));
-  o_proj = register_module("o_proj", Linear(q_dim, config.hidden_size, bias));
+  const bool qkv_bias = config.has_qkv_bias();
+  q_proj = register_module("q_proj", Linear(config.hidden_size, q_dim, qkv_bias));
+  k_proj = register_module("k_proj", Linear(config.hidden_size, kv_dim, qkv_bias));
+  v_proj = register_module("v_proj", Linear(config.hidden_size, kv_dim, qkv_bias));
+  o_proj = register_module("o_proj", Linear(q_dim, config.hidden_size, config.has_o_bias()));
 }
 
 AttentionImpl::Projected AttentionImpl::project(const torch::Tensor& x, int64_t kv_groups,
@@ -288,12 +289,29 @@ BackboneImpl::BackboneImpl(const ModelConfig& config) {
       "norm", Norm(config.hidden_size, config.rms_norm_eps, config.family == Family::Gpt2));
 }
 
-std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config) {
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config, int64_t positions,
+                                                    torch::Dtype dtype) {
   const int64_t hd = config.head_dim();
-  auto inv_freq = 1.0 / torch::pow(static_cast<float>(config.rope_theta),
-                                   torch::arange(0, hd, 2, torch::kFloat) / static_cast<float>(hd));
-  auto angles =
-      torch::outer(torch::arange(config.max_position_embeddings, torch::kFloat), inv_freq);
+  if (positions < 0) positions = config.max_position_embeddings;
+  const auto options = torch::TensorOptions().dtype(dtype);
+  auto inv_freq = 1.0 / torch::pow(torch::scalar_tensor(config.rope_theta, options),
+                                   torch::arange(0, hd, 2, options) / static_cast<double>(hd));
+  // Long-context rescaling (config.h RopeScaling), element-wise as HF computes it.
+  const auto& scaling = config.rope_scaling;
+  if (scaling.kind == RopeScaling::Kind::Linear) inv_freq = inv_freq / scaling.factor;
+  if (scaling.kind == RopeScaling::Kind::Llama3) {
+    const double context = static_cast<double>(scaling.original_max_position_embeddings);
+    const double low_wavelen = context / scaling.low_freq_factor;
+    const double high_wavelen = context / scaling.high_freq_factor;
+    auto wavelen = (2 * M_PI) / inv_freq;
+    auto scaled = torch::where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq);
+    auto smooth = (context / wavelen - scaling.low_freq_factor) /
+                  (scaling.high_freq_factor - scaling.low_freq_factor);
+    auto blended = (1 - smooth) * scaled / scaling.factor + smooth * scaled;
+    auto medium = wavelen.ge(high_wavelen).logical_and(wavelen.le(low_wavelen));
+    inv_freq = torch::where(medium, blended, scaled);
+  }
+  auto angles = torch::outer(torch::arange(positions, options), inv_freq);
   return {torch::cos(angles), torch::sin(angles)};
 }
 
@@ -304,7 +322,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& config) : config_(config) {
   if (!config.tie_word_embeddings)
     lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false));
   full_arch_ = full_architecture(config);
-  if (!config.gpt()) std::tie(rope_cos_, rope_sin_) = rope_tables(config);
+  if (!config.gpt()) ensure_rope(1);  // the first 4096 positions, before any concurrent use
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, KVCache* cache,
@@ -372,7 +390,7 @@ torch::Tensor TransformerImpl::decode_rows(const std::vector<int64_t>& tokens,
   if (config_.gpt()) {
     h = h + model->embed_positions->weight.index_select(0, at);
   } else {
-    rope(0, 1);  // moves the tables to the model's device on first use
+    ensure_rope(*std::max_element(positions.begin(), positions.end()) + 1);
     const int64_t half = config_.head_dim() / 2;
     cos = rope_cos_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
     sin = rope_sin_.index_select(0, at).to(dtype()).view({batch, 1, 1, half});
@@ -405,14 +423,27 @@ torch::Tensor TransformerImpl::head(const torch::Tensor& hidden) {
   return lm_head ? lm_head->forward(h) : torch::linear(h, model->embed_tokens->weight);
 }
 
+void TransformerImpl::ensure_rope(int64_t positions) {
+  if (rope_cos_.defined() && rope_cos_.size(0) >= positions && rope_cos_.device() == device())
+    return;
+  // Grown by doubling up to the context: a long-context model (Llama 3's 131072 positions) does
+  // not pay for tables it never reaches.
+  const int64_t have = rope_cos_.defined() ? rope_cos_.size(0) : 0;
+  const int64_t rows = std::min(config_.max_position_embeddings,
+                                std::max({positions, 2 * have, static_cast<int64_t>(4096)}));
+  // Plain tensors even when first reached under InferenceMode, so training can use them later.
+  c10::InferenceMode normal_tensors(false);
+  torch::NoGradGuard no_grad;
+  if (have < rows) std::tie(rope_cos_, rope_sin_) = rope_tables(config_, rows, torch::kDouble);
+  rope_cos_ = rope_cos_.to(device());
+  rope_sin_ = rope_sin_.to(device());
+}
+
 std::pair<torch::Tensor, torch::Tensor> TransformerImpl::rope(int64_t start, int64_t steps) {
   if (config_.gpt()) return {};  // learned positions are added at the embedding
-  // Rotary tables are stored in fp32; cast once per call to the activation dtype.
+  // Tables are float64; cast once per call to the activation dtype.
+  ensure_rope(start + steps);
   const auto act_dtype = dtype();
-  if (rope_cos_.device() != device()) {
-    rope_cos_ = rope_cos_.to(device());
-    rope_sin_ = rope_sin_.to(device());
-  }
   return {rope_cos_.narrow(0, start, steps).to(act_dtype),
           rope_sin_.narrow(0, start, steps).to(act_dtype)};
 }

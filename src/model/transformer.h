@@ -41,9 +41,13 @@ using Architecture = std::vector<LayerWidths>;
 // The full-width architecture of `config`.
 Architecture full_architecture(const ModelConfig& config);
 
-// RoPE tables for every position, in fp32 as HF and llama2.c compute them:
-// cos/sin(pos * theta^(-2i/head_dim)), each [max_position_embeddings, head_dim / 2].
-std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config);
+// RoPE tables cos/sin(pos * inv_freq_i), inv_freq_i = theta^(-2i/head_dim) rescaled by
+// config.rope_scaling, each [positions, head_dim / 2] (positions < 0: max_position_embeddings),
+// computed in `dtype`: fp32 is how HF and llama2.c compute them; the models use float64 tables
+// rounded to their own dtype (so a float64 model is exact and an fp32 one correctly rounded).
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelConfig& config,
+                                                    int64_t positions = -1,
+                                                    torch::Dtype dtype = torch::kFloat);
 
 // Whether every layer of `arch` has the same widths.
 bool is_uniform(const Architecture& arch);
@@ -279,10 +283,10 @@ class TransformerImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   Architecture full_arch_;  // what a null architecture means, built once
-  // Rotary tables for every position: cos/sin(pos * theta^(-2i/head_dim)), [max_pos, head_dim/2]
-  // (Llama only).
-  // Plain fp32 members, not buffers: a bf16 model must not round its angles; forward() moves
-  // them to the model's device on first use.
+  // Rotary tables cos/sin(pos * inv_freq), [positions so far, head_dim/2] (Llama only), made
+  // by ensure_rope on first use on the model's device.
+  // Plain float64 members, not buffers: a bf16 model must not round its angles.
+  void ensure_rope(int64_t positions);
   torch::Tensor rope_cos_, rope_sin_;
 };
 TORCH_MODULE(Transformer);

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "core/progress_line.h"
 #include "core/timing.h"
 #include "io/atomic_file.h"
 #include "route/budget_table.h"
@@ -22,18 +23,16 @@ nlohmann::json profile_model_dir(const ProfileModelOptions& a) {
   auto loaded = io::load_model_dir(a.model, load);
   const auto& options = a.profile;
   const auto started = std::chrono::steady_clock::now();
-  double last_print = -1.0;
+  ProgressLine line;
   auto progress = [&](int64_t done, int64_t total) {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    if (done < total && secs - last_print < 1.0) return;
-    last_print = secs;
-    std::fprintf(
-        stderr, "\rprofile: %lld/%lld entries, %s elapsed, ETA %s   ", static_cast<long long>(done),
+    line.updatef(
+        "profile: %lld/%lld entries, %s elapsed, ETA %s", static_cast<long long>(done),
         static_cast<long long>(total), train::format_duration(secs).c_str(),
         train::format_duration(secs / static_cast<double>(done) * static_cast<double>(total - done))
             .c_str());
-    if (done == total) std::fprintf(stderr, "\n");
+    if (done == total) line.finish();
   };
   // The engine holds the model's weights (shared, not copied, but for o and down), so both stay.
   std::unique_ptr<runtime::FastDecoder> engine;

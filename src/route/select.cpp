@@ -48,6 +48,11 @@ nlohmann::json BudgetPlan::to_json(const model::ModelConfig& config) const {
   return j;
 }
 
+std::string missing_latency_table_message() {
+  return "this model has no latency table, so it runs the full model only (budget 1.0); "
+         "flextron convert or flextron profile makes one";
+}
+
 BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl& model,
                        const model::ElasticSpace& space, const Budget& budget, RouterKind kind) {
   check_budget(budget, "--budget");
@@ -55,6 +60,8 @@ BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl&
   BudgetPlan plan;
   plan.kind = kind;
   plan.budget = budget;
+  if (!std::filesystem::exists(dir / kLatencyFile))
+    fail((dir / kLatencyFile).string(), missing_latency_table_message());
   plan.table = load_latency_table(dir / kLatencyFile, config, space);
   plan.full_decode_ms = plan.table.decode_ms({});
   if (kind == RouterKind::Uniform) {

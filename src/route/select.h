@@ -41,9 +41,14 @@ struct BudgetPlan {
   nlohmann::json to_json(const model::ModelConfig& config) const;
 };
 
+// Why a model without a latency table (dir/latency.json) cannot run at a budget, and what makes
+// one: the one wording for every command and the server.
+std::string missing_latency_table_message();
+
 // Reads dir/latency.json (and dir/router.json unless uniform). Throws flextron::Error for an
 // invalid budget, a budget below the smallest achievable, missing or mismatched files, or a
-// params/memory budget with dynamic routing (which is trained on latency).
+// params/memory budget with dynamic routing (which is trained on latency). Without latency.json
+// the error names it and says missing_latency_table_message().
 BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl& model,
                        const model::ElasticSpace& space, const Budget& budget, RouterKind kind);
 

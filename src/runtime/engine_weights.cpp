@@ -53,10 +53,13 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
 
   const int64_t hidden = config_.hidden_size, hd = config_.head_dim();
   const bool gpt = this->gpt();
-  // A GPT-family bias (null for Llama, which has none).
-  auto bias = [&](const std::string& name, int64_t size) -> const float* {
-    return gpt ? take(name, {size}) : nullptr;
+  // A bias where the model has one (GPT: every projection and norm; Llama variants: q/k/v,
+  // o), null elsewhere.
+  auto bias_if = [&](bool present, const std::string& name, int64_t size) -> const float* {
+    return present ? take(name, {size}) : nullptr;
   };
+  auto bias = [&](const std::string& name, int64_t size) { return bias_if(gpt, name, size); };
+  const bool qkv_bias = config_.has_qkv_bias(), o_bias = config_.has_o_bias();
   embedding_ = take("model.embed_tokens.weight", {config_.vocab_size, hidden});
   if (gpt)
     positions_ = take("model.embed_positions.weight", {config_.max_position_embeddings, hidden});
@@ -77,10 +80,10 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     layer.down_t = transposed(p + "mlp.down_proj.weight", hidden, layer.mlp);
     layer.attn_norm_bias = bias(p + "input_layernorm.bias", hidden);
     layer.mlp_norm_bias = bias(p + "post_attention_layernorm.bias", hidden);
-    layer.q_bias = bias(p + "self_attn.q_proj.bias", q_dim);
-    layer.k_bias = bias(p + "self_attn.k_proj.bias", kv_dim);
-    layer.v_bias = bias(p + "self_attn.v_proj.bias", kv_dim);
-    layer.o_bias = bias(p + "self_attn.o_proj.bias", hidden);
+    layer.q_bias = bias_if(qkv_bias, p + "self_attn.q_proj.bias", q_dim);
+    layer.k_bias = bias_if(qkv_bias, p + "self_attn.k_proj.bias", kv_dim);
+    layer.v_bias = bias_if(qkv_bias, p + "self_attn.v_proj.bias", kv_dim);
+    layer.o_bias = bias_if(o_bias, p + "self_attn.o_proj.bias", hidden);
     layer.up_bias = bias(p + "mlp.up_proj.bias", layer.mlp);
     layer.down_bias = bias(p + "mlp.down_proj.bias", hidden);
     layers_.push_back(layer);
@@ -99,7 +102,8 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
     quantize(lm_head_);
   }
   if (!gpt) {
-    std::tie(rope_cos_, rope_sin_) = model::rope_tables(config_);
+    // The torch forward's tables (float64, rounded once), so both runtimes rotate alike.
+    std::tie(rope_cos_, rope_sin_) = model::rope_tables(config_, -1, torch::kDouble);
     rope_cos_ = rope_cos_.to(torch::kFloat).contiguous();
     rope_sin_ = rope_sin_.to(torch::kFloat).contiguous();
   }

@@ -52,6 +52,7 @@ GenerateResult run_sequence(Sequence& sequence, const text::Tokenizer& tokenizer
   result.decode_seconds = seconds_since(start);
   result.tokens = sequence.tokens();
   result.stop_reason = sequence.stop_reason();
+  result.stop_description = sequence.stop_description();
   return result;
 }
 

@@ -27,6 +27,7 @@ struct GenerateResult {
   std::vector<int64_t> tokens;         // generated tokens (without the stop token)
   std::string text;                    // decoded generated text (prompt not included)
   std::string stop_reason;             // "length", "eos" or "context"
+  std::string stop_description;        // the reason in words (describe_stop_reason)
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
   int64_t decode_steps = 0;  // forwards after the prefill

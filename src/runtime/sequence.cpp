@@ -18,6 +18,17 @@ std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
   return tokens;
 }
 
+std::string describe_stop_reason(const std::string& reason, int64_t max_tokens, int64_t context) {
+  if (reason == "length")
+    return "stopped: reached the maximum of " + std::to_string(max_tokens) + " new tokens";
+  if (reason == "eos") return "stopped: the model ended the text (end-of-sequence token)";
+  if (reason == "context")
+    return "stopped: reached the model's context length (" + std::to_string(context) +
+           " positions)";
+  if (reason == "stop") return "stopped: generated a stop string";
+  return "stopped: " + reason;  // "cancelled", or what finish() was given
+}
+
 RoutedPrefill routed_prefill(FastDecoder& engine, model::TransformerImpl& model,
                              model::LayerRouter& router, const std::vector<int64_t>& tokens,
                              int64_t capacity) {
@@ -135,6 +146,12 @@ void Sequence::take_sampled() {
   const bool full = engine_ != nullptr ? engine_cache_.length() >= engine_cache_.capacity()
                                        : cache_.length >= cache_.capacity;
   if (full) return finish("context");
+}
+
+std::string Sequence::stop_description() const {
+  if (stop_reason_.empty()) return "";
+  const auto& config = engine_ != nullptr ? engine_->config() : model_->config();
+  return describe_stop_reason(stop_reason_, max_tokens_, config.max_position_embeddings);
 }
 
 void Sequence::finish(const std::string& reason) {

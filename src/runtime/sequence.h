@@ -27,6 +27,12 @@ namespace flextron::runtime {
 std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
                                    const model::ModelConfig& config, const std::string& prompt);
 
+// A stop reason in words, one family for all of them: "stopped: reached the maximum of 256 new
+// tokens", "stopped: the model ended the text (end-of-sequence token)", "stopped: reached the
+// model's context length (256 positions)", "stopped: generated a stop string", "stopped:
+// cancelled". max_tokens and context fill in the numbers.
+std::string describe_stop_reason(const std::string& reason, int64_t max_tokens, int64_t context);
+
 // A dynamic router's prefill for the fast engine: `model`'s forward with `router` over `tokens`
 // (one sequence), which lets the router choose each layer's attention width from the whole
 // prompt, then its KV cache copied into an engine cache of `capacity` positions. `arch` is what
@@ -77,6 +83,8 @@ class Sequence {
   bool finished() const { return !stop_reason_.empty(); }
   // "length", "eos", "context", or what finish() was given; empty while running.
   const std::string& stop_reason() const { return stop_reason_; }
+  // describe_stop_reason() of it with this sequence's limits; empty while running.
+  std::string stop_description() const;
   const std::vector<int64_t>& prompt_tokens() const { return prompt_; }
   const std::vector<int64_t>& tokens() const { return tokens_; }
   // Text of the tokens accepted since the last call (bytes; a UTF-8 character may be split

@@ -163,10 +163,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
       spec.plan = plan_for(request, &budget);
     } catch (const Error& e) {
       if (!std::filesystem::exists(dir / route::kLatencyFile))
-        throw ApiError(400,
-                       "this model has no latency table, so it serves the full model only "
-                       "(budget 1.0); flextron convert or flextron profile makes one",
-                       "budget");
+        throw ApiError(400, route::missing_latency_table_message(), "budget");
       throw ApiError(400, e.what(), "budget");
     }
     spec.budget_label = spec.plan ? budget_label(budget) : "full";

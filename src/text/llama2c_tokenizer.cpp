@@ -95,6 +95,7 @@ class Llama2cTokenizer : public Tokenizer {
   std::string piece(int64_t id) const override { return pieces_[checked(id)]; }
   float score(int64_t id) const override { return scores_[checked(id)]; }
   std::string file_name() const override { return "tokenizer.bin"; }
+  std::string kind() const override { return "llama2c"; }
 
   void save(const std::filesystem::path& path) const override {
     // Verbatim, header included, so that a copy is byte-identical to the original.

@@ -70,6 +70,7 @@ class SentencePieceTokenizer : public Tokenizer {
 
   float score(int64_t id) const override { return lib_.score(model_, checked(id)); }
   std::string file_name() const override { return "tokenizer.model"; }
+  std::string kind() const override { return "sentencepiece"; }
 
   void save(const std::filesystem::path& path) const override {
     size_t length = 0;

@@ -46,7 +46,7 @@ bool has_tokenizer_files(const std::filesystem::path& model_dir) {
   auto file = [&](const char* name) {
     return std::filesystem::is_regular_file(model_dir / name);
   };
-  return file("tokenizer.model") || file("tokenizer.bin") ||
+  return file("tokenizer.model") || file("tokenizer.json") || file("tokenizer.bin") ||
          (file("vocab.json") && file("merges.txt"));
 }
 
@@ -58,6 +58,12 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
     check_fits(*tokenizer, vocab_size, spm);
     return tokenizer;
   }
+  const auto hf = model_dir / "tokenizer.json";
+  if (std::filesystem::is_regular_file(hf)) {
+    auto tokenizer = load_hf_tokenizer(hf);
+    check_fits(*tokenizer, vocab_size, hf);
+    return tokenizer;
+  }
   const auto vocab = model_dir / "vocab.json", merges = model_dir / "merges.txt";
   if (std::filesystem::is_regular_file(vocab) && std::filesystem::is_regular_file(merges)) {
     auto tokenizer = load_gpt2_tokenizer(vocab, merges);
@@ -67,7 +73,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
   const auto bin = model_dir / "tokenizer.bin";
   if (std::filesystem::is_regular_file(bin)) return load_llama2c_tokenizer(bin, vocab_size);
   fail(model_dir.string(),
-       "no tokenizer found (expected tokenizer.model, vocab.json + merges.txt, or tokenizer.bin)");
+       "no tokenizer found (expected tokenizer.model, tokenizer.json, vocab.json + merges.txt, "
+       "or tokenizer.bin)");
 }
 
 }  // namespace flextron::text

@@ -1,5 +1,7 @@
 // One interface for every tokenizer the toolkit speaks: llama2.c's tokenizer.bin (the stories
-// models) and SentencePiece's tokenizer.model (Llama-2), later GPT-2 byte-level BPE.
+// models), SentencePiece's tokenizer.model (Llama-2), GPT-2's vocab.json + merges.txt,
+// HuggingFace tokenizer.json and GGUF vocabularies (the last three on one BPE engine, text/bpe.h;
+// docs/tokenizers.md).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +42,20 @@ class Tokenizer {
   virtual std::string file_name() const = 0;
   // Writes this tokenizer's own file format to `path`.
   virtual void save(const std::filesystem::path& path) const = 0;
+
+  // A short name of the format, for `flextron info` ("sentencepiece", "hf-bpe (tokenizer.json)",
+  // "gpt2-bpe", "llama2c", "gguf-llama", "gguf-gpt2/<pre>").
+  virtual std::string kind() const { return file_name(); }
+  // Every id that ends generation (generation_config.json's eos_token_id may list several).
+  virtual std::vector<int64_t> eos_ids() const { return {eos_id()}; }
+  // tokenizer_config.json's chat_template (Jinja source), or "" when there is none.
+  virtual std::string chat_template() const { return {}; }
+  // Whether the vocabulary is byte-level BPE (GPT-2 style: GGUF "gpt2"), and for such a one
+  // llama.cpp's tokenizer.ggml.pre name when known ("" otherwise).
+  virtual bool byte_level() const { return !merges().empty(); }
+  virtual std::string gguf_pre() const { return {}; }
+  // Control tokens (BOS, EOS, special added tokens), which decode to nothing.
+  virtual bool is_special(int64_t id) const { return id == bos_id() || id == eos_id(); }
 };
 
 // llama2.c tokenizer.bin: int32 max_token_length, then per token float score, int32 length,
@@ -59,9 +75,14 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
 std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::filesystem::path& vocab_json,
                                                const std::filesystem::path& merges_txt);
 
+// HuggingFace tokenizer.json (BPE models; src/text/hf_tokenizer_json.cpp), with the
+// tokenizer_config.json and generation_config.json beside it when present. Throws
+// flextron::Error naming the file and the component it cannot honour.
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& tokenizer_json);
+
 // The tokenizer of a model directory: tokenizer.model (SentencePiece) if present, else
-// vocab.json + merges.txt (GPT-2 BPE), else tokenizer.bin (llama2.c). Throws flextron::Error if
-// none exists.
+// tokenizer.json (HF), else vocab.json + merges.txt (GPT-2 BPE), else tokenizer.bin (llama2.c).
+// Throws flextron::Error if none exists.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir,
                                           int64_t vocab_size);
 // Whether `model_dir` has the files of any tokenizer load_tokenizer reads.

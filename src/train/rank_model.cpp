@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "core/progress_line.h"
 #include "io/atomic_file.h"
 #include "text/utf8.h"
 #include "train/progress.h"
@@ -34,17 +35,19 @@ RankModelResult rank_model_dir(const RankModelOptions& o) {
   options.aggregation = o.aggregation;
   options.batch = o.batch;
   const auto start = std::chrono::steady_clock::now();
+  ProgressLine line;
   options.on_progress = [&](int64_t done, int64_t total) {
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double rate = static_cast<double>(done * o.seq_len) / std::max(s, 1e-9);
-    std::fprintf(stderr, "\rrank: %lld/%lld sequences, %.0f tok/s, ETA %s   ",
-                 static_cast<long long>(done), static_cast<long long>(total), rate,
+    line.updatef("rank: %lld/%lld sequences, %.0f tok/s, ETA %s", static_cast<long long>(done),
+                 static_cast<long long>(total), rate,
                  format_duration(static_cast<double>((total - done) * o.seq_len) / rate).c_str());
-    if (done == total) std::fprintf(stderr, "\n");
+    if (done == total) line.finish();
   };
   RankModelResult result;
   result.ranked = rank_by_importance(*loaded.model, windows, options);
+  line.finish();
 
   loaded.space.ranked = true;
   io::save_model_dir(o.out, *loaded.model, loaded.tokenizer.get(), &loaded.space);
