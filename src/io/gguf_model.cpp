@@ -13,6 +13,7 @@
 #include "io/gguf.h"
 #include "io/gguf_tokenizer.h"
 #include "io/model_dir.h"
+#include "model/rope_factors.h"
 
 namespace flextron::io {
 
@@ -147,8 +148,10 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
                      const text::Tokenizer* tokenizer, GgmlType matrix_type) {
   const auto& c = model.config();
   // llama.cpp's llama_ftype of the file.
-  const std::map<GgmlType, uint32_t> file_types = {{GgmlType::F32, 0}, {GgmlType::F16, 1},
-                                                   {GgmlType::Q4_0, 2}, {GgmlType::Q8_0, 7},
+  const std::map<GgmlType, uint32_t> file_types = {{GgmlType::F32, 0},
+                                                   {GgmlType::F16, 1},
+                                                   {GgmlType::Q4_0, 2},
+                                                   {GgmlType::Q8_0, 7},
                                                    {GgmlType::BF16, 32}};
   if (!file_types.count(matrix_type))
     fail("--gguf-type", std::string(quant::type_info(matrix_type).name) +
@@ -193,6 +196,10 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
     m[arch + ".attention.value_length"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
     m[arch + ".rope.dimension_count"] = gguf_u32(static_cast<uint32_t>(c.head_dim()));
     m[arch + ".rope.freq_base"] = gguf_f32(static_cast<float>(c.rope_theta));
+    if (c.rope_scaling.kind == model::RopeScaling::Kind::Linear) {
+      m[arch + ".rope.scaling.type"] = gguf_string("linear");
+      m[arch + ".rope.scaling.factor"] = gguf_f32(static_cast<float>(c.rope_scaling.factor));
+    }
     m[arch + ".attention.layer_norm_rms_epsilon"] = gguf_f32(static_cast<float>(c.rms_norm_eps));
   }
   if (tokenizer != nullptr) add_tokenizer(m, *tokenizer);
@@ -231,6 +238,21 @@ void save_gguf_model(const std::filesystem::path& path, model::TransformerImpl& 
       if (suffix == "self_attn.k_proj.weight") t = permute_rotary(t, kv_heads[l], true);
       add(theirs + name, t);
     }
+    // llama.cpp's llama graph adds optional attn_{q,k,v,output}.bias (Qwen2's q/k/v biases,
+    // attention_bias); q/k biases follow their rows' rotary permutation.
+    if (c.has_qkv_bias()) {
+      add(theirs + "attn_q.bias",
+          permute_rotary(state.at(ours + "self_attn.q_proj.bias"), heads[l], true));
+      add(theirs + "attn_k.bias",
+          permute_rotary(state.at(ours + "self_attn.k_proj.bias"), kv_heads[l], true));
+      add(theirs + "attn_v.bias", state.at(ours + "self_attn.v_proj.bias"));
+    }
+    if (c.has_o_bias()) add(theirs + "attn_output.bias", state.at(ours + "self_attn.o_proj.bias"));
+  }
+  // Llama 3's scaling as llama.cpp's converter stores it: one divisor per frequency.
+  if (c.rope_scaling.kind == model::RopeScaling::Kind::Llama3) {
+    const auto factors = model::rope_frequency_factors(c);
+    add("rope_freqs.weight", torch::tensor(factors, torch::kDouble).to(torch::kFloat));
   }
   add("output_norm.weight", state.at("model.norm.weight"));
   if (c.gpt()) add("output_norm.bias", state.at("model.norm.bias"));
@@ -353,8 +375,8 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
   const std::string head_size_key = gpt ? ".attention.key_length" : ".rope.dimension_count";
   if (m.count(arch + head_size_key)) c.head_dim_override = count(arch + head_size_key);
   if (!gpt && c.head_dim_override % 2 != 0)
-    fail(path, arch + ".rope.dimension_count must be even, got " +
-                   std::to_string(c.head_dim_override));
+    fail(path,
+         arch + ".rope.dimension_count must be even, got " + std::to_string(c.head_dim_override));
   if (!gpt && c.head_dim_override > 0 && m.count(arch + ".attention.key_length") &&
       count(arch + ".attention.key_length") != c.head_dim_override)
     fail(path, arch + ".rope.dimension_count differs from " + arch +
@@ -364,6 +386,16 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
     c.rope_theta = f32_decimal(positive_real(arch + ".rope.freq_base"));
   c.rms_norm_eps = f32_decimal(positive_real(
       arch + (gpt ? ".attention.layer_norm_epsilon" : ".attention.layer_norm_rms_epsilon")));
+  if (!gpt && m.count(arch + ".rope.scaling.type")) {
+    const auto& type = value(arch + ".rope.scaling.type");
+    const auto kind = type.value.is_string() ? type.value.get<std::string>() : type.value.dump();
+    if (kind == "linear") {
+      c.rope_scaling.kind = model::RopeScaling::Kind::Linear;
+      c.rope_scaling.factor = f32_decimal(positive_real(arch + ".rope.scaling.factor"));
+    } else if (kind != "none") {
+      fail(path, arch + ".rope.scaling.type \"" + kind + "\" is not supported (none, linear)");
+    }
+  }
   if (!is_constant(ffn) || !is_constant(kv)) {
     c.layer_intermediate_sizes = ffn;
     c.layer_key_value_heads = kv;
@@ -392,17 +424,41 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
     state["model.embed_positions.weight"] =
         take("position_embd.weight", {c.max_position_embeddings, H});
   const int64_t hd = c.head_dim();
+  if (!gpt && tensors.count("rope_freqs.weight")) {
+    const auto freqs = take("rope_freqs.weight", {hd / 2}).to(torch::kDouble).contiguous();
+    const std::vector<double> factors(freqs.data_ptr<double>(),
+                                      freqs.data_ptr<double>() + freqs.numel());
+    auto scaling = model::llama3_scaling_from_factors(c, factors);
+    if (!scaling)
+      fail(path,
+           "rope_freqs.weight holds per-frequency factors that no llama3 rope_scaling "
+           "reproduces (other rope scalings are not supported)");
+    c.rope_scaling = *scaling;
+  }
+  // Optional attention biases (llama.cpp's llama graph takes them when present).
+  if (!gpt) {
+    c.qkv_bias = tensors.count("blk.0.attn_q.bias") != 0;
+    c.o_bias = tensors.count("blk.0.attn_output.bias") != 0;
+  }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string ours = "model.layers." + std::to_string(l) + ".";
     const std::string theirs = "blk." + std::to_string(l) + ".";
     const int64_t q_rows = heads[l] * hd, kv_rows = kv[l] * hd, f = ffn[l];
+    if (!gpt && c.qkv_bias) {
+      state[ours + "self_attn.q_proj.bias"] =
+          permute_rotary(take(theirs + "attn_q.bias", {q_rows}), heads[l], false);
+      state[ours + "self_attn.k_proj.bias"] =
+          permute_rotary(take(theirs + "attn_k.bias", {kv_rows}), kv[l], false);
+      state[ours + "self_attn.v_proj.bias"] = take(theirs + "attn_v.bias", {kv_rows});
+    }
+    if (!gpt && c.o_bias)
+      state[ours + "self_attn.o_proj.bias"] = take(theirs + "attn_output.bias", {H});
     if (gpt) {
       const std::map<std::string, std::vector<int64_t>> shapes = {
-          {"attn_norm.weight", {H}},         {"attn_norm.bias", {H}},
-          {"attn_output.weight", {H, q_rows}}, {"attn_output.bias", {H}},
-          {"ffn_norm.weight", {H}},          {"ffn_norm.bias", {H}},
-          {"ffn_up.weight", {f, H}},         {"ffn_up.bias", {f}},
-          {"ffn_down.weight", {H, f}},       {"ffn_down.bias", {H}}};
+          {"attn_norm.weight", {H}}, {"attn_norm.bias", {H}},  {"attn_output.weight", {H, q_rows}},
+          {"attn_output.bias", {H}}, {"ffn_norm.weight", {H}}, {"ffn_norm.bias", {H}},
+          {"ffn_up.weight", {f, H}}, {"ffn_up.bias", {f}},     {"ffn_down.weight", {H, f}},
+          {"ffn_down.bias", {H}}};
       for (const auto& [suffix, name] : kGpt2LayerNames)
         state[ours + suffix] = take(theirs + name, shapes.at(name));
       // attn_qkv: the q, k and v rows stacked.
@@ -430,9 +486,8 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
   state["model.norm.weight"] = take("output_norm.weight", {H});
   if (gpt) state["model.norm.bias"] = take("output_norm.bias", {H});
   // Tied: no output.weight, or (GPT-2, see save_gguf_model) a bit-exact copy of token_embd.
-  c.tie_word_embeddings =
-      tensors.count("output.weight") == 0 ||
-      (gpt && take("output.weight", {c.vocab_size, H}).equal(embed));
+  c.tie_word_embeddings = tensors.count("output.weight") == 0 ||
+                          (gpt && take("output.weight", {c.vocab_size, H}).equal(embed));
   if (!c.tie_word_embeddings) state["lm_head.weight"] = take("output.weight", {c.vocab_size, H});
 
   std::unique_ptr<text::Tokenizer> tokenizer;

@@ -139,6 +139,9 @@ void Sequence::take_sampled() {
   if (static_cast<int64_t>(tokens_.size()) >= max_tokens_) return finish("length");
   // BOS also ends a sequence: llama2.c's stories models delimit stories with it.
   if (next_ == tokenizer_.eos_id() || next_ == tokenizer_.bos_id()) return finish("eos");
+  // Any end-of-turn id the model's generation_config.json lists (Llama 3: three of them).
+  for (int64_t id : tokenizer_.eos_ids())
+    if (next_ == id) return finish("eos");
   tokens_.push_back(next_);
   text_ += tokenizer_.decode_piece(prev_, next_);
   prev_ = next_;

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "io/files.h"
+#include "io/gguf_model.h"
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "model/extract.h"
@@ -46,6 +47,11 @@ struct Variant {
   Tied tied = Tied::EmbedOnly;
   bool extra_buffers = false;  // rotary inv_freq buffers, as older transformers saved them
 };
+
+// gtest prints a parameter by its name, not its bytes.
+void PrintTo(const Variant& v, std::ostream* os) {
+  *os << v.name;
+}
 
 // The shape the reference needs, read back from the config (the test's own reading).
 struct Shape {
@@ -367,9 +373,15 @@ TEST_P(HfCheckpoint, LogitsEqualTheDefinition) {
   // Every note says what was resolved: the alias, the tie, the buffers ignored.
   std::string notes;
   for (const auto& n : loaded.notes) notes += n + "\n";
-  if (v.tied == Tied::HeadAlias) EXPECT_NE(notes.find("alias"), std::string::npos) << notes;
-  if (v.tied == Tied::HeadOnly) EXPECT_NE(notes.find("tied"), std::string::npos) << notes;
-  if (v.tied == Tied::EmbedOnly || v.tied == Tied::Untied) EXPECT_EQ(notes, "");
+  if (v.tied == Tied::HeadAlias) {
+    EXPECT_NE(notes.find("alias"), std::string::npos) << notes;
+  }
+  if (v.tied == Tied::HeadOnly) {
+    EXPECT_NE(notes.find("tied"), std::string::npos) << notes;
+  }
+  if (v.tied == Tied::EmbedOnly || v.tied == Tied::Untied) {
+    EXPECT_EQ(notes, "");
+  }
 
   auto f32 = flextron::io::load_model_dir(dir);
   EXPECT_LT(max_diff(logits_of(*f32.model, tokens), expected), 1e-5);
@@ -459,13 +471,36 @@ TEST_P(HfCheckpoint, RankExtractAndSaveKeepTheFunction) {
   flextron::io::save_model_dir(root / "dense", *dense, nullptr);
   const auto saved = flextron::io::read_json_file(root / "ranked" / "config.json");
   EXPECT_EQ(saved["model_type"], v.config["model_type"]);
-  if (v.config.contains("rope_scaling"))
+  if (v.config.contains("rope_scaling")) {
     EXPECT_EQ(saved["rope_scaling"]["factor"], v.config["rope_scaling"]["factor"]);
+  }
   auto reloaded = flextron::io::load_model_dir(root / "ranked", f64);
   EXPECT_LT(max_diff(logits_of(*reloaded.model, tokens), before), 1e-10);
   EXPECT_TRUE(reloaded.notes.empty());
   auto dense_back = flextron::io::load_model_dir(root / "dense", f64);
   EXPECT_LT(max_diff(logits_of(*dense_back.model, tokens), elastic), 1e-10);
+}
+
+// GGUF export and import keep each layout: q/k/v/o biases as llama.cpp's optional attn_*.bias
+// (q/k permuted with their rows), linear scaling as rope.scaling keys, llama3 scaling as the
+// rope_freqs.weight divisors llama.cpp's converter writes (and recovered from them on import).
+TEST_P(HfCheckpoint, GgufRoundTripKeepsTheFunction) {
+  const auto& v = GetParam();
+  const auto root = flextron::testing::scratch_dir();
+  const auto shape = shape_of(v.config);
+  write_checkpoint(root / "hf", v, random_weights(shape, 16));
+  auto m = flextron::io::load_model_dir(root / "hf").model;
+  flextron::io::save_gguf_model(root / "m.gguf", *m, nullptr, torch::kFloat);
+  flextron::io::import_gguf_model(root / "m.gguf", root / "back");
+  auto back = flextron::io::load_model_dir(root / "back").model;
+  const auto tokens = random_tokens(16, shape.vocab, 6);
+  EXPECT_LT(max_diff(logits_of(*back, tokens), logits_of(*m, tokens)), 1e-5);
+  const auto& a = m->config().rope_scaling;
+  const auto& b = back->config().rope_scaling;
+  EXPECT_EQ(static_cast<int>(a.kind), static_cast<int>(b.kind));
+  EXPECT_NEAR(a.factor, b.factor, 1e-6);
+  EXPECT_EQ(back->config().qkv_bias, m->config().qkv_bias);
+  EXPECT_EQ(back->config().o_bias, m->config().o_bias);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HfCheckpoint, ::testing::ValuesIn(variants()),
