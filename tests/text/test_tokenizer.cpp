@@ -14,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
+#include "text/tokenizer_cases.h"
 
 namespace flextron::text {
 namespace {
@@ -110,30 +111,11 @@ std::vector<int64_t> run_c_encode(const Tokenizer& t, const std::string& text, b
   return tokens;
 }
 
-// llama.cpp's test vocab format: inputs joined by "\n__ggml_vocab_test__\n" (also after the
-// last one), one line of space-separated ids per input.
-struct Case {
-  std::string input;
-  std::vector<int64_t> expected;
-};
+// llama.cpp's test vocab format (tokenizer_cases.h).
+using Case = testing::TokenizerCase;
 
 std::vector<Case> read_llama_cases(const fs::path& inp, const fs::path& out) {
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::string text = read_bytes(inp);
-  std::vector<Case> cases;
-  for (size_t at; (at = text.find(sep)) != std::string::npos; text.erase(0, at + sep.size()))
-    cases.push_back({text.substr(0, at), {}});
-  EXPECT_EQ(text, "") << "trailing input without a separator";
-  std::istringstream lines(read_bytes(out));
-  std::string line;
-  size_t i = 0;
-  for (; std::getline(lines, line); ++i) {
-    if (i >= cases.size()) break;
-    std::istringstream ids(line);
-    for (int64_t id; ids >> id;) cases[i].expected.push_back(id);
-  }
-  EXPECT_EQ(i, cases.size()) << "the .out file has a different number of cases";
-  return cases;
+  return testing::read_tokenizer_cases(inp, out);
 }
 
 // Every llama.cpp case encodes to its expected ids (mismatches listed), and encoding with BOS
