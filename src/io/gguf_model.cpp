@@ -322,9 +322,15 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
   if (arch_value.type != GgufType::String)
     fail(path, "general.architecture must be a string, got " + arch_value.value.dump());
   const auto arch = arch_value.value.get<std::string>();
-  if (arch != "llama" && arch != "deci" && arch != "gpt2")
-    fail(path, "general.architecture \"" + arch + "\" is not supported (llama, deci, gpt2)");
+  if (arch != "llama" && arch != "deci" && arch != "qwen2" && arch != "gpt2")
+    fail(path, "general.architecture \"" + arch + "\" is not supported (llama, deci, qwen2, gpt2)");
   const bool gpt = arch == "gpt2";
+  // llama.cpp's qwen2 graph rotates halves (NEOX) as HF does, so its converter leaves q/k rows
+  // as they are; the llama graph rotates adjacent pairs and gets them permuted.
+  const bool interleaved_rope = arch != "qwen2";
+  auto unpermute = [&](const torch::Tensor& t, int64_t heads) {
+    return interleaved_rope ? permute_rotary(t, heads, false) : t;
+  };
   auto layer_values = [&](const std::string& key, int64_t layers) {
     const auto& v = value(key);
     std::vector<int64_t> out;
@@ -446,9 +452,9 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
     const int64_t q_rows = heads[l] * hd, kv_rows = kv[l] * hd, f = ffn[l];
     if (!gpt && c.qkv_bias) {
       state[ours + "self_attn.q_proj.bias"] =
-          permute_rotary(take(theirs + "attn_q.bias", {q_rows}), heads[l], false);
+          unpermute(take(theirs + "attn_q.bias", {q_rows}), heads[l]);
       state[ours + "self_attn.k_proj.bias"] =
-          permute_rotary(take(theirs + "attn_k.bias", {kv_rows}), kv[l], false);
+          unpermute(take(theirs + "attn_k.bias", {kv_rows}), kv[l]);
       state[ours + "self_attn.v_proj.bias"] = take(theirs + "attn_v.bias", {kv_rows});
     }
     if (!gpt && c.o_bias)
@@ -478,8 +484,8 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
         {"ffn_down.weight", {H, f}}};
     for (const auto& [suffix, name] : kLayerNames) {
       auto t = take(theirs + name, shapes.at(name));
-      if (suffix == "self_attn.q_proj.weight") t = permute_rotary(t, heads[l], false);
-      if (suffix == "self_attn.k_proj.weight") t = permute_rotary(t, kv[l], false);
+      if (suffix == "self_attn.q_proj.weight") t = unpermute(t, heads[l]);
+      if (suffix == "self_attn.k_proj.weight") t = unpermute(t, kv[l]);
       state[ours + suffix] = t;
     }
   }

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "io/files.h"
+#include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/model_dir.h"
 #include "io/safetensors.h"
@@ -509,6 +510,41 @@ INSTANTIATE_TEST_SUITE_P(Layouts, HfCheckpoint, ::testing::ValuesIn(variants()),
                            for (char ch : info.param.name) name += std::isalnum(ch) ? ch : '_';
                            return name;
                          });
+
+// A Qwen2 GGUF as llama.cpp's converter writes it: architecture "qwen2" (keys qwen2.*), q/k rows
+// in HF's order (its qwen2 graph rotates halves, so nothing is permuted), q/k/v biases. Made here
+// from our llama-architecture export by renaming the keys and putting the HF rows back.
+TEST(HfCheckpointGguf, Qwen2ArchitectureImportsWithoutRotaryPermutation) {
+  const auto root = flextron::testing::scratch_dir();
+  const auto v = variants()[1];
+  ASSERT_EQ(v.name, "qwen2");
+  write_checkpoint(root / "hf", v, random_weights(shape_of(v.config), 17));
+  auto m = flextron::io::load_model_dir(root / "hf").model;
+  flextron::io::save_gguf_model(root / "llama.gguf", *m, nullptr, torch::kFloat);
+  auto file = flextron::io::read_gguf(root / "llama.gguf");
+  flextron::io::GgufFile qwen;
+  for (const auto& [key, value] : file.metadata)
+    qwen.metadata[key.rfind("llama.", 0) == 0 ? "qwen2." + key.substr(6) : key] = value;
+  qwen.metadata["general.architecture"] = flextron::io::gguf_string("qwen2");
+  const auto state = m->state();
+  for (auto t : file.tensors) {
+    const auto dot = t.name.find('.', 4);
+    const std::string layer = t.name.substr(4, dot - 4), rest = t.name.substr(dot + 1);
+    const std::string ours = "model.layers." + layer + ".self_attn.";
+    if (rest == "attn_q.weight") t.data = state.at(ours + "q_proj.weight");
+    if (rest == "attn_k.weight") t.data = state.at(ours + "k_proj.weight");
+    if (rest == "attn_q.bias") t.data = state.at(ours + "q_proj.bias");
+    if (rest == "attn_k.bias") t.data = state.at(ours + "k_proj.bias");
+    t.type.reset();
+    qwen.tensors.push_back(t);
+  }
+  flextron::io::write_gguf(root / "qwen2.gguf", qwen);
+  flextron::io::import_gguf_model(root / "qwen2.gguf", root / "back");
+  auto back = flextron::io::load_model_dir(root / "back").model;
+  const auto tokens = random_tokens(16, shape_of(v.config).vocab, 8);
+  EXPECT_LT(max_diff(logits_of(*back, tokens), logits_of(*m, tokens)), 1e-5);
+  EXPECT_EQ(flextron::io::read_json_file(root / "back" / "config.json")["model_type"], "qwen2");
+}
 
 // `flextron import --from hf` of the checkpoint that failed before (tied embeddings stored under
 // lm_head.weight with the alias map): imports, says what it resolved, and the result loads.
