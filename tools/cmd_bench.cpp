@@ -27,6 +27,7 @@
 #include "runtime/blas_kernels.h"
 #include "runtime/fast_decoder.h"
 #include "runtime/fast_generate.h"
+#include "runtime/quant_kernels.h"
 #include "runtime/threads.h"
 
 namespace flextron::cli {
@@ -46,7 +47,7 @@ struct BenchArgs {
   int threads = 0;
   bool json = false;
   std::string json_out;
-  bool int8 = false;
+  std::string quant = "auto";
   std::string ppl_data;
   int64_t ppl_tokens = 4096;
 };
@@ -63,11 +64,12 @@ struct Speed {
 class FastRun;
 
 struct Row {
-  std::string runtime;  // "fast", "int8" (the fast runtime with int8 weights) or "torch"
+  std::string runtime;  // "fast" (f32 weights), "fast-q8_0" / "fast-q4_0", or "torch"
   double budget = 1.0;
   model::Architecture arch;
   std::vector<double> prefill, decode;  // tokens/s of each run
-  FastRun* fast = nullptr;              // fast and int8 rows
+  FastRun* fast = nullptr;              // fast rows
+  int64_t weights_bytes = 0;            // what the fast row's engine holds
   double perplexity = 0.0;              // with --ppl-data
 };
 
@@ -224,30 +226,38 @@ void run_bench(BenchArgs a) {
   while (static_cast<int64_t>(prompt.size()) < a.prompt_tokens) prompt.push_back(pick(rng));
 
   const bool fast = a.runtime != "torch", with_torch = a.runtime != "fast";
-  std::unique_ptr<runtime::FastDecoder> engine, engine8;
-  if (fast) engine = std::make_unique<runtime::FastDecoder>(m, runtime::EngineOptions{a.threads});
-  if (fast && a.int8)
-    engine8 =
-        std::make_unique<runtime::FastDecoder>(m, runtime::EngineOptions{a.threads, 64, true});
+  // One engine per weight format (--quant f32,q8_0,q4_0), each quantized once here.
+  std::vector<std::pair<std::string, std::unique_ptr<runtime::FastDecoder>>> engines;
+  if (fast)
+    for (const auto& name : split_list(a.quant)) {
+      runtime::EngineOptions eo;
+      eo.threads = a.threads;
+      eo.format = runtime::qk::resolve_format(name, loaded.stored_weights, "--quant");
+      const std::string label = eo.format == runtime::qk::WeightFormat::F32
+                                    ? "fast"
+                                    : std::string("fast-") + runtime::qk::format_name(eo.format);
+      engines.emplace_back(label, std::make_unique<runtime::FastDecoder>(m, eo));
+    }
+  if (fast && engines.empty()) fail("--quant", "names no weight format");
+  runtime::FastDecoder* engine = engines.empty() ? nullptr : engines.front().second.get();
   std::vector<Row> rows;
   std::vector<std::unique_ptr<FastRun>> fast_runs;
   int64_t kv_bytes = 0;
-  auto add_fast = [&](const char* name, runtime::FastDecoder& e, double b,
-                      const model::Architecture& arch) {
-    fast_runs.push_back(std::make_unique<FastRun>(e, arch, a.prompt_tokens + a.gen_tokens));
-    kv_bytes += fast_runs.back()->cache_bytes();
-    rows.push_back(Row{name, b, arch, {}, {}, fast_runs.back().get()});
-  };
   for (double b : budgets) {
     auto arch = budget_architecture(b, a, loaded);
-    if (engine) add_fast("fast", *engine, b, arch);
-    if (engine8) add_fast("int8", *engine8, b, arch);
+    for (auto& [label, e] : engines) {
+      fast_runs.push_back(std::make_unique<FastRun>(*e, arch, a.prompt_tokens + a.gen_tokens));
+      kv_bytes += fast_runs.back()->cache_bytes();
+      Row row{label, b, arch, {}, {}, fast_runs.back().get()};
+      row.weights_bytes = e->weights().bytes();
+      rows.push_back(row);
+    }
     if (with_torch) rows.push_back(Row{"torch", b, arch, {}, {}});
   }
   // Without torch rows the model is not needed: the engines hold every weight they read (the
   // model's o and down would stay beside their transposed copies).
   if (!with_torch) loaded.model = nullptr;
-  runtime::release_freed_memory();  // and the int8 quantization's temporaries
+  runtime::release_freed_memory();  // and the quantization's temporaries
   const std::regex pattern(a.reference_regex);
   std::vector<ReferenceRun> reference;
 
@@ -276,8 +286,8 @@ void run_bench(BenchArgs a) {
   }
   line.finish();
   const int64_t peak = status_bytes("VmHWM");
-  const int64_t weights =
-      (fast ? engine->weights().bytes() : 0) + (engine8 ? engine8->weights().int8_bytes() : 0);
+  int64_t weights = 0;
+  for (const auto& [label, e] : engines) weights += e->weights().bytes();
   if (!a.ppl_data.empty()) {
     // Perplexity on the first --ppl-tokens tokens of a text, windows of up to 256 tokens.
     auto tokens = loaded.tokenizer->encode(read_text(a.ppl_data), /*add_bos=*/true);
@@ -312,6 +322,10 @@ void run_bench(BenchArgs a) {
         {"decode_ms_per_token", 1000.0 / median(row.decode)},
         {"prefill_runs", row.prefill},
         {"decode_runs", row.decode}};
+    if (row.fast) {
+      r["weights"] = runtime::qk::format_name(row.fast->engine().weights().format());
+      r["weights_bytes"] = row.weights_bytes;
+    }
     if (row.perplexity > 0) r["perplexity"] = row.perplexity;
     if (full_decode.count(row.runtime))
       r["decode_time_vs_full"] = full_decode[row.runtime] / median(row.decode);
@@ -337,7 +351,6 @@ void run_bench(BenchArgs a) {
     j["memory"] = {{"peak_rss_bytes_while_generating", peak},
                    {"process_baseline_bytes", baseline},
                    {"weights_bytes", weights},
-                   {"int8_weights_bytes", engine8 ? engine8->weights().int8_bytes() : 0},
                    {"kv_cache_bytes", kv_bytes},
                    {"engine_scratch_bytes", engine->scratch_bytes()},
                    {"other_bytes", peak - baseline - weights - kv_bytes}};
@@ -357,10 +370,10 @@ void run_bench(BenchArgs a) {
       a.model.c_str(), static_cast<long long>(parameters), threads, runtime::blas_core().c_str(),
       static_cast<long long>(a.prompt_tokens), static_cast<long long>(a.gen_tokens),
       static_cast<long long>(a.repeat), a.router.c_str());
-  std::printf("%-7s %6s  %-44s %11s %11s %9s %9s %9s\n", "runtime", "budget", "architecture",
+  std::printf("%-9s %6s  %-44s %11s %11s %9s %9s %9s\n", "runtime", "budget", "architecture",
               "pp tok/s", "tg tok/s", "ms/token", "vs full", "ppl");
   for (const auto& r : j["results"]) {
-    std::printf("%-7s %6.2f  %-44s %11.1f %11.1f %9.3f %9s %9s\n",
+    std::printf("%-9s %6.2f  %-44s %11.1f %11.1f %9.3f %9s %9s\n",
                 r["runtime"].get<std::string>().c_str(), r["budget"].get<double>(),
                 r["architecture_summary"].get<std::string>().substr(0, 44).c_str(),
                 r["prefill_tokens_per_second"].get<double>(),
@@ -422,10 +435,12 @@ void register_bench(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "Print JSON instead of the table");
   cmd->add_option("--json-out", a->json_out, "Also write the JSON to this file");
-  cmd->add_flag("--int8", a->int8,
-                "Also run the fast runtime with int8 weights (per-row scales), row \"int8\"");
+  cmd->add_option("--quant", a->quant,
+                  "Comma-separated weight formats of the fast runtime (f32, q8_0, q4_0), one "
+                  "row per format and budget")
+      ->capture_default_str();
   cmd->add_option("--ppl-data", a->ppl_data,
-                  "A text whose perplexity each fast/int8 row reports (windows of 256 tokens)");
+                  "A text whose perplexity each fast row reports (windows of 256 tokens)");
   cmd->add_option("--ppl-tokens", a->ppl_tokens, "Tokens of --ppl-data scored")
       ->capture_default_str();
   cmd->callback([a] { run_bench(*a); });

@@ -122,6 +122,7 @@ void register_eval(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add_runtime_option(cmd, a->options.runtime);
+  add_quant_option(cmd, a->options.quant);
   cmd->add_option("--report", a->report, "Report directory")->required();
   cmd->add_flag("--json", a->json, "Print report.json instead of the table");
   cmd->callback([a] { run_eval(*a); });

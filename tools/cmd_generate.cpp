@@ -25,7 +25,7 @@ struct GenerateArgs {
   DeviceArgs device;
   ArchArgs arch;
   std::string runtime = "auto";
-  bool int8 = false;
+  std::string quant = "auto";
 };
 
 void run_generate(const GenerateArgs& a) {
@@ -49,11 +49,20 @@ void run_generate(const GenerateArgs& a) {
       std::fflush(stdout);
     };
   }
+  auto format = runtime::qk::resolve_format(a.quant, loaded.stored_weights, "--quant");
   const bool fast = runtime::use_fast_runtime(a.runtime, *loaded.model, options);
-  if (a.int8 && !fast) fail("--int8", "int8 weights run on the fast runtime only");
+  // A quantized directory on the torch runtime runs its dequantized weights; asking for a
+  // format the torch runtime does not run is an error.
+  if (!fast && a.quant == "auto") format = runtime::qk::WeightFormat::F32;
+  if (selection.plan && fast) route::check_latency_weights(a.model, runtime::qk::format_name(format));
+  if (format != runtime::qk::WeightFormat::F32 && !fast)
+    fail("--quant", std::string(runtime::qk::format_name(format)) +
+                        " weights run on the fast runtime only (this run is on the torch runtime)");
   runtime::GenerateResult r;
   if (fast) {
-    runtime::FastDecoder engine(*loaded.model, runtime::EngineOptions{0, 64, a.int8});
+    runtime::EngineOptions engine_options;
+    engine_options.format = format;
+    runtime::FastDecoder engine(*loaded.model, engine_options);
     // The engine holds every weight it reads; the model's own o and down would stay resident
     // beside their transposed copies, and the heap would keep the load's file buffers. A
     // dynamic router's prompt is prefilled by the model's forward, so it stays then.
@@ -75,6 +84,7 @@ void run_generate(const GenerateArgs& a) {
     j["stop_reason"] = r.stop_reason;
     j["stop_description"] = r.stop_description;
     j["runtime"] = fast ? "fast" : "torch";
+    j["weights"] = runtime::qk::format_name(format);
     j["architecture"] = model::architecture_to_json(
         options.arch.empty() ? model::full_architecture(config) : options.arch);
     j["selection"] = selection.to_json(config);
@@ -111,9 +121,7 @@ void register_generate(CLI::App& app) {
   args->device.add_to(cmd);
   args->arch.add_to(cmd);
   add_runtime_option(cmd, args->runtime);
-  cmd->add_flag(
-      "--int8", args->int8,
-      "Fast runtime with int8 matrices (per-row scales; perplexity cost in docs/runtime.md)");
+  add_quant_option(cmd, args->quant);
   cmd->callback([args] { run_generate(*args); });
 }
 

@@ -16,6 +16,7 @@ struct ProfileArgs {
   route::ProfileOptions options;
   int64_t check = 20;
   std::string runtime = "auto";
+  std::string quant = "auto";
   DeviceArgs device;
 };
 
@@ -27,6 +28,7 @@ void run_profile(const ProfileArgs& a) {
   o.profile.contexts = parse_int_list(a.contexts, "--contexts");
   o.check = a.check;
   o.runtime = a.runtime;
+  o.quant = a.quant;
   o.load = a.device.load_options();
   route::profile_model_dir(o);
 }
@@ -62,6 +64,7 @@ void register_profile(CLI::App& app) {
       ->capture_default_str();
   a->device.add_to(cmd);
   add_runtime_option(cmd, a->runtime);
+  add_quant_option(cmd, a->quant);
   cmd->callback([a] { run_profile(*a); });
 }
 

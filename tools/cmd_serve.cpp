@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "device_options.h"
 #include "io/model_dir.h"
+#include "runtime/fast_generate.h"
 #include "serve/server.h"
 
 namespace flextron::cli {
@@ -38,11 +39,18 @@ void run_serve(ServeArgs& a) {
   a.server.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(1e3 * a.grace_seconds));
   a.server.access_log = !a.quiet;
   auto loaded = io::load_model_dir(a.model, a.device.load_options());
+  // auto: the directory's own format where the fast runtime serves it, else fp32 on torch.
+  if (a.server.engine.quant == "auto")
+    a.server.engine.quant = runtime::use_fast_runtime(a.server.engine.runtime, *loaded.model)
+                                ? loaded.stored_weights
+                                : "f32";
   serve::Server server(a.model, loaded, a.server);
   const int port = server.bind();
   std::fprintf(
-      stderr, "serve: %s on http://%s:%d (%s runtime, max batch %lld, %lld active, queue %lld)%s\n",
-      a.model.c_str(), a.server.host.c_str(), port, server.runtime(),
+      stderr,
+      "serve: %s on http://%s:%d (%s runtime, %s weights, max batch %lld, %lld active, queue "
+      "%lld)%s\n",
+      a.model.c_str(), a.server.host.c_str(), port, server.runtime(), a.server.engine.quant.c_str(),
       static_cast<long long>(a.server.engine.max_batch),
       static_cast<long long>(a.server.engine.max_active),
       static_cast<long long>(a.server.engine.max_queue),
@@ -109,6 +117,8 @@ void register_serve(CLI::App& app) {
   cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
   args->device.add_to(cmd);
   add_runtime_option(cmd, args->server.engine.runtime);
+  args->server.engine.quant = "auto";
+  add_quant_option(cmd, args->server.engine.quant);
   cmd->callback([args] { run_serve(*args); });
 }
 

@@ -24,5 +24,6 @@ void register_eval(CLI::App& app);
 void register_make_task(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace flextron::cli

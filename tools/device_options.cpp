@@ -1,5 +1,7 @@
 #include "device_options.h"
 
+#include "runtime/quant_kernels.h"
+
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -35,6 +37,22 @@ void add_runtime_option(CLI::App* cmd, std::string& runtime) {
                   "auto: the fast CPU runtime for fp32 models on the CPU without a dynamic "
                   "router, torch otherwise; fast; torch")
       ->check(CLI::IsMember({"auto", "fast", "torch"}))
+      ->capture_default_str();
+}
+
+void add_quant_option(CLI::App* cmd, std::string& quant) {
+  cmd->add_option("--quant", quant,
+                  "Weight format of the fast runtime: auto (the model directory's own: f32, or "
+                  "what flextron quantize wrote), f32, q8_0 or q4_0 (llama.cpp's blocks of 32, "
+                  "quantized once at load; activations quantized per block too)")
+      ->check([](const std::string& v) {
+        try {
+          if (v != "auto") runtime::qk::parse_format(v, "--quant");
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      })
       ->capture_default_str();
 }
 

@@ -24,4 +24,8 @@ struct DeviceArgs {
 // runtime::use_fast_runtime.
 void add_runtime_option(CLI::App* cmd, std::string& runtime);
 
+// --quant f32|q8_0|q4_0: the fast runtime's weight format (runtime/quant_kernels.h), quantized
+// once at load.
+void add_quant_option(CLI::App* cmd, std::string& quant);
+
 }  // namespace flextron::cli

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   flextron::cli::register_make_task(app);
   flextron::cli::register_serve(app);
   flextron::cli::register_bench(app);
+  flextron::cli::register_quantize(app);
   // The first word that is not an option names the command; CLI11 alone would report a typo as
   // "A subcommand is required".
   for (int i = 1; i < argc; ++i) {

@@ -16,6 +16,7 @@
 #include "io/model_dir.h"
 #include "model/extract.h"
 #include "route/latency.h"
+#include "route/select.h"
 #include "runtime/engine_timing.h"
 #include "runtime/fast_generate.h"
 #include "text/utf8.h"
@@ -68,6 +69,8 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
   auto loaded = io::load_model_dir(o.model);
   if (!loaded.tokenizer) fail(o.model.string(), "no tokenizer in this model directory");
   const auto& config = loaded.model->config();
+  const auto format = runtime::qk::resolve_format(o.quant, loaded.stored_weights, "--quant");
+  route::check_latency_weights(o.model, runtime::qk::format_name(format));
 
   // Inputs first, so that a bad file fails before minutes of measurement.
   std::string ppl_text;
@@ -195,11 +198,17 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
     as_served.router = s.plan ? s.plan->router() : nullptr;
     if (!runtime::use_fast_runtime(o.runtime, *s.model, as_served)) continue;
     auto& engine = engines[s.model];
-    if (!engine) engine = std::make_unique<runtime::FastDecoder>(*s.model);
+    if (!engine) {
+      runtime::EngineOptions eo;
+      eo.format = format;
+      engine = std::make_unique<runtime::FastDecoder>(*s.model, eo);
+    }
     s.engine = engine.get();
   }
   for (size_t i = 0; i < subjects.size(); ++i)
     rows[i]["runtime"] = subjects[i].engine ? "fast" : "torch";
+  for (size_t i = 0; i < subjects.size(); ++i)
+    rows[i]["weights"] = subjects[i].engine ? runtime::qk::format_name(format) : "f32";
   // Every subject once per round, rounds interleaved so that drift in the machine's speed
   // reaches all alike; the median over rounds is kept.
   ProgressLine line;

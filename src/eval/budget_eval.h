@@ -37,6 +37,8 @@ struct BudgetEvalOptions {
   // The runtime each row's latency is measured on, as generate and serve choose it: auto (the
   // fast runtime where it runs the row: no dynamic router), fast or torch.
   std::string runtime = "auto";
+  // The fast runtime's weight format for the latency column (f32, q8_0, q4_0).
+  std::string quant = "auto";  // auto: the directory's own (io::LoadedModel::stored_weights)
   std::vector<std::pair<std::string, std::filesystem::path>> baselines;  // (label, directory)
 };
 

@@ -116,9 +116,10 @@ void drop_unused(TensorMap& t, const model::TransformerImpl& model,
 }  // namespace
 
 TensorMap load_model_state(const fs::path& dir, model::ModelConfig& config, bool tie_given,
-                           std::vector<std::string>* notes) {
+                           std::vector<std::string>* notes, Metadata* metadata_out) {
   Metadata metadata;
   auto stored = load_model_tensors(dir, &metadata);
+  if (metadata_out != nullptr) *metadata_out = metadata;
   if (config.gpt()) return gpt2_from_hf(stored, config, weights_name(dir));
   std::vector<std::string> local;
   auto& said = notes != nullptr ? *notes : local;
@@ -138,8 +139,15 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
   const auto config_json = read_json_file(config_path);
   auto config = model::config_from_json(config_json, config_path.string());
   LoadedModel loaded;
+  Metadata metadata;
   auto state = load_model_state(dir, config, config_json.contains("tie_word_embeddings"),
-                                &loaded.notes);
+                                &loaded.notes, &metadata);
+  if (auto it = metadata.find(kStoredWeightsKey); it != metadata.end()) {
+    if (it->second != "f32" && it->second != "q8_0" && it->second != "q4_0")
+      fail(weights_name(dir), std::string(kStoredWeightsKey) + " is '" + it->second +
+                                  "', not f32, q8_0 or q4_0");
+    loaded.stored_weights = it->second;
+  }
   loaded.model = model::Transformer(config);
   // In the requested dtype before the copy: a float64 file loaded as float64 keeps every bit.
   loaded.model->to(options.device, options.dtype);
@@ -156,14 +164,46 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
 }
 
 void save_model_dir(const fs::path& dir, model::TransformerImpl& model,
-                    const text::Tokenizer* tokenizer, const model::ElasticSpace* space) {
+                    const text::Tokenizer* tokenizer, const model::ElasticSpace* space,
+                    quant::GgmlType matrices) {
   fs::create_directories(dir);
   model::save_config(model.config(), dir / "config.json");
   // Each family in its own HuggingFace layout, so the directory loads in transformers too.
   const auto& config = model.config();
-  save_safetensors(dir / "model.safetensors",
-                   config.gpt() ? gpt2_to_hf(model.state(), config) : model.state(),
-                   {{"format", "pt"}});
+  const bool quantized = matrices != quant::GgmlType::F32;
+  if (quantized && matrices != quant::GgmlType::Q8_0 && matrices != quant::GgmlType::Q4_0)
+    fail(dir.string(), "matrices are stored as F32, Q8_0 or Q4_0");
+  if (quantized && config.gpt())
+    fail(dir.string(), "quantized directories hold Llama-family models (GPT-2: export to GGUF)");
+  auto state = config.gpt() ? gpt2_to_hf(model.state(), config) : model.state();
+  Metadata metadata{{"format", "pt"}};
+  BlockTensorMap blocks;
+  if (quantized) {
+    metadata[kStoredWeightsKey] = matrices == quant::GgmlType::Q8_0 ? "q8_0" : "q4_0";
+    // The matrices the fast runtime quantizes: every 2-D weight (blocks along its input
+    // dimension, the last), row by row, a partial last block zero-padded.
+    for (auto it = state.begin(); it != state.end();) {
+      if (it->second.dim() != 2) {
+        ++it;
+        continue;
+      }
+      auto w = it->second.detach().to(torch::kCPU, torch::kFloat).contiguous();
+      const int64_t rows = w.size(0), cols = w.size(1), padded = (cols + 31) / 32 * 32;
+      const int64_t row_bytes = quant::bytes_of(matrices, padded);
+      BlockTensor b{matrices, {rows, cols}, std::vector<uint8_t>(static_cast<size_t>(rows * row_bytes))};
+      std::vector<float> row(static_cast<size_t>(padded), 0.0f);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy(w[r].data_ptr<float>(), w[r].data_ptr<float>() + cols, row.begin());
+        if (matrices == quant::GgmlType::Q8_0)
+          quant::quantize_q8_0(row.data(), b.bytes.data() + r * row_bytes, padded);
+        else
+          quant::quantize_q4_0(row.data(), b.bytes.data() + r * row_bytes, padded);
+      }
+      blocks.emplace(it->first, std::move(b));
+      it = state.erase(it);
+    }
+  }
+  save_safetensors(dir / "model.safetensors", state, metadata, blocks);
   if (tokenizer != nullptr) tokenizer->save(dir / tokenizer->file_name());
   if (space != nullptr) {
     model::check_elastic_space(*space, model.config(), (dir / model::kElasticSpaceFile).string());

@@ -10,6 +10,8 @@
 
 #include <torch/types.h>
 
+#include "core/quant_blocks.h"
+#include "io/safetensors.h"
 #include "model/elastic_space.h"
 #include "model/transformer.h"
 #include "text/tokenizer.h"
@@ -24,6 +26,10 @@ struct LoadedModel {
   // lm_head.weight, an alias map, tensors the model does not use), one sentence each, for the
   // CLI to show as notes.
   std::vector<std::string> notes;
+  // The format its matrices are stored in: "f32" (any float dtype), or "q8_0" / "q4_0" for a
+  // directory `flextron quantize` wrote (they load dequantized; the fast runtime quantizes them
+  // again, bit for bit, when it runs that format).
+  std::string stored_weights = "f32";
 };
 
 struct LoadOptions {
@@ -51,11 +57,19 @@ TensorMap load_model_tensors(const std::filesystem::path& dir, Metadata* metadat
 // Each decision is a sentence in `notes`. load_model_dir then drops, with a note, tensors the
 // model does not use (rotary inv_freq buffers, anything else).
 TensorMap load_model_state(const std::filesystem::path& dir, model::ModelConfig& config,
-                           bool tie_given, std::vector<std::string>* notes);
+                           bool tie_given, std::vector<std::string>* notes,
+                           Metadata* metadata = nullptr);
 
 // Writes config.json, model.safetensors, the tokenizer's file and (when given) flextron.json
 // into `dir` (created if needed).
+// `matrices`: F32 (as they are), or Q8_0 / Q4_0: every matrix the fast runtime quantizes
+// (q/k/v/o/gate/up/down, the embedding, an untied LM head) stored as blocks (llama.cpp's
+// reference rounding), the __metadata__ naming the format; norms and biases stay F32.
 void save_model_dir(const std::filesystem::path& dir, model::TransformerImpl& model,
-                    const text::Tokenizer* tokenizer, const model::ElasticSpace* space = nullptr);
+                    const text::Tokenizer* tokenizer, const model::ElasticSpace* space = nullptr,
+                    quant::GgmlType matrices = quant::GgmlType::F32);
+
+// The metadata key that names a quantized directory's format, and its values.
+constexpr const char* kStoredWeightsKey = "flextron.weights";
 
 }  // namespace flextron::io

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <string>
 #include <system_error>
 #include <tuple>
@@ -34,10 +35,14 @@ constexpr std::uint64_t kLengthBytes = 8;
 // and a single huge read never has to be issued.
 constexpr std::uint64_t kReadChunk = std::uint64_t{64} << 20;
 
+// size: bytes per element, or per block of `block` elements along the last dimension for the
+// block-quantized tags (read as F32).
 struct DtypeInfo {
   const char* name;
   torch::ScalarType type;
   std::uint64_t size;
+  std::int64_t block = 1;
+  quant::GgmlType ggml = quant::GgmlType::F32;
 };
 
 constexpr DtypeInfo kDtypes[] = {
@@ -45,7 +50,15 @@ constexpr DtypeInfo kDtypes[] = {
     {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
     {"I16", torch::kInt16, 2},     {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
     {"BOOL", torch::kBool, 1},
+    {"Q8_0", torch::kFloat32, sizeof(quant::BlockQ8_0), quant::kQK, quant::GgmlType::Q8_0},
+    {"Q4_0", torch::kFloat32, sizeof(quant::BlockQ4_0), quant::kQK, quant::GgmlType::Q4_0},
 };
+
+const DtypeInfo* block_dtype(quant::GgmlType type) {
+  for (const auto& d : kDtypes)
+    if (d.block > 1 && d.ggml == type) return &d;
+  return nullptr;
+}
 
 const DtypeInfo* dtype_by_name(const std::string& name) {
   for (const auto& d : kDtypes)
@@ -55,7 +68,7 @@ const DtypeInfo* dtype_by_name(const std::string& name) {
 
 const DtypeInfo* dtype_by_type(torch::ScalarType type) {
   for (const auto& d : kDtypes)
-    if (type == d.type) return &d;
+    if (type == d.type && d.block == 1) return &d;
   return nullptr;
 }
 
@@ -110,19 +123,25 @@ Entry parse_entry(const std::string& where, const std::string& name, const Json&
   std::uint64_t nbytes = e.dtype->size;
   bool overflow = false;
   bool has_zero = false;
-  for (const auto& dim : *shape_it) {
+  if (e.dtype->block > 1 && shape_it->empty()) bad("a block-quantized tensor needs a dimension");
+  for (size_t i = 0; i < shape_it->size(); ++i) {
+    const auto& dim = (*shape_it)[i];
     if (!dim.is_number_integer()) bad("\"shape\" holds a non-integer");
     if (!dim.is_number_unsigned()) bad("\"shape\" has a negative dimension");
     const auto d = dim.get<std::uint64_t>();
     if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
       bad("\"shape\" dimension too large");
     e.shape.push_back(static_cast<std::int64_t>(d));
+    // Blocks run along the last dimension: it counts in blocks.
+    const std::uint64_t units = e.dtype->block > 1 && i + 1 == shape_it->size()
+                                    ? (d + e.dtype->block - 1) / e.dtype->block
+                                    : d;
     if (d == 0) {
       has_zero = true;
-    } else if (nbytes > std::numeric_limits<std::uint64_t>::max() / d) {
+    } else if (nbytes > std::numeric_limits<std::uint64_t>::max() / units) {
       overflow = true;
     }
-    nbytes *= d;
+    nbytes *= units;
   }
   // A zero dimension makes the tensor empty whatever the other dimensions are.
   if (has_zero) overflow = false;
@@ -244,6 +263,28 @@ TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata
   for (const auto& e : entries) {
     auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
     const std::uint64_t nbytes = e.end - e.begin;
+    if (e.dtype->block > 1) {
+      // Block-quantized: read the blocks, dequantize row by row (a padded last block through a
+      // scratch row).
+      std::vector<uint8_t> raw(nbytes);
+      if (nbytes > 0) {
+        in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+        if (!in) fail(where, "cannot seek to tensor '" + one_line(e.name, 80) + "'");
+        read_exact(in, reinterpret_cast<char*>(raw.data()), nbytes, where,
+                   "tensor '" + one_line(e.name, 80) + "'");
+      }
+      const int64_t cols = e.shape.back(), rows = cols == 0 ? 0 : t.numel() / cols;
+      const int64_t nb = (cols + e.dtype->block - 1) / e.dtype->block;
+      std::vector<float> row(static_cast<size_t>(nb * e.dtype->block));
+      float* out = t.data_ptr<float>();
+      for (int64_t r = 0; r < rows; ++r) {
+        quant::dequantize(e.dtype->ggml, raw.data() + r * nb * e.dtype->size, row.data(),
+                          nb * e.dtype->block);
+        std::copy(row.begin(), row.begin() + cols, out + r * cols);
+      }
+      tensors.emplace(e.name, std::move(t));
+      continue;
+    }
     if (nbytes > 0) {
       in.seekg(static_cast<std::streamoff>(data_start + e.begin));
       if (!in) fail(where, "cannot seek to tensor '" + one_line(e.name, 80) + "'");
@@ -257,7 +298,7 @@ TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata
 }
 
 void save_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
-                      const Metadata& metadata) {
+                      const Metadata& metadata, const BlockTensorMap& blocks) {
   const std::string where = path.string();
   // ordered_json keeps HF's layout: "__metadata__" first, tensors in name order, and each
   // entry as dtype, shape, data_offsets.
@@ -268,12 +309,46 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
     for (const auto& [key, value] : metadata) meta[key] = value;
   }
 
+  // Every tensor's bytes in name order: a torch tensor's storage or a block tensor's blocks.
+  struct Payload {
+    const void* data;
+    std::uint64_t size;
+  };
   std::vector<torch::Tensor> data;
+  std::vector<Payload> payloads;
   data.reserve(tensors.size());
+  std::set<std::string> names;
+  for (const auto& [name, tensor] : tensors) names.insert(name);
+  for (const auto& [name, block] : blocks)
+    if (!names.insert(name).second)
+      fail(where, "tensor '" + one_line(name, 80) + "' given both as a tensor and as blocks");
   std::uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
+  for (const auto& name : names) {
     const std::string who = "tensor '" + one_line(name, 80) + "'";
     if (name == "__metadata__") fail(where, who + ": name is reserved for metadata");
+    auto b = blocks.find(name);
+    if (b != blocks.end()) {
+      const DtypeInfo* dtype = block_dtype(b->second.type);
+      if (dtype == nullptr || b->second.shape.empty())
+        fail(where, who + ": blocks of an unsupported type or without a shape");
+      int64_t rows = 1;
+      for (size_t i = 0; i + 1 < b->second.shape.size(); ++i) rows *= b->second.shape[i];
+      const auto nbytes = static_cast<std::uint64_t>(
+          rows * ((b->second.shape.back() + dtype->block - 1) / dtype->block) *
+          static_cast<int64_t>(dtype->size));
+      if (nbytes != b->second.bytes.size())
+        fail(where, who + ": " + std::to_string(b->second.bytes.size()) + " bytes of blocks for " +
+                        shape_string(b->second.shape) + " of " + dtype->name + " (" +
+                        std::to_string(nbytes) + " expected)");
+      auto& entry = header[name];
+      entry["dtype"] = dtype->name;
+      entry["shape"] = b->second.shape;
+      entry["data_offsets"] = {offset, offset + nbytes};
+      offset += nbytes;
+      payloads.push_back({b->second.bytes.data(), nbytes});
+      continue;
+    }
+    const auto& tensor = tensors.at(name);
     if (!tensor.defined()) fail(where, who + " is undefined");
     const DtypeInfo* dtype = dtype_by_type(tensor.scalar_type());
     if (dtype == nullptr)
@@ -287,6 +362,7 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
     entry["data_offsets"] = {offset, offset + nbytes};
     offset += nbytes;
     data.push_back(std::move(t));
+    payloads.push_back({data.back().data_ptr(), nbytes});
   }
 
   std::string header_text;
@@ -302,10 +378,9 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
   write_file_atomically(path, [&](std::ostream& out) {
     put_u64_le(out, header_text.size());
     out.write(header_text.data(), static_cast<std::streamsize>(header_text.size()));
-    for (const auto& t : data) {
-      const auto nbytes = static_cast<std::streamsize>(t.numel() * t.element_size());
-      if (nbytes > 0) out.write(static_cast<const char*>(t.data_ptr()), nbytes);
-    }
+    for (const auto& p : payloads)
+      if (p.size > 0)
+        out.write(static_cast<const char*>(p.data), static_cast<std::streamsize>(p.size));
   });
 }
 

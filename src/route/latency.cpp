@@ -328,6 +328,7 @@ LatencyTable profile_latency(model::TransformerImpl& model, const model::Elastic
   table.model = describe_model(config, space);
   table.hardware = describe_hardware(model);
   table.hardware["runtime"] = timer.runtime;
+  table.hardware["weights"] = timer.weights;
   table.mlp_widths = space.mlp;
   table.kv_groups = space.kv_groups;
   // Weights each choice reads per token, from the parameter count of the sub-network.

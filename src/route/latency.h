@@ -118,6 +118,7 @@ double measure_decode_ms(model::TransformerImpl& model, const model::Architectur
 // whose name the table records (hardware.runtime).
 struct DecodeTimer {
   std::string runtime = "torch";
+  std::string weights = "f32";  // the weight format it times (runtime/quant_kernels.h)
   std::function<double(const model::Architecture& arch, int64_t context)> step_ms;
   // The embedding and LM head alone on this runtime, the fit's lower bound on the fixed cost;
   // where a runtime cannot time them apart (the fast engine runs a whole pass), 0.

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "core/error.h"
 #include "core/progress_line.h"
 #include "core/timing.h"
 #include "io/atomic_file.h"
@@ -37,16 +38,22 @@ nlohmann::json profile_model_dir(const ProfileModelOptions& a) {
   // The engine holds the model's weights (shared, not copied, but for o and down), so both stay.
   std::unique_ptr<runtime::FastDecoder> engine;
   auto timer = torch_decode_timer(*loaded.model, options);
+  const auto format = runtime::qk::resolve_format(a.quant, loaded.stored_weights, "--quant");
   if (runtime::use_fast_runtime(a.runtime, *loaded.model)) {
-    engine = std::make_unique<runtime::FastDecoder>(
-        *loaded.model, runtime::EngineOptions{0, std::max<int64_t>(64, options.batch)});
+    runtime::EngineOptions eo;
+    eo.max_rows = std::max<int64_t>(64, options.batch);
+    eo.format = format;
+    engine = std::make_unique<runtime::FastDecoder>(*loaded.model, eo);
     timer = route::DecodeTimer{};
     timer.runtime = "fast";
+    timer.weights = runtime::qk::format_name(format);
     timer.step_ms = [&engine, options](const model::Architecture& arch, int64_t context) {
       return runtime::engine_decode_ms(*engine, arch, context, options.batch, options.warmup,
                                        options.repeats);
     };
   }
+  if (!engine && format != runtime::qk::WeightFormat::F32)
+    fail("--quant", "quantized weights are profiled on the fast runtime only");
   auto table = profile_latency(*loaded.model, loaded.space, options, progress, timer);
   const auto& config = loaded.model->config();
 

@@ -21,6 +21,8 @@ struct ProfileModelOptions {
   // The runtime whose decode steps calibrate and check the table: auto (the fast runtime where
   // it runs the model, as generate and serve choose), fast or torch.
   std::string runtime = "auto";
+  // The fast runtime's weight format (f32, q8_0, q4_0); the table records it.
+  std::string quant = "auto";  // auto: the directory's own (io::LoadedModel::stored_weights)
   io::LoadOptions load;
 };
 

@@ -1,8 +1,11 @@
 #include "route/select.h"
 
 #include <algorithm>
+#include <fstream>
 
 #include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "route/budget_table.h"
@@ -51,6 +54,21 @@ nlohmann::json BudgetPlan::to_json(const model::ModelConfig& config) const {
 std::string missing_latency_table_message() {
   return "this model has no latency table, so it runs the full model only (budget 1.0); "
          "flextron convert or flextron profile makes one";
+}
+
+void check_latency_weights(const std::filesystem::path& dir, const std::string& weights) {
+  const auto file = dir / kLatencyFile;
+  if (!std::filesystem::exists(file)) return;
+  std::ifstream in(file);
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) fail(file.string(), "is not valid JSON");
+  std::string profiled = "f32";
+  if (j.contains("hardware") && j["hardware"].is_object() && j["hardware"].contains("weights") &&
+      j["hardware"]["weights"].is_string())
+    profiled = j["hardware"]["weights"].get<std::string>();
+  if (profiled != weights)
+    fail(file.string(), "was profiled with " + profiled + " weights, this run serves " + weights +
+                            " weights (flextron profile --quant " + weights + " makes its table)");
 }
 
 BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl& model,

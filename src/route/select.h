@@ -45,6 +45,12 @@ struct BudgetPlan {
 // one: the one wording for every command and the server.
 std::string missing_latency_table_message();
 
+// A latency table names the weight format it was profiled with ("weights" in its hardware, f32
+// when absent). Throws flextron::Error naming dir/latency.json when the table exists and was
+// profiled for another format than `weights` (the one this run serves), since its milliseconds
+// would then not be this run's; does nothing without a table.
+void check_latency_weights(const std::filesystem::path& dir, const std::string& weights);
+
 // Reads dir/latency.json (and dir/router.json unless uniform). Throws flextron::Error for an
 // invalid budget, a budget below the smallest achievable, missing or mismatched files, or a
 // params/memory budget with dynamic routing (which is trained on latency). Without latency.json

@@ -1,6 +1,8 @@
 #include "runtime/engine_weights.h"
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 #include <torch/torch.h>
 
@@ -14,37 +16,71 @@ constexpr const char* kWhere = "fast runtime";
 
 }  // namespace
 
-void EngineWeights::quantize(MatrixView& m) {
-  auto w = torch::from_blob(const_cast<float*>(m.data), {m.rows, m.ld}, torch::kFloat);
-  auto scale = (w.abs().amax(1) / 127.0).clamp_min(1e-30).contiguous();
-  auto q = torch::round(w / scale.unsqueeze(1)).clamp(-127, 127).to(torch::kChar).contiguous();
-  m.int8 = q.data_ptr<int8_t>();
-  m.scale = scale.data_ptr<float>();
-  int8_bytes_ += q.numel() + scale.numel() * static_cast<int64_t>(sizeof(float));
-  held_.push_back(q);
-  held_.push_back(scale);
+void EngineWeights::embedding_row(int64_t token, float* out) const {
+  const MatrixView& E = embedding_;
+  if (E.blocks == nullptr) {
+    std::copy(E.data + token * E.ld, E.data + token * E.ld + E.cols, out);
+    return;
+  }
+  // A padded last block dequantizes past `cols`: through a scratch row.
+  if (E.nb * qk::kBlock == E.cols) {
+    qk::dequantize_weights(format_, E.blocks + token * E.row_bytes, E.nb, out);
+    return;
+  }
+  std::vector<float> row(static_cast<size_t>(E.nb * qk::kBlock));
+  qk::dequantize_weights(format_, E.blocks + token * E.row_bytes, E.nb, row.data());
+  std::copy(row.begin(), row.begin() + E.cols, out);
 }
 
-EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
-    : config_(model.config()), int8_(int8) {
+EngineWeights::EngineWeights(const model::TransformerImpl& model, qk::WeightFormat format)
+    : config_(model.config()), format_(format) {
   const auto state = model.state();
+  const bool quantized = this->quantized();
   // A parameter as fp32 contiguous CPU memory of the expected shape; shared when it already is.
-  auto take = [&](const std::string& name, std::vector<int64_t> shape) -> const float* {
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape) {
     auto it = state.find(name);
     if (it == state.end()) fail(kWhere, "the model has no tensor '" + name + "'");
     auto t = it->second.detach().to(torch::kCPU, torch::kFloat).contiguous();
     if (t.sizes() != c10::IntArrayRef(shape))
       fail(kWhere, "tensor '" + name + "' has shape " + c10::str(t.sizes()) +
                        ", its config implies " + c10::str(c10::IntArrayRef(shape)));
+    return t;
+  };
+  auto take = [&](const std::string& name, std::vector<int64_t> shape) -> const float* {
+    auto t = tensor(name, std::move(shape));
     bytes_ += t.numel() * static_cast<int64_t>(sizeof(float));
     held_.push_back(t);
     return t.data_ptr<float>();
   };
+  // [rows, cols] fp32 as blocks, row after row (panels: then reordered, see quant_kernels.h).
+  auto quantize = [&](const torch::Tensor& t, int64_t rows, int64_t cols, bool panels) {
+    MatrixView m;
+    m.rows = rows;
+    m.cols = cols;
+    m.nb = qk::blocks_for(cols);
+    m.row_bytes = m.nb * qk::block_bytes(format_);
+    std::vector<uint8_t> rowwise(static_cast<size_t>(rows * m.row_bytes));
+    const float* src = t.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r)
+      qk::quantize_weights(format_, src + r * cols, cols, rowwise.data() + r * m.row_bytes);
+    if (panels) {
+      std::vector<uint8_t> out(rowwise.size());
+      qk::to_panels(format_, rowwise.data(), rows, m.nb, out.data());
+      rowwise.swap(out);
+    }
+    bytes_ += static_cast<int64_t>(rowwise.size());
+    blocks_.push_back(std::move(rowwise));
+    m.blocks = blocks_.back().data();
+    return m;
+  };
   auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
+    if (quantized) return quantize(tensor(name, {rows, cols}), rows, cols, false);
     return MatrixView{take(name, {rows, cols}), rows, cols, cols};
   };
-  // [rows, cols] stored as its transpose [cols, rows].
+  // o and down ([rows = hidden, cols = inputs]): fp32 stored as the transpose [cols, rows];
+  // quantized in panels.
   auto transposed = [&](const std::string& name, int64_t rows, int64_t cols) {
+    if (quantized) return quantize(tensor(name, {rows, cols}), rows, cols, true);
     take(name, {rows, cols});
     auto t = held_.back().t().contiguous();
     held_.back() = t;  // the copy, not the model's tensor
@@ -60,7 +96,7 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
   };
   auto bias = [&](const std::string& name, int64_t size) { return bias_if(gpt, name, size); };
   const bool qkv_bias = config_.has_qkv_bias(), o_bias = config_.has_o_bias();
-  embedding_ = take("model.embed_tokens.weight", {config_.vocab_size, hidden});
+  embedding_ = matrix("model.embed_tokens.weight", config_.vocab_size, hidden);
   if (gpt)
     positions_ = take("model.embed_positions.weight", {config_.max_position_embeddings, hidden});
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
@@ -90,17 +126,8 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, bool int8)
   }
   final_norm_ = take("model.norm.weight", {hidden});
   final_norm_bias_ = bias("model.norm.bias", hidden);
-  lm_head_ = config_.tie_word_embeddings
-                 ? MatrixView{embedding_, config_.vocab_size, hidden, hidden}
-                 : matrix("lm_head.weight", config_.vocab_size, hidden);
-  if (int8_) {
-    torch::NoGradGuard no_grad;
-    for (auto& layer : layers_)
-      for (auto* m :
-           {&layer.q, &layer.k, &layer.v, &layer.o_t, &layer.gate, &layer.up, &layer.down_t})
-        if (m->data != nullptr) quantize(*m);
-    quantize(lm_head_);
-  }
+  lm_head_ = config_.tie_word_embeddings ? embedding_
+                                         : matrix("lm_head.weight", config_.vocab_size, hidden);
   if (!gpt) {
     // The torch forward's tables (float64, rounded once), so both runtimes rotate alike.
     std::tie(rope_cos_, rope_sin_) = model::rope_tables(config_, -1, torch::kDouble);

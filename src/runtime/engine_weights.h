@@ -7,6 +7,13 @@
 // and down, whose prefixes are columns ([hidden, in]: read with the full row length as lda they
 // are strided, measured 30% slower at half width), are stored transposed ([in, hidden]) so that
 // their prefixes are the first k rows too.
+//
+// Quantized (EngineOptions::format q8_0 / q4_0, runtime/quant_kernels.h): every matrix, the
+// embedding and the LM head are held only as blocks of 32 along the input dimension (no fp32
+// copy): q/k/v/gate/up/LM head/embedding row-major, a prefix of rows reads a prefix of the
+// bytes; o and down in panels of 8 block-columns of their [hidden, in] form, so a prefix of
+// their inputs (heads, neurons) is a prefix of the panels. Norms, biases and RoPE tables stay
+// fp32.
 #pragma once
 
 #include <cstdint>
@@ -16,20 +23,23 @@
 
 #include "model/config.h"
 #include "model/transformer.h"
+#include "runtime/quant_kernels.h"
 
 namespace flextron::runtime {
 
-// Row r of a [rows, cols] matrix starts at data + r * ld (ld >= cols). With int8 weights the
-// same matrix also as int8 (same layout) and one scale per row: W[r, j] ~ int8[r * ld + j] *
-// scale[r], scale[r] = max_j |W[r, j]| / 127 (symmetric, per row, so every column prefix of a
-// row shares its scale).
+// fp32: row r of a [rows, cols] matrix starts at data + r * ld (ld >= cols); o and down are
+// their transposes ([in, hidden]: rows = inputs).
+// Quantized: `blocks` in `format`. A row matrix [rows, cols]: row r is nb = blocks_for(cols)
+// blocks at blocks + r * row_bytes. o and down (panels): their own [hidden, in] form, rows =
+// hidden, cols = in, in qk::to_panels order.
 struct MatrixView {
   const float* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t ld = 0;
-  const int8_t* int8 = nullptr;  // null unless the weights were quantized
-  const float* scale = nullptr;  // [rows]
+  const uint8_t* blocks = nullptr;  // null for fp32
+  int64_t nb = 0;
+  int64_t row_bytes = 0;
 };
 
 struct EngineLayer {
@@ -54,14 +64,17 @@ class EngineWeights {
   // Reads `model`'s parameters by their names. fp32 contiguous CPU parameters are shared with
   // the model (no copy), except o and down (transposed copies); any other dtype or device is
   // copied to fp32 CPU once. The engine holds what it reads, so the model may be dropped. Throws
-  // flextron::Error naming the tensor when one is missing or misshapen. With `int8`, every
-  // matrix (q, k, v, o, gate, up, down and the LM head) is also quantized to int8 with per-row
-  // scales, and the engine reads those instead (the embedding rows and norm weights stay fp32).
-  explicit EngineWeights(const model::TransformerImpl& model, bool int8 = false);
+  // flextron::Error naming the tensor when one is missing or misshapen. With a block `format`,
+  // every matrix, the embedding and the LM head are quantized once (llama.cpp's reference
+  // rounding) and only the blocks are kept: the model's fp32 matrices are not read again.
+  explicit EngineWeights(const model::TransformerImpl& model,
+                         qk::WeightFormat format = qk::WeightFormat::F32);
 
   const model::ModelConfig& config() const { return config_; }
   const EngineLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
-  const float* embedding() const { return embedding_; }   // [vocab, hidden]
+  // Token `token`'s embedding row [hidden] into `out` (dequantized when quantized).
+  void embedding_row(int64_t token, float* out) const;
+  const MatrixView& embedding() const { return embedding_; }  // [vocab, hidden]
   const MatrixView& lm_head() const { return lm_head_; }  // [vocab, hidden]; the embedding if tied
   const float* final_norm() const { return final_norm_; }
   // GPT family: the final LayerNorm's bias and the learned positions [max_position_embeddings,
@@ -77,25 +90,24 @@ class EngineWeights {
   const float* rope_sin() const {
     return rope_sin_.defined() ? rope_sin_.data_ptr<float>() : nullptr;
   }
-  bool int8() const { return int8_; }
-  // Bytes of the fp32 weights (each shared matrix counted once; the model's own memory when
-  // shared) and of the int8 copies with their scales (0 without int8).
+  qk::WeightFormat format() const { return format_; }
+  bool quantized() const { return format_ != qk::WeightFormat::F32; }
+  // Bytes of the weights the engine reads (each shared matrix counted once; for fp32 the
+  // model's own memory where shared): blocks, norms, biases, positions.
   int64_t bytes() const { return bytes_; }
-  int64_t int8_bytes() const { return int8_bytes_; }
 
  private:
   model::ModelConfig config_;
   std::vector<torch::Tensor> held_;  // keeps every tensor read from alive
   std::vector<EngineLayer> layers_;
-  const float* embedding_ = nullptr;
-  MatrixView lm_head_;
+  std::vector<std::vector<uint8_t>> blocks_;  // the quantized matrices
+  MatrixView embedding_, lm_head_;
   const float* final_norm_ = nullptr;
   const float* final_norm_bias_ = nullptr;
   const float* positions_ = nullptr;
   torch::Tensor rope_cos_, rope_sin_;
-  int64_t bytes_ = 0, int8_bytes_ = 0;
-  bool int8_ = false;
-  void quantize(MatrixView& m);
+  int64_t bytes_ = 0;
+  qk::WeightFormat format_ = qk::WeightFormat::F32;
 };
 
 }  // namespace flextron::runtime

@@ -58,95 +58,80 @@ void matmul(const float* x, int64_t ldx, int64_t n, int64_t in, const float* w, 
   }
 }
 
-// Weight rows dequantized per block when int8 weights meet several rows of x (a prefill).
+// Weight rows dequantized at a time by the exact path (float activations, EngineOptions::exact).
 constexpr int64_t kDequantRows = 32;
 
-// sum_j w[j] * x[j] over int8 weights. The library is built without -march, so the hot loops
-// are also compiled for AVX-512 and AVX2 and picked by CPU features at load time (by feature:
-// GCC's "arch=" clones test the CPU model, and a model newer than the compiler gets "default").
-__attribute__((target_clones("avx512f", "avx2", "default"))) float dot_int8(const int8_t* w,
-                                                                            const float* x,
-                                                                            int64_t n) {
-  float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) acc += static_cast<float>(w[j]) * x[j];
-  return acc;
-}
+// How a thread runs the products of a quantized engine: its activations' blocks (x quantized by
+// the caller before the product), a buffer for dequantized weights, and the path.
+struct QuantProducts {
+  qk::WeightFormat format = qk::WeightFormat::F32;
+  bool exact = false;  // dequantize the weights and run float products instead
+  float* deq = nullptr;
+};
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize(const int8_t* w,
-                                                                             float scale, int64_t n,
-                                                                             float* out) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(w[j]) * scale;
-}
-
-// matmul with W[row0 : row0 + rows, :in] of a weight matrix, from its int8 copy when `int8`:
-// one row of x is a dot product per weight row (scaled once per row); several rows dequantize
-// blocks of weight rows into `deq` ([kDequantRows, in]) for sgemm.
-void product(const MatrixView& W, bool int8, int64_t row0, int64_t rows, int64_t in, const float* x,
-             int64_t ldx, int64_t n, float* y, int64_t ldy, float beta, float* deq) {
+// y[r, :rows] = x[r, :in] W[row0 : row0 + rows, :in]^T for r < n, W a row matrix (q, k, v,
+// gate, up, LM head): fp32 through BLAS; quantized as block products with xq (x's blocks), or
+// exactly on dequantized rows.
+void product(const MatrixView& W, int64_t row0, int64_t rows, int64_t in, const float* x,
+             int64_t ldx, int64_t n, float* y, int64_t ldy, const QuantProducts& qp,
+             const qk::QuantizedActivations& xq) {
   if (rows <= 0 || n <= 0) return;
-  if (!int8) return matmul(x, ldx, n, in, W.data + row0 * W.ld, W.ld, rows, y, ldy, beta);
-  const int8_t* q = W.int8 + row0 * W.ld;
-  const float* scale = W.scale + row0;
-  if (n == 1) {
-    for (int64_t i = 0; i < rows; ++i) {
-      const float v = scale[i] * dot_int8(q + i * W.ld, x, in);
-      y[i] = beta == 0.0f ? v : y[i] + v;
-    }
-    return;
-  }
+  if (W.blocks == nullptr) return matmul(x, ldx, n, in, W.data + row0 * W.ld, W.ld, rows, y, ldy, 0.0f);
+  const uint8_t* w = W.blocks + row0 * W.row_bytes;
+  if (!qp.exact) return qk::gemm_rows(qp.format, w, W.row_bytes, rows, W.nb, xq, 0, n, y, ldy, false);
+  const int64_t ld = W.nb * qk::kBlock;
   for (int64_t b = 0; b < rows; b += kDequantRows) {
     const int64_t m = std::min(kDequantRows, rows - b);
-    for (int64_t i = 0; i < m; ++i) dequantize(q + (b + i) * W.ld, scale[b + i], in, deq + i * in);
-    matmul(x, ldx, n, in, deq, in, m, y + b, ldy, beta);
+    for (int64_t i = 0; i < m; ++i)
+      qk::dequantize_weights(qp.format, w + (b + i) * W.row_bytes, W.nb, qp.deq + i * ld);
+    matmul(x, ldx, n, in, qp.deq, ld, m, y + b, ldy, 0.0f);
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void axpy_int8(const int8_t* w,
-                                                                            float a, int64_t n,
-                                                                            float* y) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) y[j] += a * static_cast<float>(w[j]);
-}
-
-// The partial product of a transposed matrix Wt ([in, cols], row j = input j's weights) over
-// its rows [row0, row0 + rows): y[r, :cols] = sum_j x[r, j] Wt[j, :] for r < n, so a thread
-// reading a contiguous block of rows contributes its share of every output; rows == 0 gives 0.
-void product_t(const MatrixView& W, bool int8, int64_t row0, int64_t rows, const float* x,
-               int64_t ldx, int64_t n, float* y, int64_t ldy, float* deq) {
-  const int64_t cols = W.cols;
-  if (rows <= 0) {
-    for (int64_t r = 0; r < n; ++r) std::fill(y + r * ldy, y + r * ldy + cols, 0.0f);
+// The partial product of o or down over their inputs [in0, in0 + count): y[r, :hidden] =
+// sum_j x[r, j] W[:, j] for r < n (so a thread holding a contiguous block of inputs contributes
+// its share of every output; count == 0 gives 0). fp32: W is stored transposed ([in, hidden]);
+// quantized: in panels, in0 a multiple of 32, xq holding x's blocks of those inputs.
+void product_t(const MatrixView& W, int64_t in0, int64_t count, const float* x, int64_t ldx,
+               int64_t n, float* y, int64_t ldy, const QuantProducts& qp,
+               const qk::QuantizedActivations& xq) {
+  const int64_t hidden = W.blocks == nullptr ? W.cols : W.rows;
+  if (count <= 0) {
+    for (int64_t r = 0; r < n; ++r) std::fill(y + r * ldy, y + r * ldy + hidden, 0.0f);
     return;
   }
   const auto i = [](int64_t v) {
     return static_cast<blasint>(v);
   };
-  if (!int8) {
-    const float* w = W.data + row0 * W.ld;
+  if (W.blocks == nullptr) {
+    const float* w = W.data + in0 * W.ld;
     if (n == 1) {
-      cblas_sgemv(CblasRowMajor, CblasTrans, i(rows), i(cols), 1.0f, w, i(W.ld), x + row0, 1, 0.0f,
-                  y, 1);
+      cblas_sgemv(CblasRowMajor, CblasTrans, i(count), i(hidden), 1.0f, w, i(W.ld), x + in0, 1,
+                  0.0f, y, 1);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(n), i(cols), i(rows), 1.0f, x + row0,
-                  i(ldx), w, i(W.ld), 0.0f, y, i(ldy));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(n), i(hidden), i(count), 1.0f,
+                  x + in0, i(ldx), w, i(W.ld), 0.0f, y, i(ldy));
     }
     return;
   }
-  const int8_t* q = W.int8 + row0 * W.ld;
-  const float* scale = W.scale + row0;
-  if (n == 1) {
-    std::fill(y, y + cols, 0.0f);
-    for (int64_t j = 0; j < rows; ++j) axpy_int8(q + j * W.ld, x[row0 + j] * scale[j], cols, y);
-    return;
-  }
-  for (int64_t b = 0; b < rows; b += kDequantRows) {
-    const int64_t m = std::min(kDequantRows, rows - b);
-    for (int64_t j = 0; j < m; ++j)
-      dequantize(q + (b + j) * W.ld, scale[b + j], cols, deq + j * cols);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(n), i(cols), i(m), 1.0f, x + row0 + b,
-                i(ldx), deq, i(cols), b == 0 ? 0.0f : 1.0f, y, i(ldy));
+  const int64_t b0 = in0 / qk::kBlock, b1 = qk::blocks_for(in0 + count);
+  if (!qp.exact) return qk::gemm_panels(qp.format, W.blocks, W.rows, W.nb, b0, b1, xq, n, y, ldy, false);
+  // Exact: each panel's blocks of a group of output rows dequantized, then one sgemm over the
+  // inputs that are really there (the last block's padding is not read from x).
+  for (int64_t p = b0 / qk::kPanelBlocks; p * qk::kPanelBlocks < b1; ++p) {
+    const int64_t lo = std::max(b0, p * qk::kPanelBlocks);
+    const int64_t hi = std::min(b1, std::min(W.nb, (p + 1) * qk::kPanelBlocks));
+    const int64_t k0 = lo * qk::kBlock, k = std::min(hi * qk::kBlock, in0 + count) - k0;
+    const int64_t ld = (hi - lo) * qk::kBlock;
+    for (int64_t r0 = 0; r0 < W.rows; r0 += kDequantRows) {
+      const int64_t m = std::min(kDequantRows, W.rows - r0);
+      for (int64_t r = 0; r < m; ++r)
+        qk::dequantize_weights(qp.format,
+                               W.blocks + qk::panel_offset(qp.format, W.rows, W.nb, r0 + r, lo),
+                               hi - lo, qp.deq + r * ld);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i(n), i(m), i(k), 1.0f, x + k0, i(ldx),
+                  qp.deq, i(ld), lo == b0 ? 0.0f : 1.0f, y + r0, i(ldy));
+    }
   }
 }
 
@@ -287,7 +272,9 @@ int64_t max_over_layers(const model::ModelConfig& c,
 }  // namespace
 
 FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOptions& options)
-    : weights_(model, options.int8), full_(model::full_architecture(model.config())) {
+    : weights_(model, options.format),
+      full_(model::full_architecture(model.config())),
+      exact_(options.exact) {
   const auto& c = weights_.config();
   threads_ = options.threads > 0 ? options.threads : std::max(1, at::get_num_threads());
   team_ = std::make_unique<ThreadTeam>(threads_);
@@ -314,17 +301,27 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
   logits_.resize(rows * c.vocab_size);
   xb_.resize(static_cast<size_t>(threads_) * rows * c.hidden_size);
   scores_.resize(static_cast<size_t>(threads_) * c.max_position_embeddings);
-  if (weights_.int8())
-    deq_.resize(static_cast<size_t>(threads_ * kDequantRows) *
-                std::max({c.hidden_size, q_dim, mlp}));
+  if (weights_.quantized()) {
+    // Per thread: the blocks of its copy of xb; shared: the blocks of att / the MLP activations
+    // (each thread quantizes its own inputs of o and down); the exact path's dequantized rows.
+    hidden_blocks_ = qk::blocks_for(c.hidden_size);
+    act_blocks_ = qk::blocks_for(std::max(q_dim, mlp));
+    xq_.resize(static_cast<size_t>(threads_) * rows * hidden_blocks_ * qk::kBlock);
+    xd_.resize(static_cast<size_t>(threads_) * rows * hidden_blocks_);
+    aq_.resize(rows * act_blocks_ * qk::kBlock);
+    ad_.resize(rows * act_blocks_);
+    if (exact_)
+      deq_.resize(static_cast<size_t>(threads_ * kDequantRows) *
+                  std::max(hidden_blocks_, qk::kPanelBlocks) * qk::kBlock);
+  }
 }
 
 int64_t FastDecoder::scratch_bytes() const {
   size_t n = 0;
-  for (const auto* b :
-       {&x_, &x2_, &po_, &pm_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_, &xb_, &scores_, &deq_})
+  for (const auto* b : {&x_, &x2_, &po_, &pm_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_, &xb_,
+                        &scores_, &deq_, &xd_, &ad_})
     n += b->size();
-  return static_cast<int64_t>(n * sizeof(float));
+  return static_cast<int64_t>(n * sizeof(float) + xq_.size() + aq_.size());
 }
 
 void EngineCache::truncate(int64_t length) {
@@ -482,7 +479,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     if (rows_[r].token < 0 || rows_[r].token >= vocab)
       fail(kWhere, "token " + std::to_string(rows_[r].token) + " outside the vocabulary of " +
                        std::to_string(vocab));
-  const bool int8 = weights_.int8();
+  const bool quantized = weights_.quantized(), quantize_x = quantized && !exact_;
   // The residual stream alternates between two buffers (each thread writes its columns of the
   // next while all read the current one); the o and down products leave per-thread partial
   // sums that the next step adds in.
@@ -497,7 +494,20 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     const int nt = team_->size();
     float* xb = xb_.data() + static_cast<size_t>(t) * max_rows_ * hidden;
     float* scores = scores_.data() + static_cast<size_t>(t) * c.max_position_embeddings;
-    float* deq = int8 ? deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_) : nullptr;
+    QuantProducts qp;
+    qp.format = weights_.format();
+    qp.exact = exact_;
+    qp.deq = deq_.empty() ? nullptr : deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_);
+    // This thread's blocks of xb, and the shared blocks of att / the MLP activations.
+    qk::QuantizedActivations xq, aq;
+    if (quantized) {
+      const size_t mine = static_cast<size_t>(t) * max_rows_ * hidden_blocks_;
+      xq = {xq_.data() + mine * qk::kBlock, xd_.data() + mine, hidden_blocks_};
+      aq = {aq_.data(), ad_.data(), act_blocks_};
+    }
+    auto quantize_xb = [&](const float* rows, int64_t count) {
+      if (quantize_x) qk::quantize_activations(rows, hidden, count, 0, hidden, xq);
+    };
     float* my_po = po_.data() + t * part_stride;
     float* my_pm = pm_.data() + t * part_stride;
     const Range cols = split(hidden, nt, t, 16);
@@ -526,8 +536,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       // h = residual + the previous MLP's output; attention's input xb = rmsnorm(h).
       if (l == 0) {
         for (int64_t r = 0; r < n; ++r) {
-          std::memcpy(xb + r * hidden, weights_.embedding() + rows_[r].token * hidden,
-                      static_cast<size_t>(hidden) * sizeof(float));
+          weights_.embedding_row(rows_[r].token, xb + r * hidden);
           if (positions != nullptr)
             add_bias(xb + r * hidden, hidden, 1, positions + rows_[r].position * hidden, hidden);
         }
@@ -556,12 +565,13 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       const Range units = split(heads + 2 * kv, nt, t);
       const Range qh = clip(units, 0, heads), kg = clip(units, heads, kv),
                   vg = clip(units, heads + kv, kv);
-      product(L.q, int8, qh.begin * hd, qh.size() * hd, hidden, xb, hidden, n,
-              q_.data() + qh.begin * hd, q_ld, 0.0f, deq);
-      product(L.k, int8, kg.begin * hd, kg.size() * hd, hidden, xb, hidden, n,
-              k_.data() + kg.begin * hd, kv_ld, 0.0f, deq);
-      product(L.v, int8, vg.begin * hd, vg.size() * hd, hidden, xb, hidden, n,
-              v_.data() + vg.begin * hd, kv_ld, 0.0f, deq);
+      quantize_xb(xb, n);
+      product(L.q, qh.begin * hd, qh.size() * hd, hidden, xb, hidden, n, q_.data() + qh.begin * hd,
+              q_ld, qp, xq);
+      product(L.k, kg.begin * hd, kg.size() * hd, hidden, xb, hidden, n, k_.data() + kg.begin * hd,
+              kv_ld, qp, xq);
+      product(L.v, vg.begin * hd, vg.size() * hd, hidden, xb, hidden, n, v_.data() + vg.begin * hd,
+              kv_ld, qp, xq);
       if (L.q_bias != nullptr) {
         add_bias(q_.data() + qh.begin * hd, q_ld, n, L.q_bias + qh.begin * hd, qh.size() * hd);
         add_bias(k_.data() + kg.begin * hd, kv_ld, n, L.k_bias + kg.begin * hd, kg.size() * hd);
@@ -596,8 +606,15 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
                  row.cache->values(l, h / group), row.position + 1, hd, scale, scores,
                  att_.data() + r * q_ld + h * hd);
       }
-      product_t(L.o_t, int8, mine.begin * hd, mine.size() * hd, att_.data(), q_ld, n, my_po, hidden,
-                deq);
+      // o reads this thread's heads. Quantized, its share must be whole blocks: with a head_dim
+      // that is not a multiple of 32, the threads first meet and then split att by blocks.
+      Range o_in{mine.begin * hd, mine.end * hd};
+      if (quantized && hd % qk::kBlock != 0) {
+        team_->barrier();
+        o_in = split(heads * hd, nt, t, qk::kBlock);
+      }
+      if (quantize_x) qk::quantize_activations(att_.data(), q_ld, n, o_in.begin, o_in.size(), aq);
+      product_t(L.o_t, o_in.begin, o_in.size(), att_.data(), q_ld, n, my_po, hidden, qp, aq);
       if (t == 0) add_bias(my_po, hidden, n, L.o_bias, hidden);  // once, in thread 0's part
       team_->barrier();
 
@@ -606,23 +623,25 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       gather(resid_mid, hidden, po_.data(), resid_in);
       normalize(xb, n, hidden, L.mlp_norm, L.mlp_norm_bias, eps, xb);
       const int64_t width = router != nullptr ? routed_mlp_[static_cast<size_t>(l)] : widths[l].mlp;
-      const Range nj = split(width, nt, t, 16);
-      product(L.up, int8, nj.begin, nj.size(), hidden, xb, hidden, n, up_.data() + nj.begin, mlp_ld,
-              0.0f, deq);
+      const Range nj = split(width, nt, t, quantized ? qk::kBlock : 16);
+      quantize_xb(xb, n);
+      product(L.up, nj.begin, nj.size(), hidden, xb, hidden, n, up_.data() + nj.begin, mlp_ld, qp,
+              xq);
       float* act = up_.data();  // the activations down reads: gelu(up) or silu(gate) * up
       if (gpt) {
         add_bias(up_.data() + nj.begin, mlp_ld, n, L.up_bias + nj.begin, nj.size());
         for (int64_t r = 0; r < n; ++r)
           gelu(up_.data() + r * mlp_ld + nj.begin, nj.size(), gelu_tanh);
       } else {
-        product(L.gate, int8, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin,
-                mlp_ld, 0.0f, deq);
+        product(L.gate, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin, mlp_ld,
+                qp, xq);
         for (int64_t r = 0; r < n; ++r)
           swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin,
                  nj.size());
         act = gate_.data();
       }
-      product_t(L.down_t, int8, nj.begin, nj.size(), act, mlp_ld, n, my_pm, hidden, deq);
+      if (quantize_x) qk::quantize_activations(act, mlp_ld, n, nj.begin, nj.size(), aq);
+      product_t(L.down_t, nj.begin, nj.size(), act, mlp_ld, n, my_pm, hidden, qp, aq);
       if (t == 0) add_bias(my_pm, hidden, n, L.down_bias, hidden);
       team_->barrier();
     }
@@ -636,8 +655,9 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
                 last);
       const MatrixView& E = weights_.lm_head();
       const Range words = split(vocab, nt, t, 16);
-      product(E, int8, words.begin, words.size(), hidden, last, hidden, heads_n,
-              logits_.data() + words.begin, vocab, 0.0f, deq);
+      quantize_xb(last, heads_n);
+      product(E, words.begin, words.size(), hidden, last, hidden, heads_n,
+              logits_.data() + words.begin, vocab, qp, xq);
     }
   });
   if (router_error) std::rethrow_exception(router_error);

@@ -65,7 +65,12 @@ class EngineCache {
 struct EngineOptions {
   int threads = 0;        // 0: LibTorch's intra-op thread count (what --threads sets)
   int64_t max_rows = 64;  // rows per pass (prompt tokens, batched sequences): bounds the buffers
-  bool int8 = false;      // matrices as int8 with per-row scales (EngineWeights)
+  // Weights as fp32 or as blocks (q8_0 / q4_0, runtime/quant_kernels.h): quantized, every
+  // product quantizes its activations per block of 32 too, as llama.cpp does.
+  qk::WeightFormat format = qk::WeightFormat::F32;
+  // Quantized only: keep the activations in fp32 and multiply by the dequantized weights (slow;
+  // equals the torch forward on the dequantized model, which tests check).
+  bool exact = false;
 };
 
 class FastDecoder {
@@ -134,7 +139,12 @@ class FastDecoder {
   // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
   std::vector<float> x_, x2_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
   std::vector<float> po_, pm_;       // per thread: its partial sums of the o and down products
-  std::vector<float> deq_;           // int8 only: dequantized weight rows, per thread
+  bool exact_ = false;
+  // Quantized only: per thread the blocks of its xb rows (xq_, xd_), shared the blocks of att /
+  // the MLP activations (aq_, ad_), per thread the exact path's dequantized rows (deq_).
+  int64_t hidden_blocks_ = 0, act_blocks_ = 0;
+  std::vector<int8_t> xq_, aq_;
+  std::vector<float> xd_, ad_, deq_;
   std::vector<int64_t> routed_mlp_;  // per layer: the router's MLP width in this pass
 };
 

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "model/elastic_space.h"
+#include "core/error.h"
 #include "runtime/fast_generate.h"
 #include "serve/api.h"
 
@@ -60,9 +61,15 @@ void Job::publish(const std::string& text, bool finished) {
 Engine::Engine(model::TransformerImpl& model, const text::Tokenizer& tokenizer,
                const EngineOptions& options, Metrics& metrics)
     : model_(model), tokenizer_(tokenizer), options_(options), metrics_(metrics) {
-  if (runtime::use_fast_runtime(options.runtime, model))
-    fast_ = std::make_unique<runtime::FastDecoder>(
-        model, runtime::EngineOptions{0, std::max<int64_t>(64, options.max_batch)});
+  const auto format = runtime::qk::parse_format(options.quant, "--quant");
+  if (runtime::use_fast_runtime(options.runtime, model)) {
+    runtime::EngineOptions eo;
+    eo.max_rows = std::max<int64_t>(64, options.max_batch);
+    eo.format = format;
+    fast_ = std::make_unique<runtime::FastDecoder>(model, eo);
+  } else if (format != runtime::qk::WeightFormat::F32) {
+    fail("--quant", "quantized weights run on the fast runtime only (this server runs on torch)");
+  }
   thread_ = std::thread([this] { run(); });
 }
 

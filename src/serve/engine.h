@@ -106,6 +106,8 @@ struct EngineOptions {
   // auto: the fast CPU runtime when it runs the model (fp32 on the CPU), the torch forward
   // otherwise; fast: that or an error; torch.
   std::string runtime = "auto";
+  // The fast runtime's weight format: f32, q8_0 or q4_0 (runtime/quant_kernels.h).
+  std::string quant = "f32";  // (the CLI resolves "auto" to the directory's own format)
 };
 
 class Engine {

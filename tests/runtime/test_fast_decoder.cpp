@@ -11,6 +11,7 @@
 #include "model/transformer.h"
 #include "runtime/fast_decoder.h"
 #include "runtime/fast_generate.h"
+#include "runtime/quantized_reference.h"
 #include "stories260k.h"
 #include "test_util.h"
 #include "train/presets.h"
@@ -267,46 +268,116 @@ TEST(RuntimeFastDecoder, RefusesMismatchedCachesAndOverflow) {
   EXPECT_EQ(full_cache.length(), 0);  // a refused call leaves the cache as it was
 }
 
-// int8 weights (per-row scales) are opt-in and cost at most 2% perplexity on stories260K's own
-// text, at full width and at a random architecture; their logits are not the fp32 ones (the int8
-// path really ran) but stay near them.
-TEST(RuntimeFastDecoder, Int8WeightsStayWithinPerplexityBound) {
-  FLEXTRON_REQUIRE_SHARED_DATA();
-  auto m = flextron::testing::load_stories260k();
-  auto sample = flextron::testing::sample_sequences(*m, 4, 128, 9).reshape({-1});
-  std::vector<int64_t> text(sample.data_ptr<int64_t>(),
-                            sample.data_ptr<int64_t>() + sample.numel());
-  FastDecoder fp32(*m, EngineOptions{2, 64, false});
-  FastDecoder int8(*m, EngineOptions{2, 64, true});
-  EXPECT_GT(int8.weights().int8_bytes(), 0);
-  std::mt19937 rng(15);
-  for (const auto& arch : {Architecture{}, random_architecture(m->config(), rng)}) {
-    const double base = flextron::runtime::engine_perplexity(fp32, text, 128, arch);
-    const double quantized = flextron::runtime::engine_perplexity(int8, text, 128, arch);
-    EXPECT_LT(quantized, base * 1.02) << "fp32 " << base << ", int8 " << quantized;
-    EXPECT_GT(base, 1.0);
-    const std::vector<int64_t> prompt(text.begin(), text.begin() + 20);
-    auto a = fp32.make_cache(20, arch), b = int8.make_cache(20, arch);
-    auto exact = as_tensor(fp32.prefill(prompt, a, arch), 1, m->config().vocab_size);
-    auto approx = as_tensor(int8.prefill(prompt, b, arch), 1, m->config().vocab_size);
-    EXPECT_GT(max_diff(exact, approx), kTolerance);
-    EXPECT_LT(max_diff(exact, approx), 0.5);
+// ---- Quantized weights (q8_0, q4_0: runtime/quant_kernels.h) ----
+
+using flextron::runtime::qk::WeightFormat;
+
+EngineOptions quantized_options(WeightFormat f, bool exact, int64_t max_rows = 64) {
+  EngineOptions o{2, max_rows};
+  o.format = f;
+  o.exact = exact;
+  return o;
+}
+
+// The exact path (fp32 activations) of a quantized engine equals the torch forward of the model
+// whose matrices are their dequantized images, within 1e-4, at the full model and random
+// architectures, through chunked prefill and decoding: the block layout, panels and every
+// prefix read the right weights. On a tiny-preset model (head_dim 32, untied head) and on
+// stories260K (hidden 64, head_dim 8: heads smaller than a block, so o's inputs are split by
+// blocks across a barrier), both formats.
+TEST(RuntimeFastDecoder, QuantizedExactPathEqualsTorchOnDequantizedWeights) {
+  std::vector<Transformer> models{preset_model("tiny", /*tied=*/false)};
+  if (std::filesystem::exists(flextron::testing::shared_data() / "README.md"))
+    models.push_back(flextron::testing::load_stories260k());
+  for (auto& m : models)
+    for (auto f : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+      auto reference = flextron::testing::dequantized_copy(*m, f);
+      const auto& config = m->config();
+      const int64_t vocab = config.vocab_size, length = 21;
+      FastDecoder engine(*m, quantized_options(f, /*exact=*/true, 8));
+      const auto tokens = random_tokens(length, vocab, 5);
+      for (const auto& arch : full_and_random(config, 2, 19)) {
+        auto expected = reference_logits(*reference, tokens, arch);
+        auto cache = engine.make_cache(length, arch);
+        std::vector<float> all(static_cast<size_t>(length * vocab));
+        engine.prefill(tokens, cache, arch, all.data());
+        EXPECT_LT(max_diff(as_tensor(all.data(), length, vocab), expected), kTolerance)
+            << flextron::runtime::qk::format_name(f);
+        auto stepped = engine.make_cache(length, arch);
+        engine.prefill(tokens.data(), 3, stepped, arch);
+        for (int64_t t = 3; t < length; ++t) {
+          auto row = as_tensor(engine.decode(tokens[t], stepped, arch), 1, vocab)[0];
+          EXPECT_LT(max_diff(row, expected[t]), kTolerance) << t;
+        }
+      }
+    }
+}
+
+// The quantized engine holds only blocks: its weight bytes are exactly the blocks of every
+// matrix (rows * ceil(cols / 32) * block bytes) plus the fp32 norms, nothing of the fp32
+// matrices.
+TEST(RuntimeFastDecoder, QuantizedEngineHoldsOnlyBlocks) {
+  auto m = preset_model("tiny", /*tied=*/false);
+  const auto& c = m->config();
+  for (auto f : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    FastDecoder engine(*m, quantized_options(f, false));
+    const int64_t bb = flextron::runtime::qk::block_bytes(f);
+    auto blocks = [&](int64_t rows, int64_t cols) { return rows * ((cols + 31) / 32) * bb; };
+    const int64_t h = c.hidden_size, hd = c.head_dim();
+    int64_t expected = 2 * blocks(c.vocab_size, h) + h * 4;  // embedding, LM head, final norm
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const int64_t kv = c.layer_kv_heads(l) * hd, q = kv * c.group_size(), mlp = c.layer_mlp(l);
+      expected += blocks(q, h) + 2 * blocks(kv, h) + blocks(h, q) + 2 * blocks(mlp, h) +
+                  blocks(h, mlp) + 2 * h * 4;
+    }
+    EXPECT_EQ(engine.weights().bytes(), expected) << flextron::runtime::qk::format_name(f);
   }
 }
 
-// The int8 engine's decode steps and batched prefill agree (both int8 paths: dot products for
-// one row, dequantized blocks with sgemm for several).
-TEST(RuntimeFastDecoder, Int8PrefillEqualsInt8Decoding) {
+// With activations quantized (the default path), prefill (tiles of several rows) and decoding
+// (one row) compute the same block sums: their logits agree; and the quantized logits differ
+// from the exact path's (the int8 activations really ran) but stay near them.
+TEST(RuntimeFastDecoder, QuantizedPrefillEqualsQuantizedDecoding) {
   auto m = preset_model("tiny", /*tied=*/false);
   const int64_t vocab = m->config().vocab_size;
-  FastDecoder engine(*m, EngineOptions{2, 64, true});
-  const auto tokens = random_tokens(24, vocab, 16);
-  auto batched = engine.make_cache(24), stepped = engine.make_cache(24);
-  std::vector<float> all(static_cast<size_t>(24 * vocab));
-  engine.prefill(tokens, batched, {}, all.data());
-  for (int64_t t = 0; t < 24; ++t) {
-    auto row = as_tensor(engine.decode(tokens[t], stepped), 1, vocab)[0];
-    EXPECT_LT(max_diff(row, as_tensor(all.data() + t * vocab, 1, vocab)[0]), kTolerance) << t;
+  for (auto f : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    FastDecoder engine(*m, quantized_options(f, false));
+    FastDecoder exact(*m, quantized_options(f, true));
+    const auto tokens = random_tokens(24, vocab, 16);
+    auto batched = engine.make_cache(24), stepped = engine.make_cache(24), e = exact.make_cache(24);
+    std::vector<float> all(static_cast<size_t>(24 * vocab)), reference(all.size());
+    engine.prefill(tokens, batched, {}, all.data());
+    exact.prefill(tokens, e, {}, reference.data());
+    const auto quantized = as_tensor(all.data(), 24, vocab), floats = as_tensor(reference.data(), 24, vocab);
+    EXPECT_GT(max_diff(quantized, floats), kTolerance);
+    EXPECT_LT(max_diff(quantized, floats), 0.1 * floats.abs().max().item<double>());
+    for (int64_t t = 0; t < 24; ++t) {
+      auto row = as_tensor(engine.decode(tokens[t], stepped), 1, vocab)[0];
+      EXPECT_LT(max_diff(row, quantized[t]), kTolerance) << t;
+    }
+  }
+}
+
+// Perplexity of stories260K on its own text: q8_0 within 1% of fp32, q4_0 within 10% (a 260K
+// model with 8-wide heads is the hard case; the figures for trained models are in
+// docs/runtime.md), at full width and at a random architecture.
+TEST(RuntimeFastDecoder, QuantizedPerplexityStaysNearFp32) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  auto m = flextron::testing::load_stories260k();
+  auto sample = flextron::testing::sample_sequences(*m, 4, 128, 9).reshape({-1});
+  std::vector<int64_t> text(sample.data_ptr<int64_t>(), sample.data_ptr<int64_t>() + sample.numel());
+  FastDecoder fp32(*m, EngineOptions{2, 64});
+  FastDecoder q8(*m, quantized_options(WeightFormat::Q8_0, false));
+  FastDecoder q4(*m, quantized_options(WeightFormat::Q4_0, false));
+  std::mt19937 rng(15);
+  for (const auto& arch : {Architecture{}, random_architecture(m->config(), rng)}) {
+    const double base = flextron::runtime::engine_perplexity(fp32, text, 128, arch);
+    const double p8 = flextron::runtime::engine_perplexity(q8, text, 128, arch);
+    const double p4 = flextron::runtime::engine_perplexity(q4, text, 128, arch);
+    EXPECT_GT(base, 1.0);
+    EXPECT_LT(std::abs(p8 / base - 1.0), 0.01) << "fp32 " << base << ", q8_0 " << p8;
+    EXPECT_LT(std::abs(p4 / base - 1.0), 0.10) << "fp32 " << base << ", q4_0 " << p4;
+    EXPECT_NE(p8, base);
   }
 }
 

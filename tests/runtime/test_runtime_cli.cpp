@@ -41,10 +41,15 @@ TEST(RuntimeCli, BenchReportsEveryBudgetRuntimeAndTheReference) {
   const auto model = import_stories(flextron::testing::scratch_dir());
   auto r = run_cli("bench --model '" + model.string() +
                    "' --budgets 1,0.5 --prompt-tokens 8 --gen-tokens 8 --repeat 2 --runtime both"
-                   " --int8 --json --reference-cmd 'echo achieved tok/s: 123.5'");
+                   " --quant f32,q4_0 --json --reference-cmd 'echo achieved tok/s: 123.5'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
-  ASSERT_EQ(j["results"].size(), 6u);  // {fast, int8, torch} x {1, 0.5}
+  ASSERT_EQ(j["results"].size(), 6u);  // {fast, fast-q4_0, torch} x {1, 0.5}
+  EXPECT_EQ(j["results"][1]["runtime"], "fast-q4_0");
+  EXPECT_EQ(j["results"][1]["weights"], "q4_0");
+  // q4_0 holds 18 bytes per 32 weights against fp32's 128.
+  EXPECT_LT(j["results"][1]["weights_bytes"].get<int64_t>(),
+            j["results"][0]["weights_bytes"].get<int64_t>() / 4);
   for (const auto& row : j["results"]) {
     EXPECT_EQ(row["decode_runs"].size(), 2u);
     EXPECT_GT(row["decode_tokens_per_second"].get<double>(), 0.0);
