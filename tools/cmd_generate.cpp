@@ -54,7 +54,8 @@ void run_generate(const GenerateArgs& a) {
   // A quantized directory on the torch runtime runs its dequantized weights; asking for a
   // format the torch runtime does not run is an error.
   if (!fast && a.quant == "auto") format = runtime::qk::WeightFormat::F32;
-  if (selection.plan && fast) route::check_latency_weights(a.model, runtime::qk::format_name(format));
+  if (selection.plan && fast)
+    route::check_latency_weights(a.model, runtime::qk::format_name(format));
   if (format != runtime::qk::WeightFormat::F32 && !fast)
     fail("--quant", std::string(runtime::qk::format_name(format)) +
                         " weights run on the fast runtime only (this run is on the torch runtime)");

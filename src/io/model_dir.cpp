@@ -31,8 +31,8 @@ TensorMap load_model_tensors(const fs::path& dir, Metadata* metadata) {
         fail(index_path.string(), "weight_map entry '" + name + "' is not a file name");
       const auto shard = file.get<std::string>();
       if (shard.empty() || shard.find('/') != std::string::npos || shard == "..")
-        fail(index_path.string(), "weight_map entry '" + name + "' names '" + shard +
-                                      "', not a file in this directory");
+        fail(index_path.string(),
+             "weight_map entry '" + name + "' names '" + shard + "', not a file in this directory");
       shards[shard].push_back(name);
     }
     TensorMap all;
@@ -144,8 +144,8 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
                                 &loaded.notes, &metadata);
   if (auto it = metadata.find(kStoredWeightsKey); it != metadata.end()) {
     if (it->second != "f32" && it->second != "q8_0" && it->second != "q4_0")
-      fail(weights_name(dir), std::string(kStoredWeightsKey) + " is '" + it->second +
-                                  "', not f32, q8_0 or q4_0");
+      fail(weights_name(dir),
+           std::string(kStoredWeightsKey) + " is '" + it->second + "', not f32, q8_0 or q4_0");
     loaded.stored_weights = it->second;
   }
   loaded.model = model::Transformer(config);
@@ -190,7 +190,8 @@ void save_model_dir(const fs::path& dir, model::TransformerImpl& model,
       auto w = it->second.detach().to(torch::kCPU, torch::kFloat).contiguous();
       const int64_t rows = w.size(0), cols = w.size(1), padded = (cols + 31) / 32 * 32;
       const int64_t row_bytes = quant::bytes_of(matrices, padded);
-      BlockTensor b{matrices, {rows, cols}, std::vector<uint8_t>(static_cast<size_t>(rows * row_bytes))};
+      BlockTensor b{
+          matrices, {rows, cols}, std::vector<uint8_t>(static_cast<size_t>(rows * row_bytes))};
       std::vector<float> row(static_cast<size_t>(padded), 0.0f);
       for (int64_t r = 0; r < rows; ++r) {
         std::copy(w[r].data_ptr<float>(), w[r].data_ptr<float>() + cols, row.begin());

@@ -46,9 +46,15 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", torch::kFloat64, 8},   {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
-    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},     {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
+    {"F64", torch::kFloat64, 8},
+    {"F32", torch::kFloat32, 4},
+    {"F16", torch::kFloat16, 2},
+    {"BF16", torch::kBFloat16, 2},
+    {"I64", torch::kInt64, 8},
+    {"I32", torch::kInt32, 4},
+    {"I16", torch::kInt16, 2},
+    {"I8", torch::kInt8, 1},
+    {"U8", torch::kUInt8, 1},
     {"BOOL", torch::kBool, 1},
     {"Q8_0", torch::kFloat32, sizeof(quant::BlockQ8_0), quant::kQK, quant::GgmlType::Q8_0},
     {"Q4_0", torch::kFloat32, sizeof(quant::BlockQ4_0), quant::kQK, quant::GgmlType::Q4_0},

@@ -21,10 +21,11 @@ using Metadata = std::map<std::string, std::string>;
 // Reads every tensor (F32, F16, BF16, plus I32/I64/U8/BOOL) into CPU tensors of the stored
 // dtype. Block-quantized tensors (our own dtype tags "Q8_0" and "Q4_0": ggml's blocks of 32
 // along the last dimension, a last partial block zero-padded, so a [rows, cols] tensor holds
-// rows * ceil(cols / 32) blocks; see core/quant_blocks.h) are dequantized to F32. The file is read in chunks straight into each tensor's storage, never held twice.
-// Throws flextron::Error naming the file and the problem on any malformed input (truncated
-// file, header length past the end, header not JSON, unknown dtype, offsets that overlap or
-// lie outside the data, shape that disagrees with the byte count).
+// rows * ceil(cols / 32) blocks; see core/quant_blocks.h) are dequantized to F32. The file is read
+// in chunks straight into each tensor's storage, never held twice. Throws flextron::Error naming
+// the file and the problem on any malformed input (truncated file, header length past the end,
+// header not JSON, unknown dtype, offsets that overlap or lie outside the data, shape that
+// disagrees with the byte count).
 TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata = nullptr);
 
 // A block-quantized tensor to write: `bytes` holds its blocks in `type` (Q8_0 or Q4_0) row

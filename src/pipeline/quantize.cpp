@@ -17,7 +17,8 @@ int64_t weight_file_bytes(const fs::path& dir) {
   int64_t total = 0;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.path().extension() == ".safetensors") total += static_cast<int64_t>(entry.file_size(ec));
+    if (entry.path().extension() == ".safetensors")
+      total += static_cast<int64_t>(entry.file_size(ec));
   return total;
 }
 
@@ -33,8 +34,8 @@ QuantizeResult quantize_model_dir(const fs::path& from, const fs::path& to,
   auto loaded = io::load_model_dir(from);
   QuantizeResult r;
   r.bytes_before = weight_file_bytes(from);
-  const auto type = format == runtime::qk::WeightFormat::Q8_0 ? quant::GgmlType::Q8_0
-                                                             : quant::GgmlType::Q4_0;
+  const auto type =
+      format == runtime::qk::WeightFormat::Q8_0 ? quant::GgmlType::Q8_0 : quant::GgmlType::Q4_0;
   io::save_model_dir(to, *loaded.model, loaded.tokenizer.get(), &loaded.space, type);
   r.bytes_after = weight_file_bytes(to);
   if (fs::exists(from / route::kRouterFile)) {

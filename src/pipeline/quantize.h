@@ -12,8 +12,8 @@
 namespace flextron::pipeline {
 
 struct QuantizeResult {
-  int64_t bytes_before = 0;  // model.safetensors (or its shards) of the source
-  int64_t bytes_after = 0;   // the quantized model.safetensors
+  int64_t bytes_before = 0;        // model.safetensors (or its shards) of the source
+  int64_t bytes_after = 0;         // the quantized model.safetensors
   std::vector<std::string> notes;  // what was carried over or left out, one sentence each
 };
 
@@ -23,6 +23,7 @@ struct QuantizeResult {
 // a budget needs one profiled for this one (flextron profile --quant FORMAT). Throws
 // flextron::Error for f32 as the format, a GPT-2 model, or `to` equal to `from`.
 QuantizeResult quantize_model_dir(const std::filesystem::path& from,
-                                  const std::filesystem::path& to, runtime::qk::WeightFormat format);
+                                  const std::filesystem::path& to,
+                                  runtime::qk::WeightFormat format);
 
 }  // namespace flextron::pipeline

@@ -94,7 +94,9 @@ EngineWeights::EngineWeights(const model::TransformerImpl& model, qk::WeightForm
   auto bias_if = [&](bool present, const std::string& name, int64_t size) -> const float* {
     return present ? take(name, {size}) : nullptr;
   };
-  auto bias = [&](const std::string& name, int64_t size) { return bias_if(gpt, name, size); };
+  auto bias = [&](const std::string& name, int64_t size) {
+    return bias_if(gpt, name, size);
+  };
   const bool qkv_bias = config_.has_qkv_bias(), o_bias = config_.has_o_bias();
   embedding_ = matrix("model.embed_tokens.weight", config_.vocab_size, hidden);
   if (gpt)

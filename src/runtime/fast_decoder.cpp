@@ -76,9 +76,11 @@ void product(const MatrixView& W, int64_t row0, int64_t rows, int64_t in, const 
              int64_t ldx, int64_t n, float* y, int64_t ldy, const QuantProducts& qp,
              const qk::QuantizedActivations& xq) {
   if (rows <= 0 || n <= 0) return;
-  if (W.blocks == nullptr) return matmul(x, ldx, n, in, W.data + row0 * W.ld, W.ld, rows, y, ldy, 0.0f);
+  if (W.blocks == nullptr)
+    return matmul(x, ldx, n, in, W.data + row0 * W.ld, W.ld, rows, y, ldy, 0.0f);
   const uint8_t* w = W.blocks + row0 * W.row_bytes;
-  if (!qp.exact) return qk::gemm_rows(qp.format, w, W.row_bytes, rows, W.nb, xq, 0, n, y, ldy, false);
+  if (!qp.exact)
+    return qk::gemm_rows(qp.format, w, W.row_bytes, rows, W.nb, xq, 0, n, y, ldy, false);
   const int64_t ld = W.nb * qk::kBlock;
   for (int64_t b = 0; b < rows; b += kDequantRows) {
     const int64_t m = std::min(kDequantRows, rows - b);
@@ -115,7 +117,8 @@ void product_t(const MatrixView& W, int64_t in0, int64_t count, const float* x, 
     return;
   }
   const int64_t b0 = in0 / qk::kBlock, b1 = qk::blocks_for(in0 + count);
-  if (!qp.exact) return qk::gemm_panels(qp.format, W.blocks, W.rows, W.nb, b0, b1, xq, n, y, ldy, false);
+  if (!qp.exact)
+    return qk::gemm_panels(qp.format, W.blocks, W.rows, W.nb, b0, b1, xq, n, y, ldy, false);
   // Exact: each panel's blocks of a group of output rows dequantized, then one sgemm over the
   // inputs that are really there (the last block's padding is not read from x).
   for (int64_t p = b0 / qk::kPanelBlocks; p * qk::kPanelBlocks < b1; ++p) {
@@ -497,7 +500,8 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     QuantProducts qp;
     qp.format = weights_.format();
     qp.exact = exact_;
-    qp.deq = deq_.empty() ? nullptr : deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_);
+    qp.deq =
+        deq_.empty() ? nullptr : deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_);
     // This thread's blocks of xb, and the shared blocks of att / the MLP activations.
     qk::QuantizedActivations xq, aq;
     if (quantized) {

@@ -138,7 +138,7 @@ class FastDecoder {
   std::vector<Row> rows_;
   // Shared scratch, [max_rows, width] each at the full widths; xb_ and scores_ per thread.
   std::vector<float> x_, x2_, q_, k_, v_, att_, gate_, up_, logits_, xb_, scores_;
-  std::vector<float> po_, pm_;       // per thread: its partial sums of the o and down products
+  std::vector<float> po_, pm_;  // per thread: its partial sums of the o and down products
   bool exact_ = false;
   // Quantized only: per thread the blocks of its xb rows (xq_, xd_), shared the blocks of att /
   // the MLP activations (aq_, ad_), per thread the exact path's dequantized rows (deq_).

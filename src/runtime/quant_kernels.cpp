@@ -15,9 +15,12 @@ namespace flextron::runtime::qk {
 
 const char* format_name(WeightFormat format) {
   switch (format) {
-    case WeightFormat::F32: return "f32";
-    case WeightFormat::Q8_0: return "q8_0";
-    case WeightFormat::Q4_0: return "q4_0";
+    case WeightFormat::F32:
+      return "f32";
+    case WeightFormat::Q8_0:
+      return "q8_0";
+    case WeightFormat::Q4_0:
+      return "q4_0";
   }
   return "?";
 }
@@ -38,18 +41,24 @@ WeightFormat resolve_format(const std::string& requested, const std::string& sto
 
 int64_t block_bytes(WeightFormat format) {
   switch (format) {
-    case WeightFormat::Q8_0: return sizeof(quant::BlockQ8_0);
-    case WeightFormat::Q4_0: return sizeof(quant::BlockQ4_0);
-    case WeightFormat::F32: break;
+    case WeightFormat::Q8_0:
+      return sizeof(quant::BlockQ8_0);
+    case WeightFormat::Q4_0:
+      return sizeof(quant::BlockQ4_0);
+    case WeightFormat::F32:
+      break;
   }
   return 0;
 }
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Scalar:
+      return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512Vnni:
+      return "avx512vnni";
   }
   return "?";
 }
@@ -59,8 +68,10 @@ bool isa_supported(Isa isa) {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     __builtin_cpu_supports("f16c");
   switch (isa) {
-    case Isa::Scalar: return true;
-    case Isa::Avx2: return avx2;
+    case Isa::Scalar:
+      return true;
+    case Isa::Avx2:
+      return avx2;
     case Isa::Avx512Vnni:
       return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -171,7 +182,8 @@ namespace vnni {
 namespace {
 
 void check_quantized(WeightFormat format, const char* what) {
-  if (format == WeightFormat::F32) fail("quant kernels", std::string(what) + " needs a block format");
+  if (format == WeightFormat::F32)
+    fail("quant kernels", std::string(what) + " needs a block format");
 }
 
 }  // namespace
@@ -204,9 +216,10 @@ void dequantize_weights(WeightFormat format, const uint8_t* src, int64_t nb, flo
 
 void quantize_activations(const float* x, int64_t ldx, int64_t n, int64_t first, int64_t count,
                           const QuantizedActivations& out, Isa isa) {
+  if (count <= 0 || n <= 0) return;  // (an empty share may start anywhere)
   if (first % kBlock != 0)
-    fail("quant kernels", "activations start at " + std::to_string(first) +
-                              ", not a multiple of 32");
+    fail("quant kernels",
+         "activations start at " + std::to_string(first) + ", not a multiple of 32");
   const int64_t nb = blocks_for(count), b0 = first / kBlock;
   for (int64_t j = 0; j < n; ++j)
     for (int64_t b = 0; b < nb; ++b) {

@@ -42,7 +42,9 @@ WeightFormat resolve_format(const std::string& requested, const std::string& sto
 int64_t block_bytes(WeightFormat format);
 
 constexpr int64_t kBlock = 32;
-inline int64_t blocks_for(int64_t elements) { return (elements + kBlock - 1) / kBlock; }
+inline int64_t blocks_for(int64_t elements) {
+  return (elements + kBlock - 1) / kBlock;
+}
 
 enum class Isa { Scalar, Avx2, Avx512Vnni };
 const char* isa_name(Isa isa);

@@ -4,8 +4,8 @@
 
 #include <torch/torch.h>
 
-#include "model/elastic_space.h"
 #include "core/error.h"
+#include "model/elastic_space.h"
 #include "runtime/fast_generate.h"
 #include "serve/api.h"
 

@@ -346,8 +346,8 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
   if (options.engine.max_active < 1) fail("--max-active", "must be >= 1");
   if (options.engine.max_queue < 0) fail("--max-queue", "must be >= 0");
   // Budgets are planned on the model's latency table: it must be this server's weight format.
-  route::check_latency_weights(
-      model_dir, runtime::qk::format_name(runtime::qk::parse_format(options.engine.quant, "--quant")));
+  route::check_latency_weights(model_dir, runtime::qk::format_name(runtime::qk::parse_format(
+                                              options.engine.quant, "--quant")));
   route::check_budget({options.default_budget, route::BudgetKind::Latency}, "--default-budget");
   // A client that goes away mid-stream must fail a write, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);

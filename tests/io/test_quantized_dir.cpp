@@ -86,8 +86,9 @@ TEST(QuantizedDir, StoresBlocksAndLoadsTheirExactImage) {
         bytes_b((std::istreambuf_iterator<char>(b)), {});
     EXPECT_EQ(bytes_a, bytes_b) << name;
   }
-  EXPECT_THROW(flextron::pipeline::quantize_model_dir(dir / "f32", dir / "x", qk::WeightFormat::F32),
-               flextron::Error);
+  EXPECT_THROW(
+      flextron::pipeline::quantize_model_dir(dir / "f32", dir / "x", qk::WeightFormat::F32),
+      flextron::Error);
 }
 
 // A Q4_0 GGUF we export imports back bit-exact: exporting the imported model as Q4_0 again
@@ -104,7 +105,8 @@ TEST(QuantizedDir, Q4_0GgufRoundTripIsBitExact) {
   flextron::io::import_gguf_model(dir / "a.gguf", dir / "imported");
   auto back = flextron::io::load_model_dir(dir / "imported").model;
   flextron::io::save_gguf_model(dir / "b.gguf", *back, nullptr, GgmlType::Q4_0);
-  const auto a = flextron::io::read_gguf(dir / "a.gguf"), b = flextron::io::read_gguf(dir / "b.gguf");
+  const auto a = flextron::io::read_gguf(dir / "a.gguf"),
+             b = flextron::io::read_gguf(dir / "b.gguf");
   ASSERT_EQ(a.tensors.size(), b.tensors.size());
   for (size_t i = 0; i < a.tensors.size(); ++i) {
     EXPECT_EQ(a.tensors[i].name, b.tensors[i].name);

@@ -15,6 +15,7 @@
 #include "route/surrogate.h"
 #include "route_fixtures.h"
 #include "runtime/fast_decoder.h"
+#include "runtime/quantized_reference.h"
 #include "test_util.h"
 
 namespace fr = flextron::route;
@@ -237,41 +238,52 @@ TEST_F(StoriesRouter, DynamicRouterOnTheFastEngineEqualsTheTorchPath) {
   dynamic->set_budget(code, fr::base_logits(layout, fm::widest_architecture(stories_.space)));
   dynamic->set_costs(layout.cost_ms(table_));
   ASSERT_TRUE(dynamic->routes_on_host());
-  auto& m = *stories_.model;
-  flextron::runtime::FastDecoder engine(m, flextron::runtime::EngineOptions{2, 16});
-  torch::NoGradGuard no_grad;
-  auto one = stories_.sequences.narrow(0, 0, 1).narrow(1, 0, 40);
-  const int64_t prompt = 12, length = 40, vocab = m.config().vocab_size;
+  // fp32, and q4_0 on the exact path against the torch forward of the dequantized model.
+  namespace qk = flextron::runtime::qk;
+  for (auto format : {qk::WeightFormat::F32, qk::WeightFormat::Q4_0}) {
+    SCOPED_TRACE(qk::format_name(format));
+    fm::Transformer dequantized{nullptr};
+    if (format != qk::WeightFormat::F32)
+      dequantized = flextron::testing::dequantized_copy(*stories_.model, format);
+    auto& m = format == qk::WeightFormat::F32 ? *stories_.model : *dequantized;
+    flextron::runtime::EngineOptions options{2, 16};
+    options.format = format;
+    options.exact = true;
+    flextron::runtime::FastDecoder engine(*stories_.model, options);
+    torch::NoGradGuard no_grad;
+    auto one = stories_.sequences.narrow(0, 0, 1).narrow(1, 0, 40);
+    const int64_t prompt = 12, length = 40, vocab = m.config().vocab_size;
 
-  // Torch: a routed prefill, then decode steps, recording each step's widths.
-  auto cache = m.make_cache(1, length, nullptr, /*lazy=*/true);
-  m.forward(one.narrow(1, 0, prompt), &cache, nullptr, dynamic.get());
-  auto engine_cache = engine.cache_from(cache, length);  // before the torch steps extend it
-  auto arch = fm::full_architecture(m.config());
-  for (size_t l = 0; l < arch.size(); ++l) {
-    arch[l].kv_groups = engine_cache.kv_groups(static_cast<int64_t>(l));
-    EXPECT_EQ(arch[l].kv_groups, cache.keys[l].size(1));
+    // Torch: a routed prefill, then decode steps, recording each step's widths.
+    auto cache = m.make_cache(1, length, nullptr, /*lazy=*/true);
+    m.forward(one.narrow(1, 0, prompt), &cache, nullptr, dynamic.get());
+    auto engine_cache = engine.cache_from(cache, length);  // before the torch steps extend it
+    auto arch = fm::full_architecture(m.config());
+    for (size_t l = 0; l < arch.size(); ++l) {
+      arch[l].kv_groups = engine_cache.kv_groups(static_cast<int64_t>(l));
+      EXPECT_EQ(arch[l].kv_groups, cache.keys[l].size(1));
+    }
+    std::vector<torch::Tensor> torch_logits;
+    std::vector<std::vector<double>> torch_widths, engine_widths;
+    for (int64_t t = prompt; t < length; ++t) {
+      dynamic->reset_usage();
+      torch_logits.push_back(m.forward(one.narrow(1, t, 1), &cache, nullptr, dynamic.get())[0][0]);
+      torch_widths.push_back(dynamic->mean_mlp_widths());
+    }
+    std::set<double> seen;
+    for (int64_t t = prompt; t < length; ++t) {
+      dynamic->reset_usage();
+      const float* logits =
+          engine.decode(one[0][t].item<int64_t>(), engine_cache, arch, dynamic.get());
+      engine_widths.push_back(dynamic->mean_mlp_widths());
+      const auto i = static_cast<size_t>(t - prompt);
+      EXPECT_EQ(engine_widths[i], torch_widths[i]) << "step " << t;
+      auto row = torch::from_blob(const_cast<float*>(logits), {vocab}, torch::kFloat);
+      EXPECT_LT((row - torch_logits[i]).abs().max().item<double>(), 1e-4) << "step " << t;
+      for (double w : engine_widths[i]) seen.insert(w);
+    }
+    EXPECT_GT(seen.size(), 2u) << "the router should vary widths between tokens and layers";
   }
-  std::vector<torch::Tensor> torch_logits;
-  std::vector<std::vector<double>> torch_widths, engine_widths;
-  for (int64_t t = prompt; t < length; ++t) {
-    dynamic->reset_usage();
-    torch_logits.push_back(m.forward(one.narrow(1, t, 1), &cache, nullptr, dynamic.get())[0][0]);
-    torch_widths.push_back(dynamic->mean_mlp_widths());
-  }
-  std::set<double> seen;
-  for (int64_t t = prompt; t < length; ++t) {
-    dynamic->reset_usage();
-    const float* logits =
-        engine.decode(one[0][t].item<int64_t>(), engine_cache, arch, dynamic.get());
-    engine_widths.push_back(dynamic->mean_mlp_widths());
-    const auto i = static_cast<size_t>(t - prompt);
-    EXPECT_EQ(engine_widths[i], torch_widths[i]) << "step " << t;
-    auto row = torch::from_blob(const_cast<float*>(logits), {vocab}, torch::kFloat);
-    EXPECT_LT((row - torch_logits[i]).abs().max().item<double>(), 1e-4) << "step " << t;
-    for (double w : engine_widths[i]) seen.insert(w);
-  }
-  EXPECT_GT(seen.size(), 2u) << "the router should vary widths between tokens and layers";
 }
 
 TEST_F(StoriesRouter, DynamicTrainingLeavesTheFrozenModelAlone) {

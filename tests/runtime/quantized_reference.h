@@ -19,7 +19,8 @@ namespace flextron::testing {
 inline torch::Tensor quantize_dequantize_rows(const torch::Tensor& w, runtime::qk::WeightFormat f) {
   auto src = w.detach().to(torch::kFloat).contiguous();
   const int64_t rows = src.size(0), cols = src.size(1), padded = (cols + 31) / 32 * 32;
-  const auto type = f == runtime::qk::WeightFormat::Q8_0 ? quant::GgmlType::Q8_0 : quant::GgmlType::Q4_0;
+  const auto type =
+      f == runtime::qk::WeightFormat::Q8_0 ? quant::GgmlType::Q8_0 : quant::GgmlType::Q4_0;
   auto out = torch::empty_like(src);
   std::vector<float> row(static_cast<size_t>(padded)), back(row.size());
   std::vector<uint8_t> blocks(static_cast<size_t>(quant::bytes_of(type, padded)));

@@ -49,7 +49,9 @@ Weights quantize_matrix(WeightFormat f, const std::vector<float>& w, int64_t row
 struct Activations {
   std::vector<int8_t> q;
   std::vector<float> d;
-  qk::QuantizedActivations view() { return {q.data(), d.data(), static_cast<int64_t>(d.size()) / n}; }
+  qk::QuantizedActivations view() {
+    return {q.data(), d.data(), static_cast<int64_t>(d.size()) / n};
+  }
   int64_t n;
 };
 Activations quantize_rows(const std::vector<float>& x, int64_t n, int64_t cols, Isa isa) {
@@ -133,6 +135,10 @@ TEST(QuantKernels, ActivationQuantizationMatchesReference) {
     EXPECT_EQ(got.q, ref.q) << qk::isa_name(isa);
     EXPECT_EQ(got.d, ref.d) << qk::isa_name(isa);
   }
+  // An empty share (a thread with no neurons at a narrow width) may start anywhere.
+  auto empty = quantize_rows(x, n, cols, Isa::Scalar);
+  EXPECT_NO_THROW(qk::quantize_activations(x.data(), cols, n, 24, 0, empty.view()));
+  EXPECT_THROW(qk::quantize_activations(x.data(), cols, n, 24, 8, empty.view()), std::exception);
   // The reference is the formula: q = round(x / d), d = amax / 127.
   float amax = 0.0f;
   for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(x[k]));
@@ -158,7 +164,8 @@ TEST(QuantKernels, ProductsMatchReferenceAtEveryShape) {
           std::vector<float> wd(static_cast<size_t>(w.nb * 32));
           std::vector<double> exact(static_cast<size_t>(n * rows));
           for (int64_t i = 0; i < rows; ++i) {
-            qk::dequantize_weights(f, w.bytes.data() + i * w.row_bytes, w.nb, wd.data(), Isa::Scalar);
+            qk::dequantize_weights(f, w.bytes.data() + i * w.row_bytes, w.nb, wd.data(),
+                                   Isa::Scalar);
             for (int64_t j = 0; j < n; ++j) {
               double s = 0.0;
               for (int64_t k = 0; k < w.nb * 32; ++k)
@@ -167,8 +174,8 @@ TEST(QuantKernels, ProductsMatchReferenceAtEveryShape) {
             }
           }
           std::vector<float> ref(static_cast<size_t>(n * rows));
-          qk::gemm_rows(f, w.bytes.data(), w.row_bytes, rows, w.nb, x.view(), 0, n, ref.data(), rows,
-                        false, Isa::Scalar);
+          qk::gemm_rows(f, w.bytes.data(), w.row_bytes, rows, w.nb, x.view(), 0, n, ref.data(),
+                        rows, false, Isa::Scalar);
           for (size_t e = 0; e < ref.size(); ++e)
             ASSERT_NEAR(ref[e], exact[e], 1e-5 * (1.0 + std::fabs(exact[e])));
           for (auto isa : simd_paths()) {
@@ -236,8 +243,8 @@ TEST(QuantKernels, PanelsEqualRowMajorOverEveryBlockRange) {
           std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size(), 7.0f);
           qk::gemm_rows(f, w.bytes.data() + b0 * qk::block_bytes(f), w.row_bytes, rows, b1 - b0,
                         x.view(), b0, n, want.data(), rows, false, isa);
-          qk::gemm_panels(f, panels.data(), rows, w.nb, b0, b1, x.view(), n, got.data(), rows, false,
-                          isa);
+          qk::gemm_panels(f, panels.data(), rows, w.nb, b0, b1, x.view(), n, got.data(), rows,
+                          false, isa);
           for (size_t e = 0; e < want.size(); ++e)
             ASSERT_NEAR(got[e], want[e], 1e-5 * (1.0 + std::fabs(want[e])))
                 << qk::format_name(f) << " [" << b0 << ", " << b1 << ")";
