@@ -382,8 +382,9 @@ TEST(RuntimeFastDecoder, QuantizedPerplexityStaysNearFp32) {
     const double p4 = flextron::runtime::engine_perplexity(q4, text, 128, arch);
     EXPECT_GT(base, 1.0);
     EXPECT_LT(std::abs(p8 / base - 1.0), 0.01) << "fp32 " << base << ", q8_0 " << p8;
-    if (arch.empty())
+    if (arch.empty()) {
       EXPECT_LT(std::abs(p4 / base - 1.0), 0.15) << "fp32 " << base << ", q4_0 " << p4;
+    }
     EXPECT_TRUE(std::isfinite(p4)) << p4;
     EXPECT_NE(p8, base);
   }
