@@ -38,11 +38,13 @@ QuantizeResult quantize_model_dir(const fs::path& from, const fs::path& to,
       format == runtime::qk::WeightFormat::Q8_0 ? quant::GgmlType::Q8_0 : quant::GgmlType::Q4_0;
   io::save_model_dir(to, *loaded.model, loaded.tokenizer.get(), &loaded.space, type);
   r.bytes_after = weight_file_bytes(to);
-  if (fs::exists(from / route::kRouterFile)) {
-    fs::copy_file(from / route::kRouterFile, to / route::kRouterFile,
-                  fs::copy_options::overwrite_existing);
-    r.notes.push_back(std::string("copied ") + route::kRouterFile);
-  }
+  // The routers (their table and weights) choose architectures, which do not depend on the
+  // weight format.
+  for (const char* file : {route::kRouterFile, route::kRouterWeightsFile})
+    if (fs::exists(from / file)) {
+      fs::copy_file(from / file, to / file, fs::copy_options::overwrite_existing);
+      r.notes.push_back(std::string("copied ") + file);
+    }
   if (fs::exists(from / route::kLatencyFile)) {
     fs::remove(to / route::kLatencyFile, ec);
     r.notes.push_back(std::string(route::kLatencyFile) + " left out: it was profiled for " +

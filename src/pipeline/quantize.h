@@ -19,9 +19,9 @@ struct QuantizeResult {
 
 // Reads `from` (any model directory load_model_dir reads; an already quantized one too) and
 // writes `to`: config.json, the quantized model.safetensors, the tokenizer, flextron.json and
-// router.json. latency.json is left out: it was profiled for the source's weight format, and
-// a budget needs one profiled for this one (flextron profile --quant FORMAT). Throws
-// flextron::Error for f32 as the format, a GPT-2 model, or `to` equal to `from`.
+// the routers (router.json, router.safetensors). latency.json is left out: it was profiled for the
+// source's weight format, and a budget needs one profiled for this one (flextron profile --quant
+// FORMAT). Throws flextron::Error for f32 as the format, a GPT-2 model, or `to` equal to `from`.
 QuantizeResult quantize_model_dir(const std::filesystem::path& from,
                                   const std::filesystem::path& to,
                                   runtime::qk::WeightFormat format);
