@@ -3,12 +3,14 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <map>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include <httplib.h>
 
@@ -402,7 +404,13 @@ void Server::run() {
 void Server::stop() {
   std::call_once(impl_->stopped, [this] {
     impl_->stopping = true;
+    const auto deadline = std::chrono::steady_clock::now() + impl_->options.shutdown_grace;
     impl_->engine.shutdown(impl_->options.shutdown_grace);
+    // The engine has finished its jobs, but their HTTP handlers may still be writing the last
+    // chunks: httplib ends chunked responses as soon as it stops, so wait for them (within the
+    // same grace) before closing.
+    while (impl_->metrics.in_flight() > 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     impl_->http.stop();
   });
 }
