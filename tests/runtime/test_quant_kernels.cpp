@@ -147,7 +147,7 @@ TEST(QuantKernels, ActivationQuantizationMatchesReference) {
     EXPECT_EQ(ref.q[k], static_cast<int8_t>(std::round(x[k] * (1.0f / (amax / 127.0f)))));
 }
 
-// The products: every path, both formats, 1..9 activation rows (every tile shape and its
+// The products: every path, both formats, 1..11 activation rows (every tile shape and its
 // remainders), row counts that are not multiples of the tiles, and column counts that are not
 // multiples of 32; against the reference (within 1e-5 of the scale of the sums) and against a
 // double-precision sum over the dequantized weights and activations (the formula itself).
@@ -157,7 +157,7 @@ TEST(QuantKernels, ProductsMatchReferenceAtEveryShape) {
       for (int64_t rows : {1, 5, 37}) {
         const auto wf = random_values(rows * cols, static_cast<uint32_t>(rows * 131 + cols));
         auto w = quantize_matrix(f, wf, rows, cols);
-        for (int64_t n = 1; n <= 9; ++n) {
+        for (int64_t n = 1; n <= 11; ++n) {
           auto xf = random_values(n * cols, static_cast<uint32_t>(n + cols));
           auto x = quantize_rows(xf, n, cols, Isa::Scalar);
           // The formula in double precision.
