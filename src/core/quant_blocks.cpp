@@ -1,5 +1,6 @@
 #include "core/quant_blocks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -321,6 +322,86 @@ void quantize_q4_0(const float* x, void* dst, int64_t n) {
     };
     for (int j = 0; j < kQK / 2; ++j) b.qs[j] = q(x[j]) | q(x[j + kQK / 2]) << 4;
     std::memcpy(out + i * sizeof b, &b, sizeof b);
+  }
+}
+
+namespace {
+
+// The nibble of x at scale 1 / id: round(x / d) + 8, clamped to [0, 15]. (Truncation is the
+// floor wherever it matters: a negative argument clamps to 0 either way.)
+inline int q4_level(float x, float id) {
+  const int t = static_cast<int>(x * id + 8.5f);
+  return t < 0 ? 0 : (t > 15 ? 15 : t);
+}
+
+BlockQ4_0 q4_block_at(const float* x, float d) {
+  BlockQ4_0 b;
+  b.d = fp32_to_fp16(d);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < kQK / 2; ++j)
+    b.qs[j] = static_cast<uint8_t>(q4_level(x[j], id) | q4_level(x[j + kQK / 2], id) << 4);
+  return b;
+}
+
+// Squared error of a block against the values it was made from.
+double q4_block_error(const float* x, const BlockQ4_0& b) {
+  const float d = fp16_to_fp32(b.d);
+  double e = 0.0;
+  for (int j = 0; j < kQK; ++j) {
+    const int nibble = j < kQK / 2 ? b.qs[j] & 15 : b.qs[j - kQK / 2] >> 4;
+    const double r = x[j] - static_cast<double>(d) * (nibble - 8);
+    e += r * r;
+  }
+  return e;
+}
+
+}  // namespace
+
+// Only blocks that use level -8 are candidates: for those the reference formula applied to
+// their dequantized values returns the very same block (the -8 element is the largest in
+// magnitude, so d = max / -8 exactly), which makes quantize(dequantize(b)) == b for every block
+// written here or by llama.cpp, and re-quantizing a loaded model exact.
+void quantize_q4_0_fitted(const float* x, void* dst, int64_t n) {
+  if (n % kQK != 0) fail("Q4_0", "row length " + std::to_string(n) + " is not a multiple of 32");
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
+    BlockQ4_0 best;
+    quantize_q4_0(x, &best, kQK);  // the reference, kept unless a fitted scale does better
+    double best_error = q4_block_error(x, best);
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQK; ++j)
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    // Each trial's least-squares error is sum x^2 - (sum x l)^2 / sum l^2: the largest
+    // (sum x l)^2 / sum l^2 wins, among the trials that use level -8.
+    double best_gain = -1.0;
+    float fitted = 0.0f;
+    for (int k = -6; k <= 6 && best_error > 0.0; ++k) {
+      const float id = (-8.0f + 0.25f * static_cast<float>(k)) / max;
+      float sxl = 0.0f;
+      int sll = 0, lowest = 0;
+      for (int j = 0; j < kQK; ++j) {
+        const int l = q4_level(x[j], id) - 8;
+        lowest = std::min(lowest, l);
+        sxl += x[j] * static_cast<float>(l);
+        sll += l * l;
+      }
+      const bool uses_minus_8 = lowest == -8;
+      const double gain = static_cast<double>(sxl) * sxl / sll;
+      if (uses_minus_8 && sll > 0 && gain > best_gain) {
+        best_gain = gain;
+        fitted = sxl / static_cast<float>(sll);
+      }
+    }
+    if (best_gain > 0.0) {
+      const BlockQ4_0 candidate = q4_block_at(x, fp16_to_fp32(fp32_to_fp16(fitted)));
+      bool uses_minus_8 = false;
+      for (uint8_t byte : candidate.qs) uses_minus_8 |= (byte & 15) == 0 || (byte >> 4) == 0;
+      if (uses_minus_8 && q4_block_error(x, candidate) < best_error) best = candidate;
+    }
+    std::memcpy(out + i * sizeof best, &best, sizeof best);
   }
 }
 

@@ -162,4 +162,12 @@ void dequantize(GgmlType type, const void* src, float* dst, int64_t n);
 void quantize_q8_0(const float* x, void* dst, int64_t n);
 void quantize_q4_0(const float* x, void* dst, int64_t n);
 
+// Q4_0 blocks (the same layout, read by any Q4_0 reader) whose scales are fitted: per block, the
+// levels l = clamp(round(x / d), -8, 7) of 13 trial scales d = max / s, s = -8 + k / 4 for
+// k = -6..6, each refitted by least squares (d = sum x l / sum l^2) and rounded to fp16; the one
+// of least squared error is kept if it beats the reference formula's block and uses level -8
+// (so that quantizing its dequantized values returns it unchanged). What we write (quantize,
+// GGUF export, the runtime's --quant q4_0) uses it; quantize_q4_0 stays llama.cpp's formula.
+void quantize_q4_0_fitted(const float* x, void* dst, int64_t n);
+
 }  // namespace flextron::quant

@@ -195,7 +195,7 @@ std::string tensor_bytes(const std::filesystem::path& path, const std::string& n
                        " blocks of 32");
       data = data.to(torch::kFloat).contiguous();
       std::string out(static_cast<size_t>(quant::bytes_of(type, data.numel())), '\0');
-      (type == GgmlType::Q8_0 ? quant::quantize_q8_0 : quant::quantize_q4_0)(
+      (type == GgmlType::Q8_0 ? quant::quantize_q8_0 : quant::quantize_q4_0_fitted)(
           data.data_ptr<float>(), out.data(), data.numel());
       return out;
     }

@@ -198,7 +198,7 @@ void save_model_dir(const fs::path& dir, model::TransformerImpl& model,
         if (matrices == quant::GgmlType::Q8_0)
           quant::quantize_q8_0(row.data(), b.bytes.data() + r * row_bytes, padded);
         else
-          quant::quantize_q4_0(row.data(), b.bytes.data() + r * row_bytes, padded);
+          quant::quantize_q4_0_fitted(row.data(), b.bytes.data() + r * row_bytes, padded);
       }
       blocks.emplace(it->first, std::move(b));
       it = state.erase(it);

@@ -196,7 +196,7 @@ void quantize_weights(WeightFormat format, const float* x, int64_t count, uint8_
     if (format == WeightFormat::Q8_0)
       quant::quantize_q8_0(src, out, n);
     else
-      quant::quantize_q4_0(src, out, n);
+      quant::quantize_q4_0_fitted(src, out, n);
   };
   if (whole > 0) run(x, whole, dst);
   if (whole < count) {

@@ -54,7 +54,8 @@ Isa best_isa();
 bool isa_supported(Isa isa);
 
 // Quantizes `count` weights of x into blocks(count) blocks of `format` at dst (zero-padded), with
-// llama.cpp's reference rounding (quant::quantize_q8_0 / quantize_q4_0).
+// llama.cpp's reference rounding for Q8_0 (quant::quantize_q8_0), fitted scales for Q4_0
+// (quant::quantize_q4_0_fitted).
 void quantize_weights(WeightFormat format, const float* x, int64_t count, uint8_t* dst);
 // Dequantizes `nb` blocks into nb * 32 floats.
 void dequantize_weights(WeightFormat format, const uint8_t* src, int64_t nb, float* dst,

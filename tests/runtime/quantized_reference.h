@@ -30,7 +30,7 @@ inline torch::Tensor quantize_dequantize_rows(const torch::Tensor& w, runtime::q
     if (type == quant::GgmlType::Q8_0)
       quant::quantize_q8_0(row.data(), blocks.data(), padded);
     else
-      quant::quantize_q4_0(row.data(), blocks.data(), padded);
+      quant::quantize_q4_0_fitted(row.data(), blocks.data(), padded);
     quant::dequantize(type, blocks.data(), back.data(), padded);
     std::copy(back.begin(), back.begin() + cols, out[r].data_ptr<float>());
   }

@@ -354,9 +354,13 @@ TEST(RuntimeFastDecoder, QuantizedPrefillEqualsQuantizedDecoding) {
                floats = as_tensor(reference.data(), 24, vocab);
     EXPECT_GT(max_diff(quantized, floats), kTolerance);
     EXPECT_LT(max_diff(quantized, floats), 0.1 * floats.abs().max().item<double>());
+    // Same integer block sums; only the float epilogue's order differs (prefill tiles and the
+    // decode path reduce their lanes differently), and a rounding difference can move one
+    // int8 activation of the next layer by a level. So: far below the quantization's own error.
+    const double quantization_error = max_diff(quantized, floats);
     for (int64_t t = 0; t < 24; ++t) {
       auto row = as_tensor(engine.decode(tokens[t], stepped), 1, vocab)[0];
-      EXPECT_LT(max_diff(row, quantized[t]), kTolerance) << t;
+      EXPECT_LT(max_diff(row, quantized[t]), 0.1 * quantization_error) << t;
     }
   }
 }

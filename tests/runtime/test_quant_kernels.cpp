@@ -72,7 +72,8 @@ float half_to_float(const uint8_t* p) {
 
 }  // namespace
 
-// Q8_0 and Q4_0 blocks of fixed inputs equal llama.cpp's formulas: Q8_0 d = amax / 127,
+// Q8_0 blocks (as the runtime quantizes them) and Q4_0 blocks of llama.cpp's formula (the
+// runtime's are fitted: quantize_q4_0_fitted) of fixed inputs: Q8_0 d = amax / 127,
 // q = round(x / d); Q4_0 d = max / -8 (max the element of largest magnitude, signed),
 // q = min(15, (int)(x / d + 8.5)), element k < 16 in the low nibble of byte k.
 TEST(QuantKernels, WeightBlocksFollowLlamaCppFormulas) {
@@ -80,7 +81,11 @@ TEST(QuantKernels, WeightBlocksFollowLlamaCppFormulas) {
   for (int k = 0; k < 32; ++k) x[k] = static_cast<float>(k - 12) * 0.25f;  // -3.0 ... 4.75
   uint8_t q8[34], q4[18];
   qk::quantize_weights(WeightFormat::Q8_0, x.data(), 32, q8);
-  qk::quantize_weights(WeightFormat::Q4_0, x.data(), 32, q4);
+  flextron::quant::quantize_q4_0(x.data(), q4, 32);  // the formula (the runtime fits scales:)
+  uint8_t fitted[18], want[18];
+  qk::quantize_weights(WeightFormat::Q4_0, x.data(), 32, fitted);
+  flextron::quant::quantize_q4_0_fitted(x.data(), want, 32);
+  EXPECT_EQ(0, std::memcmp(fitted, want, 18));
   const float d8 = 4.75f / 127.0f;
   EXPECT_EQ(half_to_float(q8), flextron::quant::fp16_to_fp32(flextron::quant::fp32_to_fp16(d8)));
   for (int k = 0; k < 32; ++k)
