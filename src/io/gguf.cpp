@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <set>
 #include <fstream>
+#include <set>
 
 #include <torch/torch.h>
 
@@ -191,8 +191,7 @@ std::string tensor_bytes(const std::filesystem::path& path, const std::string& n
       const int64_t row = data.dim() == 0 ? 1 : data.size(-1);
       if (row % quant::kQK != 0)
         fail(path, "tensor " + name + ": rows of " + std::to_string(row) +
-                       " elements are not whole " + quant::type_info(type).name +
-                       " blocks of 32");
+                       " elements are not whole " + quant::type_info(type).name + " blocks of 32");
       data = data.to(torch::kFloat).contiguous();
       std::string out(static_cast<size_t>(quant::bytes_of(type, data.numel())), '\0');
       (type == GgmlType::Q8_0 ? quant::quantize_q8_0 : quant::quantize_q4_0_fitted)(
@@ -267,8 +266,7 @@ GgufFile read_gguf(const std::filesystem::path& path) {
   if (size < 0) fail(path, "cannot read (not a file?)");
   std::string bytes(static_cast<size_t>(size), '\0');
   in.seekg(0);
-  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
-    fail(path, "cannot read");
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) fail(path, "cannot read");
   Reader r(bytes, path.string());
   if (bytes.size() < 4 || r.get<uint32_t>() != kMagic) fail(path, "not a GGUF file (bad magic)");
   const auto version = r.get<uint32_t>();
