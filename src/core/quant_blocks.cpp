@@ -300,17 +300,27 @@ void quantize_q8_0(const float* x, void* dst, int64_t n) {
   }
 }
 
+namespace {
+
+// A block's element of largest magnitude, with its sign (the first on ties).
+float signed_max(const float* x) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < kQK; ++j)
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  return max;
+}
+
+}  // namespace
+
 void quantize_q4_0(const float* x, void* dst, int64_t n) {
   if (n % kQK != 0) fail("Q4_0", "row length " + std::to_string(n) + " is not a multiple of 32");
   auto* out = static_cast<uint8_t*>(dst);
   for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
-    // The signed element of largest magnitude (the first on ties) maps to q = 0, i.e. -8 * d.
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQK; ++j)
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
+    // The signed element of largest magnitude maps to q = 0, i.e. -8 * d.
+    const float max = signed_max(x);
     const float d = max / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     BlockQ4_0 b;
@@ -368,12 +378,7 @@ void quantize_q4_0_fitted(const float* x, void* dst, int64_t n) {
     BlockQ4_0 best;
     quantize_q4_0(x, &best, kQK);  // the reference, kept unless a fitted scale does better
     double best_error = q4_block_error(x, best);
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQK; ++j)
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
+    const float max = signed_max(x);
     // Each trial's least-squares error is sum x^2 - (sum x l)^2 / sum l^2: the largest
     // (sum x l)^2 / sum l^2 wins, among the trials that use level -8.
     double best_gain = -1.0;
