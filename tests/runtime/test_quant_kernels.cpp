@@ -152,8 +152,9 @@ TEST(QuantKernels, ActivationQuantizationMatchesReference) {
     EXPECT_EQ(ref.q[k], static_cast<int8_t>(std::round(x[k] * (1.0f / (amax / 127.0f)))));
 }
 
-// The products: every path, both formats, 1..11 activation rows (every tile shape and its
-// remainders), row counts that are not multiples of the tiles, and column counts that are not
+// The products: every path, both formats, 1..11, 16 and 29 activation rows (every tile shape
+// and its remainders, the 16-row groups of long prefills with 16 + 8 + 4 + 1 activation rows),
+// row counts that are not multiples of the tiles or groups, and column counts that are not
 // multiples of 32; against the reference (within 1e-5 of the scale of the sums) and against a
 // double-precision sum over the dequantized weights and activations (the formula itself).
 TEST(QuantKernels, ProductsMatchReferenceAtEveryShape) {
@@ -162,7 +163,7 @@ TEST(QuantKernels, ProductsMatchReferenceAtEveryShape) {
       for (int64_t rows : {1, 5, 37}) {
         const auto wf = random_values(rows * cols, static_cast<uint32_t>(rows * 131 + cols));
         auto w = quantize_matrix(f, wf, rows, cols);
-        for (int64_t n = 1; n <= 11; ++n) {
+        for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 29}) {
           auto xf = random_values(n * cols, static_cast<uint32_t>(n + cols));
           auto x = quantize_rows(xf, n, cols, Isa::Scalar);
           // The formula in double precision.
@@ -198,8 +199,10 @@ TEST(QuantKernels, ProductsMatchReferenceAtEveryShape) {
 
 // Integer block sums are exact: with d_w = d_x = 1 (weights and activations that are small
 // integers), every path returns the integer dot product itself.
-TEST(QuantKernels, IntegerBlockSumsAreExact) {
-  const int64_t cols = 64 * 3, rows = 6, n = 5;
+namespace {
+
+void integer_block_sums_are_exact(int64_t n) {
+  const int64_t cols = 64 * 3, rows = 6;
   std::mt19937 gen(3);
   std::uniform_int_distribution<int> q(-127, 127);
   // Q8_0 blocks with d = 1 and arbitrary int8 values (including -127 / 127 extremes).
@@ -230,6 +233,13 @@ TEST(QuantKernels, IntegerBlockSumsAreExact) {
         EXPECT_EQ(y[j * rows + i], static_cast<float>(s)) << qk::isa_name(isa);
       }
   }
+}
+
+}  // namespace
+
+TEST(QuantKernels, IntegerBlockSumsAreExact) {
+  for (int64_t n : {5, 21})  // pair tiles, then repacked groups
+    integer_block_sums_are_exact(n);
 }
 
 // Panels: a panelled matrix's product over any column-block range [b0, b1) equals the row-major
