@@ -59,6 +59,18 @@ TEST(RuntimeCli, BenchReportsEveryBudgetRuntimeAndTheReference) {
   EXPECT_EQ(j["results"][3]["architecture"]["layers"][0]["mlp"], 88);  // 0.5 * 172, rounded to 8
   EXPECT_DOUBLE_EQ(j["reference"]["tokens_per_second"].get<double>(), 123.5);
   EXPECT_EQ(j["reference"]["wall_seconds"].size(), 2u);
+  // Generating 8 tokens: the reference is set against decode; with one, against prefill.
+  EXPECT_EQ(j["reference"]["phase"], "decode");
+  EXPECT_DOUBLE_EQ(j["reference"]["full_width_decode_ratio_fast"].get<double>(),
+                   j["results"][0]["decode_tokens_per_second"].get<double>() / 123.5);
+  auto prompt_only = run_cli("bench --model '" + model.string() +
+                             "' --budgets 1 --prompt-tokens 8 --gen-tokens 1 --repeat 1 --json"
+                             " --reference-cmd 'echo achieved tok/s: 50'");
+  ASSERT_EQ(prompt_only.exit_code, 0) << prompt_only.err;
+  auto p = nlohmann::json::parse(prompt_only.out);
+  EXPECT_EQ(p["reference"]["phase"], "prefill");
+  EXPECT_DOUBLE_EQ(p["reference"]["full_width_prefill_ratio_fast"].get<double>(),
+                   p["results"][0]["prefill_tokens_per_second"].get<double>() / 50.0);
   EXPECT_GT(j["memory"]["peak_rss_bytes_while_generating"].get<int64_t>(),
             j["memory"]["weights_bytes"].get<int64_t>());
 
