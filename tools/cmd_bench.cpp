@@ -13,6 +13,8 @@
 #include <regex>
 #include <sstream>
 
+#include <sys/wait.h>
+
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
@@ -141,9 +143,14 @@ ReferenceRun run_reference(const std::string& command, const std::regex& pattern
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
   const int status = pclose(pipe);
   r.wall_seconds = seconds_since(start);
-  if (status != 0)
-    fail("--reference-cmd", "\"" + command + "\" exited with status " + std::to_string(status) +
-                                ": " + out.substr(0, 300));
+  if (status != 0) {
+    // pclose returns a wait status: the exit code or the signal is inside it.
+    const std::string how =
+        WIFEXITED(status)     ? "exited with status " + std::to_string(WEXITSTATUS(status))
+        : WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
+                              : "failed (wait status " + std::to_string(status) + ")";
+    fail("--reference-cmd", "\"" + command + "\" " + how + ": " + out.substr(0, 300));
+  }
   std::smatch m;
   if (std::regex_search(out, m, pattern) && m.size() > 1) r.reported = std::stod(m[1].str());
   return r;

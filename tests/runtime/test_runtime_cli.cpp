@@ -81,6 +81,7 @@ TEST(RuntimeCli, BenchReportsEveryBudgetRuntimeAndTheReference) {
                          "' --gen-tokens 2 --repeat 1 --reference-cmd 'exit 3'");
   EXPECT_EQ(failing.exit_code, 1);
   EXPECT_NE(failing.err.find("--reference-cmd"), std::string::npos);
+  EXPECT_NE(failing.err.find("exited with status 3"), std::string::npos) << failing.err;
 }
 
 }  // namespace
