@@ -17,10 +17,11 @@
 // epilogue (scale and sum over blocks) the only rounding.
 //
 // Three paths compute it: a scalar reference (the formula as written), AVX2 (|w| and sign(x, w)
-// bytes, _mm256_maddubs_epi16 then _mm256_madd_epi16 to int32) and AVX-512 VNNI (two blocks per
-// 512-bit register: offset-unsigned weights into _mm512_dpbusd_epi32, started from the offset's
-// share so every lane is exact). The best path the CPU has is chosen once at load; tests compare
-// each against the reference.
+// bytes, _mm256_maddubs_epi16 then _mm256_madd_epi16 to int32) and AVX-512 VNNI
+// (offset-unsigned weights into _mm512_dpbusd_epi32, started from the offset's share so every
+// lane is exact: two blocks of one row per 512-bit register for decode and small batches, 16
+// rows' repacked blocks per register for prefills and larger batches). The best path the CPU
+// has is chosen once at load; tests compare each against the reference.
 #pragma once
 
 #include <cstdint>
