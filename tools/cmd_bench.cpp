@@ -24,6 +24,7 @@
 #include "core/progress_line.h"
 #include "core/timing.h"
 #include "io/model_dir.h"
+#include "number_options.h"
 #include "route/select.h"
 #include "runtime/allocator.h"
 #include "runtime/blas_kernels.h"
@@ -438,10 +439,14 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--prompt-tokens", a->prompt_tokens,
                   "Tokens prefilled in one batched pass (default: 128, or half the model's "
-                  "context if shorter)");
+                  "context if shorter)")
+      ->check(positive());
   cmd->add_option("--gen-tokens", a->gen_tokens,
-                  "Greedy decode steps (default: 128, or what the context leaves)");
-  cmd->add_option("--repeat", a->repeat, "Runs per figure (median)")->capture_default_str();
+                  "Greedy decode steps (default: 128, or what the context leaves)")
+      ->check(positive());
+  cmd->add_option("--repeat", a->repeat, "Runs per figure (median)")
+      ->check(positive())
+      ->capture_default_str();
   cmd->add_option("--runtime", a->runtime, "fast, torch, or both side by side")
       ->check(CLI::IsMember({"fast", "torch", "both"}))
       ->capture_default_str();
@@ -456,7 +461,7 @@ void register_bench(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "decode", "prefill"}))
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads (0 = LibTorch default)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_flag("--json", a->json, "Print JSON instead of the table");
   cmd->add_option("--json-out", a->json_out, "Also write the JSON to this file");
   cmd->add_option("--quant", a->quant,
@@ -466,6 +471,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--ppl-data", a->ppl_data,
                   "A text whose perplexity each fast row reports (windows of 256 tokens)");
   cmd->add_option("--ppl-tokens", a->ppl_tokens, "Tokens of --ppl-data scored")
+      ->check(positive())
       ->capture_default_str();
   cmd->callback([a] { run_bench(*a); });
 }

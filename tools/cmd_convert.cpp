@@ -2,6 +2,7 @@
 // cached in --out (see pipeline/convert.h).
 #include "commands.h"
 #include "core/parse.h"
+#include "number_options.h"
 #include "pipeline/convert.h"
 #include "route/router_pipeline.h"
 
@@ -27,10 +28,12 @@ void register_convert(CLI::App& app) {
       ->expected(1, -1);
   cmd->add_option("--out", *out, "Output directory: the Flextron model, stages/ and convert.json")
       ->required();
-  auto* tokens = cmd->add_option("--tokens", o->tokens, "Training token budget (elastic + joint)");
+  auto* tokens = cmd->add_option("--tokens", o->tokens, "Training token budget (elastic + joint)")
+                     ->check(positive());
   auto* fraction =
       cmd->add_option("--token-fraction", o->token_fraction,
                       "Budget as a fraction of the base's pretraining tokens (its training.json)")
+          ->check(positive())
           ->capture_default_str();
   tokens->excludes(fraction);
   cmd->add_option("--joint-share", o->joint_share,
@@ -41,42 +44,44 @@ void register_convert(CLI::App& app) {
                   "reachable on this machine to 1")
       ->capture_default_str();
   cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")
-      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20))
+      ->check(in_range(int64_t{2}, int64_t{1} << 20))
       ->capture_default_str();
   cmd->add_option("--batch", o->batch, "Sequences per elastic-training step")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--router-batch", o->router_batch, "Sequences per router / joint step")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--sampling", o->sampling, "Elastic training: random or sandwich")
       ->check(CLI::IsMember({"random", "sandwich"}))
       ->capture_default_str();
   cmd->add_option("--rank-samples", o->rank_samples, "Calibration sequences for ranking")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--contexts", *contexts, "Profiled decode context lengths")
       ->capture_default_str();
   cmd->add_option("--profile-repeats", o->profile.repeats, "Timed runs per latency entry")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--profile-check", o->profile_check,
                   "Random architectures measured against the latency table")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--router-steps", o->router_steps, "Static router steps")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--sm-samples", o->surrogate_samples, "Architectures measured for the surrogate")
-      ->check(CLI::Range(8, 100000))
+      ->check(in_range(8, 100000))
       ->capture_default_str();
   cmd->add_option("--dynamic-steps", o->dynamic_steps, "Dynamic router steps")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads (0 = LibTorch default)");
+  cmd->add_option("--threads", o->threads, "CPU threads (0 = LibTorch default)")
+      ->check(non_negative());
   cmd->add_option("--stop-after-stage", o->stop_after_stage,
                   "Return after N stages as if killed (for testing resume)")
+      ->check(positive())
       ->group("");
   cmd->callback([=] {
     o->model = *model;

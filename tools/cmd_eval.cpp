@@ -10,6 +10,7 @@
 #include "eval/report.h"
 #include "io/files.h"
 #include "io/model_dir.h"
+#include "number_options.h"
 #include "route/latency.h"
 #include "route/router_file.h"
 #include "route/router_pipeline.h"
@@ -96,17 +97,17 @@ void register_eval(CLI::App& app) {
                   "Router kinds: uniform, static, dynamic (default: every one the model has)");
   cmd->add_option("--ppl", a->ppl, "Held-out text for perplexity (llama.cpp convention)");
   cmd->add_option("--ctx", a->options.ppl_ctx, "Perplexity window")
-      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20))
+      ->check(in_range(int64_t{2}, int64_t{1} << 20))
       ->capture_default_str();
   cmd->add_option("--ppl-tokens", a->options.ppl_max_tokens,
                   "Score only the first N tokens of --ppl (0: all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--tasks", a->tasks,
                   "Multiple-choice JSONL files (context/choices/label, HellaSwag or ARC layout)")
       ->expected(1, -1);
   cmd->add_option("--task-limit", a->options.task_limit, "Examples per task (0: all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--delimiter", a->options.delimiter, "Between context and choice")
       ->capture_default_str();
@@ -115,11 +116,11 @@ void register_eval(CLI::App& app) {
       ->expected(1, -1);
   cmd->add_option("--repeats", a->options.latency_repeats,
                   "Timed decode steps per latency measurement (median)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--rounds", a->options.latency_rounds,
                   "Interleaved latency measurements per row (median)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   add_runtime_option(cmd, a->options.runtime);
   add_quant_option(cmd, a->options.quant);

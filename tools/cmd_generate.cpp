@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "device_options.h"
 #include "io/model_dir.h"
+#include "number_options.h"
 #include "runtime/allocator.h"
 #include "runtime/fast_generate.h"
 #include "runtime/generate.h"
@@ -113,10 +114,14 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--model", args->model, "Model directory")->required();
   cmd->add_option("--prompt", args->prompt, "Prompt text (empty: start from BOS)");
   cmd->add_option("--max-tokens", args->max_tokens, "New tokens to generate")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
-  cmd->add_option("--temperature", args->sampling.temperature, "0 = greedy")->capture_default_str();
-  cmd->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--temperature", args->sampling.temperature, "0 = greedy")
+      ->check(non_negative())
+      ->capture_default_str();
+  cmd->add_option("--top-p", args->sampling.top_p, "Nucleus sampling mass")
+      ->check(unit_fraction())
+      ->capture_default_str();
   cmd->add_option("--seed", args->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print tokens, text and timings as JSON");
   args->device.add_to(cmd);

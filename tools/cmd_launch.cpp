@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "number_options.h"
 
 namespace flextron::cli {
 
@@ -81,12 +82,20 @@ void register_launch(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "launch",
       "Run a command as K data-parallel processes: launch --nproc K -- train-elastic ...");
-  cmd->add_option("--nproc", a->nproc, "Processes on this machine")->capture_default_str();
-  cmd->add_option("--nnodes", a->nnodes, "Machines in the group")->capture_default_str();
-  cmd->add_option("--node-rank", a->node_rank, "This machine's index")->capture_default_str();
+  cmd->add_option("--nproc", a->nproc, "Processes on this machine")
+      ->check(positive())
+      ->capture_default_str();
+  cmd->add_option("--nnodes", a->nnodes, "Machines in the group")
+      ->check(positive())
+      ->capture_default_str();
+  cmd->add_option("--node-rank", a->node_rank, "This machine's index")
+      ->check(non_negative())
+      ->capture_default_str();
   cmd->add_option("--master-addr", a->master_addr, "Address of the machine with rank 0")
       ->capture_default_str();
-  cmd->add_option("--master-port", a->master_port, "Rendezvous port")->capture_default_str();
+  cmd->add_option("--master-port", a->master_port, "Rendezvous port")
+      ->check(in_range(1, 65535))
+      ->capture_default_str();
   auto command = std::make_shared<std::vector<std::string>>();
   cmd->add_option("command", *command, "The flextron command to run, after --")->expected(1, -1);
   cmd->callback([a, command] {

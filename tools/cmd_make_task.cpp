@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "eval/continuation_task.h"
 #include "io/atomic_file.h"
+#include "number_options.h"
 #include "text/utf8.h"
 
 namespace flextron::cli {
@@ -17,17 +18,15 @@ void register_make_task(CLI::App& app) {
       "make-task", "Make a multiple-choice 'which words come next' task (JSONL) from a text file");
   cmd->add_option("--data", *data, "Held-out UTF-8 text")->required();
   cmd->add_option("--out", *out, "Output JSONL file")->required();
-  cmd->add_option("--examples", o->examples, "Examples")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  cmd->add_option("--examples", o->examples, "Examples")->check(positive())->capture_default_str();
   cmd->add_option("--choices", o->choices, "Choices per example")
-      ->check(CLI::Range(2, 100))
+      ->check(in_range(2, 100))
       ->capture_default_str();
   cmd->add_option("--context-words", o->context_words, "Words of context")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--continuation-words", o->continuation_words, "Words per choice")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed")->capture_default_str();
   cmd->callback([=] {

@@ -10,6 +10,7 @@
 #include "device_options.h"
 #include "eval/perplexity.h"
 #include "io/model_dir.h"
+#include "number_options.h"
 #include "text/utf8.h"
 
 namespace flextron::cli {
@@ -72,10 +73,14 @@ void register_perplexity(CLI::App& app) {
   cmd->add_option("--model", a->model, "Model directory")->required();
   cmd->add_option("--data", a->data, "UTF-8 text file")->required();
   cmd->add_option("--ctx", a->options.ctx,
-                  "Window length in tokens (default: 512, or the model's context if shorter)");
+                  "Window length in tokens (default: 512, or the model's context if shorter)")
+      ->check(in_range(2, 1 << 20));
   cmd->add_option("--stride", a->options.stride,
-                  "Rolling windows advancing by this many tokens (default: llama.cpp convention)");
-  cmd->add_option("--batch", a->options.batch, "Windows per forward pass")->capture_default_str();
+                  "Rolling windows advancing by this many tokens (default: llama.cpp convention)")
+      ->check(positive());
+  cmd->add_option("--batch", a->options.batch, "Windows per forward pass")
+      ->check(positive())
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON");
   a->device.add_to(cmd);
   a->arch.add_to(cmd);

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "number_options.h"
 #include "train/presets.h"
 #include "train/pretrain.h"
 
@@ -22,7 +23,7 @@ void register_pretrain(CLI::App& app) {
       ->expected(1, -1);
   cmd->add_option("--out", *out, "Output model directory")->required();
   cmd->add_option("--preset", o->preset, presets_help)->capture_default_str();
-  cmd->add_option("--tokens", o->tokens, "Token budget (default: the preset's)");
+  cmd->add_option("--tokens", o->tokens, "Token budget (default: the preset's)")->check(positive());
   cmd->add_option("--family", o->family,
                   "llama (the presets' own) or gpt2: LayerNorm, GELU MLP of 4x width, learned "
                   "positions, biases, one KV head per head, at the preset's size")
@@ -35,14 +36,18 @@ void register_pretrain(CLI::App& app) {
   cmd->add_option("--tokenizer", *tokenizer,
                   "Existing tokenizer.model / tokenizer.bin (default: train one)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every,
-                  "Steps between checkpoints (default: 10% of the run)");
+                  "Steps between checkpoints (default: 10% of the run)")
+      ->check(positive());
   cmd->add_option("--eval-every", o->eval_every,
-                  "Steps between validation passes (default: 10% of the run)");
+                  "Steps between validation passes (default: 10% of the run)")
+      ->check(positive());
   cmd->add_flag("--resume", o->resume, "Continue the run whose checkpoint is in --out");
   cmd->add_option("--threads", o->threads,
-                  "CPU threads (0 = LibTorch default: one per physical core)");
+                  "CPU threads (0 = LibTorch default: one per physical core)")
+      ->check(non_negative());
   cmd->add_option("--stop-after-steps", o->stop_after_steps,
                   "Stop after N steps as if killed (for testing resume)")
+      ->check(positive())
       ->group("");  // hidden
   cmd->callback([=] {
     o->data.assign(data->begin(), data->end());

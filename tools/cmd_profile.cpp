@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "core/parse.h"
 #include "device_options.h"
+#include "number_options.h"
 #include "route/profile_model.h"
 
 namespace flextron::cli {
@@ -43,24 +44,24 @@ void register_profile(CLI::App& app) {
   cmd->add_option("--contexts", a->contexts, "Decode context lengths, comma-separated")
       ->capture_default_str();
   cmd->add_option("--batch", a->options.batch, "Sequences per decode step")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--prefill-tokens", a->options.prefill_tokens, "Prompt length timed for prefill")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--repeats", a->options.repeats, "Timed runs per entry (the median is kept)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--rounds", a->options.rounds,
                   "Whole-forward measurements in interleaved rounds (the median is kept)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--warmup", a->options.warmup, "Untimed runs before each entry")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--check", a->check,
                   "Random architectures measured end to end against the table (0: none)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   a->device.add_to(cmd);
   add_runtime_option(cmd, a->runtime);

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "device_options.h"
+#include "number_options.h"
 #include "train/rank_model.h"
 
 namespace flextron::cli {
@@ -69,15 +70,15 @@ void register_rank(CLI::App& app) {
   cmd->add_option("--data", a->data, "Calibration text (UTF-8)")->required();
   cmd->add_option("--out", a->out, "Output model directory")->required();
   cmd->add_option("--samples", a->samples, "Calibration sequences")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--seq-len", a->seq_len, "Tokens per calibration sequence")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--aggregation", a->aggregation, "Over sequences: l2, mean or variance")
       ->capture_default_str();
   cmd->add_option("--batch", a->batch, "Sequences per forward pass")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the scores as JSON");
   a->device.add_to(cmd);

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "device_options.h"
 #include "io/model_dir.h"
+#include "number_options.h"
 #include "runtime/fast_generate.h"
 #include "serve/server.h"
 
@@ -30,6 +31,7 @@ struct ServeArgs {
   std::string model;
   serve::ServerOptions server;
   double grace_seconds = 10.0;
+  int64_t timeout_seconds = 10, idle_timeout_seconds = 5;
   bool quiet = false;
   DeviceArgs device;
 };
@@ -38,6 +40,8 @@ void run_serve(ServeArgs& a) {
   if (!(a.grace_seconds >= 0)) fail("--shutdown-grace", "must be >= 0 seconds");
   a.server.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(1e3 * a.grace_seconds));
   a.server.access_log = !a.quiet;
+  a.server.read_timeout = std::chrono::seconds(a.timeout_seconds);
+  a.server.idle_timeout = std::chrono::seconds(a.idle_timeout_seconds);
   auto loaded = io::load_model_dir(a.model, a.device.load_options());
   // auto: the directory's own format where the fast runtime serves it, else fp32 on torch.
   if (a.server.engine.quant == "auto")
@@ -90,29 +94,47 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--host", args->server.host, "Address to bind (loopback by default)")
       ->capture_default_str();
   cmd->add_option("--port", args->server.port, "Port (0: any free port, printed at start)")
-      ->check(CLI::Range(0, 65535))
+      ->check(in_range(0, 65535))
       ->capture_default_str();
   cmd->add_option("--max-batch", args->server.engine.max_batch,
                   "Sequences at one architecture decoded in one step")
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--max-active", args->server.engine.max_active,
                   "Sequences generating at once (each holds a KV cache)")
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--max-queue", args->server.engine.max_queue,
                   "Requests waiting beyond those; more are answered 503 + Retry-After")
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--default-budget", args->server.default_budget,
                   "Latency budget of requests that name none")
+      ->check(unit_fraction())
       ->capture_default_str();
   cmd->add_option("--api-key", args->server.api_key,
                   "Require \"Authorization: Bearer KEY\" (all endpoints but /health)");
   cmd->add_option("--max-body", args->server.max_body_bytes,
                   "Largest request body, bytes (413 above)")
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--model-name", args->server.model_name,
                   "Model id in /v1/models and responses (default: the directory's name)");
   cmd->add_option("--shutdown-grace", args->grace_seconds,
                   "Seconds in-flight requests may take to finish after SIGINT/SIGTERM")
+      ->check(non_negative())
+      ->capture_default_str();
+  cmd->add_option("--max-connections", args->server.max_connections,
+                  "Connections served at once (idle keep-alive ones count); more get 503")
+      ->check(positive())
+      ->capture_default_str();
+  cmd->add_option("--timeout", args->timeout_seconds,
+                  "Seconds a client may stay silent while sending a request or reading a reply")
+      ->check(in_range(1, 3600))
+      ->capture_default_str();
+  cmd->add_option("--idle-timeout", args->idle_timeout_seconds,
+                  "Seconds an idle keep-alive connection stays open")
+      ->check(in_range(1, 3600))
       ->capture_default_str();
   cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
   args->device.add_to(cmd);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/model_dir.h"
 #include "model/elastic_space.h"
+#include "number_options.h"
 
 namespace flextron::cli {
 
@@ -52,13 +53,16 @@ void register_space(CLI::App& app) {
   cmd->add_option("--model", a->model, "Model directory")->required();
   auto* mlp = cmd->add_option("--mlp-fractions", a->options.mlp_fractions,
                               "MLP widths as fractions of each layer's neurons")
+                  ->check(unit_fraction())
                   ->delimiter(',');
   auto* attn = cmd->add_option("--attn-fractions", a->options.attn_fractions,
                                "Attention widths as fractions of each layer's KV groups")
+                   ->check(unit_fraction())
                    ->delimiter(',');
   auto* multiple = cmd->add_option("--mlp-multiple", a->options.mlp_multiple,
                                    "Round MLP widths to multiples of this (0: 16 from 1024 "
-                                   "neurons up, else 8)");
+                                   "neurons up, else 8)")
+                       ->check(non_negative());
   cmd->add_flag("--write", a->write, "Write flextron.json into the model directory");
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a, mlp, attn, multiple] {

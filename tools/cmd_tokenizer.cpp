@@ -7,6 +7,7 @@
 
 #include "io/files.h"
 #include "io/gguf_tokenizer.h"
+#include "number_options.h"
 
 #include "commands.h"
 #include "text/sentencepiece_trainer.h"
@@ -23,9 +24,13 @@ void register_tokenizer(CLI::App& app) {
   auto* cmd = group->add_subcommand(
       "train", "Train a SentencePiece BPE tokenizer (byte fallback) on text files");
   cmd->add_option("--data", *files, "Training text files")->required()->expected(1, -1);
-  cmd->add_option("--vocab-size", options->vocab_size, "Vocabulary size")->capture_default_str();
+  cmd->add_option("--vocab-size", options->vocab_size, "Vocabulary size")
+      ->check(positive())
+      ->capture_default_str();
   cmd->add_option("--out", *out, "Output directory (gets tokenizer.model)")->required();
-  cmd->add_option("--threads", options->threads, "Threads")->capture_default_str();
+  cmd->add_option("--threads", options->threads, "Threads")
+      ->check(positive())
+      ->capture_default_str();
   cmd->callback([=] {
     std::vector<std::filesystem::path> paths(files->begin(), files->end());
     const auto model = text::train_sentencepiece(paths, *out, *options);

@@ -1,6 +1,7 @@
 // flextron train-router: surrogate model, static router, optionally the dynamic router and the
 // joint fine-tune, and the cached budget table (see route/router_pipeline.h).
 #include "commands.h"
+#include "number_options.h"
 #include "route/router_pipeline.h"
 
 namespace flextron::cli {
@@ -24,30 +25,37 @@ void register_train_router(CLI::App& app) {
   cmd->add_option("--budgets", *budgets, "Trained latency fractions, comma-separated")
       ->capture_default_str();
   cmd->add_option("--steps", o->router_steps, "Static router steps (against the surrogate)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--sm-samples", o->surrogate_samples,
                   "Architectures measured to fit the surrogate model")
-      ->check(CLI::Range(8, 100000))
+      ->check(in_range(8, 100000))
       ->capture_default_str();
   cmd->add_option("--latency-weight", o->latency_weight, "lambda of the latency loss")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_flag("--dynamic", o->dynamic, "Also train the per-token dynamic router");
   cmd->add_option("--dynamic-steps", o->dynamic_steps, "Dynamic router steps (through the LLM)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_flag("--joint", o->joint, "Then fine-tune model and routers together");
   cmd->add_flag("--reuse", o->reuse,
                 "Start from the routers already in --model (skip surrogate, static and dynamic "
                 "training; e.g. to add --joint later)");
-  cmd->add_option("--tokens", o->joint_tokens, "Token budget of the joint fine-tune");
-  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")->capture_default_str();
-  cmd->add_option("--batch", o->batch, "Sequences per step")->capture_default_str();
+  cmd->add_option("--tokens", o->joint_tokens, "Token budget of the joint fine-tune")
+      ->check(positive());
+  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence")
+      ->check(in_range(2, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Sequences per step")
+      ->check(positive())
+      ->capture_default_str();
   cmd->add_option("--eval-windows", o->eval_windows, "Held-out windows per surrogate measurement")
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads (0 = LibTorch default)");
+  cmd->add_option("--threads", o->threads, "CPU threads (0 = LibTorch default)")
+      ->check(non_negative());
   cmd->callback([=] {
     o->model = *model;
     o->out = *out;

@@ -1,4 +1,5 @@
 #include "device_options.h"
+#include "number_options.h"
 
 #include "runtime/quant_kernels.h"
 
@@ -15,7 +16,7 @@ void DeviceArgs::add_to(CLI::App* cmd) {
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--threads", threads, "CPU threads (0 = LibTorch default: one per physical core)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
 }
 
 io::LoadOptions DeviceArgs::load_options() const {

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/suggest.h"
+#include "number_options.h"
 #include "runtime/allocator.h"
 #include "runtime/blas_kernels.h"
 
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   flextron::cli::register_serve(app);
   flextron::cli::register_bench(app);
   flextron::cli::register_quantize(app);
+  flextron::cli::check_every_number(app);
   // The first word that is not an option names the command; CLI11 alone would report a typo as
   // "A subcommand is required".
   for (int i = 1; i < argc; ++i) {
@@ -57,7 +59,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line as every other error, naming the option ("--tokens: 0 is not a positive number").
+    std::cerr << "flextron: error: " << e.what() << " (--help lists the options)\n";
+    return 1;
   } catch (const flextron::Error& e) {
     std::cerr << "flextron: error: " << e.what() << "\n";
     return 1;

@@ -267,7 +267,12 @@ GgufFile read_gguf(const std::filesystem::path& path) {
   std::string bytes(static_cast<size_t>(size), '\0');
   in.seekg(0);
   if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) fail(path, "cannot read");
-  Reader r(bytes, path.string());
+  return parse_gguf(bytes, path.string());
+}
+
+GgufFile parse_gguf(const std::string& bytes, const std::string& where) {
+  const std::string& path = where;
+  Reader r(bytes, where);
   if (bytes.size() < 4 || r.get<uint32_t>() != kMagic) fail(path, "not a GGUF file (bad magic)");
   const auto version = r.get<uint32_t>();
   if (version != 2 && version != 3)

@@ -79,5 +79,7 @@ void write_gguf(const std::filesystem::path& path, const GgufFile& file);
 // blocks, general.alignment not a power of two, offsets unaligned, outside the file or
 // overlapping, duplicate keys or tensor names).
 GgufFile read_gguf(const std::filesystem::path& path);
+// The same from the file's bytes in memory; errors name `where`.
+GgufFile parse_gguf(const std::string& bytes, const std::string& where);
 
 }  // namespace flextron::io

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <set>
 
 #include <torch/torch.h>
 
@@ -411,9 +412,11 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
   TensorMap tensors;
   for (auto& t : file.tensors) tensors[t.name] = t.data.to(torch::kFloat);
   // A tensor with the shape the metadata implies (checked before the model is allocated).
+  std::set<std::string> used;
   auto take = [&](const std::string& name, const std::vector<int64_t>& shape) {
     auto it = tensors.find(name);
     if (it == tensors.end()) fail(path, "missing tensor " + name);
+    used.insert(name);
     if (it->second.sizes() != torch::IntArrayRef(shape))
       fail(path, "tensor " + name + " has shape " + shape_text(it->second.sizes().vec()) +
                      " but the metadata implies " + shape_text(shape));
@@ -495,6 +498,13 @@ static void import_gguf_unchecked(const std::filesystem::path& path,
   c.tie_word_embeddings = tensors.count("output.weight") == 0 ||
                           (gpt && take("output.weight", {c.vocab_size, H}).equal(embed));
   if (!c.tie_word_embeddings) state["lm_head.weight"] = take("output.weight", {c.vocab_size, H});
+
+  // Every tensor in the file belongs to the model the metadata describes (llama.cpp refuses a
+  // file with tensors it does not load, as we do).
+  for (const auto& t : file.tensors)
+    if (!used.count(t.name))
+      fail(path, "tensor " + t.name + " is not part of the " + arch +
+                     " model the metadata describes (an unknown or misnamed tensor)");
 
   std::unique_ptr<text::Tokenizer> tokenizer;
   if (m.count("tokenizer.ggml.model")) {

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "io/files.h"
 #include "io/hf_gpt2.h"
+#include "model/extract.h"
 
 namespace flextron::io {
 
@@ -148,6 +149,17 @@ LoadedModel load_model_dir(const fs::path& dir, const LoadOptions& options) {
            std::string(kStoredWeightsKey) + " is '" + it->second + "', not f32, q8_0 or q4_0");
     loaded.stored_weights = it->second;
   }
+  // The config's sizes against the weights before the model is allocated from them: a
+  // config.json that claims more parameters than the file holds is refused here, not by
+  // running out of memory.
+  int64_t stored_numel = 0;
+  for (const auto& [name, t] : state) stored_numel += t.numel();
+  const int64_t wanted = model::subnetwork_parameter_count(config, {});
+  if (wanted > stored_numel)
+    fail(config_path.string(), "describes a model of " + std::to_string(wanted) +
+                                   " parameters but " + weights_name(dir) + " holds " +
+                                   std::to_string(stored_numel) +
+                                   " values: the config does not belong to these weights");
   loaded.model = model::Transformer(config);
   // In the requested dtype before the copy: a float64 file loaded as float64 keeps every bit.
   loaded.model->to(options.device, options.dtype);

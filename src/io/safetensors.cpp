@@ -5,6 +5,7 @@
 #include <fstream>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <tuple>
@@ -179,7 +180,7 @@ Entry parse_entry(const std::string& where, const std::string& name, const Json&
 }
 
 // Reads exactly `n` bytes at the stream's position into `dst`, in chunks.
-void read_exact(std::ifstream& in, char* dst, std::uint64_t n, const std::string& where,
+void read_exact(std::istream& in, char* dst, std::uint64_t n, const std::string& where,
                 const std::string& what) {
   while (n > 0) {
     const auto chunk = std::min(n, kReadChunk);
@@ -199,19 +200,10 @@ void put_u64_le(std::ostream& out, std::uint64_t v) {
 
 }  // namespace
 
-TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata) {
-  const std::string where = path.string();
-  std::error_code ec;
-  const auto status = fs::status(path, ec);
-  if (status.type() == fs::file_type::none) fail(where, "cannot access: " + ec.message());
-  if (!fs::exists(status)) fail(where, "no such file");
-  if (fs::is_directory(status)) fail(where, "is a directory, not a safetensors file");
-  if (!fs::is_regular_file(status)) fail(where, "is not a regular file");
-  const std::uint64_t file_size = fs::file_size(path, ec);
-  if (ec) fail(where, "cannot get file size: " + ec.message());
+namespace {
 
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(where, "cannot open for reading");
+TensorMap read_safetensors(std::istream& in, std::uint64_t file_size, const std::string& where,
+                           Metadata* metadata) {
   if (file_size < kLengthBytes)
     fail(where, "file too short (" + std::to_string(file_size) +
                     " bytes) to hold the 8-byte header length");
@@ -256,14 +248,29 @@ TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
   });
+  // As the reference implementation validates: the tensors, in offset order, tile the data
+  // section exactly, each starting where the previous one ends, the last ending at the end of
+  // the file. A gap, an overlap or trailing bytes mean the header and the data disagree (a
+  // header length off by one shifts every tensor by a byte and leaves one over).
+  // Empty tensors occupy no bytes: they may sit at any offset inside the data.
+  std::uint64_t covered = 0;
   const Entry* prev = nullptr;
   for (const auto& e : entries) {
-    if (e.begin == e.end) continue;  // Empty tensors occupy no bytes, so cannot overlap.
-    if (prev != nullptr && e.begin < prev->end)
+    if (e.begin == e.end) continue;
+    if (e.begin < covered && prev != nullptr)
       fail(where, "tensors '" + one_line(prev->name, 80) + "' and '" + one_line(e.name, 80) +
                       "' have overlapping data_offsets");
+    if (e.begin > covered)
+      fail(where, "bytes " + std::to_string(covered) + " to " + std::to_string(e.begin) +
+                      " of the data section belong to no tensor (before '" + one_line(e.name, 80) +
+                      "')");
+    covered = e.end;
     prev = &e;
   }
+  if (covered != data_size)
+    fail(where, "the tensors cover " + std::to_string(covered) + " of the data section's " +
+                    std::to_string(data_size) + " bytes (" + std::to_string(data_size - covered) +
+                    " bytes after the last tensor: wrong header length or trailing data)");
 
   TensorMap tensors;
   for (const auto& e : entries) {
@@ -301,6 +308,30 @@ TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata
   }
   if (metadata != nullptr) *metadata = std::move(meta);
   return tensors;
+}
+
+}  // namespace
+
+TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata) {
+  const std::string where = path.string();
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  if (status.type() == fs::file_type::none) fail(where, "cannot access: " + ec.message());
+  if (!fs::exists(status)) fail(where, "no such file");
+  if (fs::is_directory(status)) fail(where, "is a directory, not a safetensors file");
+  if (!fs::is_regular_file(status)) fail(where, "is not a regular file");
+  const std::uint64_t file_size = fs::file_size(path, ec);
+  if (ec) fail(where, "cannot get file size: " + ec.message());
+
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(where, "cannot open for reading");
+  return read_safetensors(in, file_size, where, metadata);
+}
+
+TensorMap parse_safetensors(const std::string& bytes, const std::string& where,
+                            Metadata* metadata) {
+  std::istringstream in(bytes);
+  return read_safetensors(in, bytes.size(), where, metadata);
 }
 
 void save_safetensors(const std::filesystem::path& path, const TensorMap& tensors,

@@ -24,9 +24,14 @@ using Metadata = std::map<std::string, std::string>;
 // rows * ceil(cols / 32) blocks; see core/quant_blocks.h) are dequantized to F32. The file is read
 // in chunks straight into each tensor's storage, never held twice. Throws flextron::Error naming
 // the file and the problem on any malformed input (truncated file, header length past the end,
-// header not JSON, unknown dtype, offsets that overlap or lie outside the data, shape that
-// disagrees with the byte count).
+// header not JSON, unknown dtype, shape that disagrees with the byte count, and tensors that do
+// not tile the data section exactly: as the reference implementation requires, each begins
+// where the one before it ends and the last ends at the end of the file, so a gap, an overlap
+// or trailing bytes are errors; empty tensors occupy nothing and may sit anywhere).
 TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata = nullptr);
+// The same from a file's bytes in memory; errors name `where`.
+TensorMap parse_safetensors(const std::string& bytes, const std::string& where,
+                            Metadata* metadata = nullptr);
 
 // A block-quantized tensor to write: `bytes` holds its blocks in `type` (Q8_0 or Q4_0) row
 // after row, for the logical `shape`.

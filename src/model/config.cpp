@@ -37,18 +37,28 @@ double number_field(const nlohmann::json& j, const char* key, double fallback,
 }  // namespace
 
 void ModelConfig::validate(const std::string& where) const {
-  auto positive = [&](const char* name, int64_t value) {
+  // Every size positive and bounded, so that no product of sizes below overflows int64 and a
+  // corrupt config fails here, before anything is allocated from it. The bounds are far above
+  // any published model (Llama 3.1 405B: 126 layers, hidden 16384, MLP 53248, vocab 128256).
+  auto bounded = [&](const char* name, int64_t value, int64_t max) {
     if (value <= 0)
       fail(where, std::string(name) + " must be positive, got " + std::to_string(value));
+    if (value > max)
+      fail(where, std::string(name) + " = " + std::to_string(value) +
+                      " is implausibly large (the limit is " + std::to_string(max) + ")");
   };
-  positive("hidden_size", hidden_size);
-  positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
-  positive("num_key_value_heads", num_key_value_heads);
-  positive("vocab_size", vocab_size);
-  positive("max_position_embeddings", max_position_embeddings);
+  constexpr int64_t kMaxWidth = int64_t{1} << 20, kMaxCount = int64_t{1} << 14;
+  constexpr int64_t kMaxTokens = int64_t{1} << 24;
+  bounded("hidden_size", hidden_size, kMaxWidth);
+  bounded("intermediate_size", intermediate_size, kMaxWidth);
+  bounded("num_hidden_layers", num_hidden_layers, kMaxCount);
+  bounded("num_attention_heads", num_attention_heads, kMaxCount);
+  bounded("num_key_value_heads", num_key_value_heads, kMaxCount);
+  bounded("vocab_size", vocab_size, kMaxTokens);
+  bounded("max_position_embeddings", max_position_embeddings, kMaxTokens);
   if (head_dim_override < 0) fail(where, "head_dim must be positive");
+  if (head_dim_override > kMaxCount)
+    fail(where, "head_dim = " + std::to_string(head_dim_override) + " is implausibly large");
   if (head_dim_override == 0 && hidden_size % num_attention_heads != 0)
     fail(where, "hidden_size " + std::to_string(hidden_size) +
                     " is not divisible by num_attention_heads " +
@@ -247,7 +257,8 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   } else if (model_type == "gpt2") {
     read_gpt2_fields(j, c, where);
   } else {
-    fail(where, "unsupported model_type \"" + model_type + "\" (supported: llama, mistral, qwen2, gpt2)");
+    fail(where,
+         "unsupported model_type \"" + model_type + "\" (supported: llama, mistral, qwen2, gpt2)");
   }
   // Fields of ours (not HF's) shared by both families: a head size that differs from
   // hidden / heads (an extracted sub-network) and per-layer widths.
@@ -281,7 +292,7 @@ nlohmann::json config_to_json(const ModelConfig& c) {
   } else {
     // A Qwen2-shaped model (q/k/v biases, none on o) is written as Qwen2 whatever it was read
     // as, so that transformers builds the same blocks.
-    const std::string type = c.qkv_bias && !c.o_bias ? "qwen2"
+    const std::string type = c.qkv_bias && !c.o_bias      ? "qwen2"
                              : c.hf_model_type == "qwen2" ? "llama"
                                                           : c.hf_model_type;
     j["architectures"] = {type == "qwen2"     ? "Qwen2ForCausalLM"

@@ -53,6 +53,8 @@ TypedWidth parse_width(const std::string& raw, const std::string& where) {
   if (v <= 1.0) return {v, true};
   if (v != std::floor(v))
     fail(where, "width " + s + " is neither a fraction in (0, 1] nor a whole number of units");
+  // Beyond 2^31 units no layer is that wide, and the count would not convert exactly.
+  if (v > 2147483648.0) fail(where, "width " + s + " units is more than any layer has");
   return {v, false};
 }
 

@@ -496,6 +496,12 @@ void TransformerImpl::load_state(const io::TensorMap& tensors, const std::string
     if (it->second.sizes() != item.value().sizes())
       fail(where, "tensor '" + item.key() + "' has shape " + shape_str(it->second.sizes()) +
                       " but config.json implies " + shape_str(item.value().sizes()));
+    // Weights are real numbers: integer or boolean data (a relabelled dtype) would be converted
+    // to floats silently.
+    if (!it->second.is_floating_point())
+      fail(where, "tensor '" + item.key() + "' is stored as " +
+                      std::string(c10::toString(it->second.scalar_type())) +
+                      "; weights must be floating point (F32, F16, BF16, F64)");
     item.value().copy_(it->second);
   }
   for (const auto& [name, tensor] : tensors) {

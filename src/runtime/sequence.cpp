@@ -90,8 +90,10 @@ Sequence::Sequence(FastDecoder& engine, const text::Tokenizer& tokenizer,
 }
 
 int64_t Sequence::capacity(const model::ModelConfig& config) const {
-  return std::min(config.max_position_embeddings,
-                  static_cast<int64_t>(prompt_.size()) + max_tokens_);
+  // Compared before adding: max_tokens may be as large as int64 allows.
+  const auto prompt = static_cast<int64_t>(prompt_.size());
+  return max_tokens_ >= config.max_position_embeddings - prompt ? config.max_position_embeddings
+                                                                : prompt + max_tokens_;
 }
 
 void Sequence::prefill() {

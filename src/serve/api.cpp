@@ -106,7 +106,8 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
   json body;
   try {
     body = json::parse(body_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number no double holds ("1e999").
     throw ApiError(400, std::string("request body is not valid JSON: ") + e.what());
   }
   if (!body.is_object()) throw ApiError(400, "request body must be a JSON object");

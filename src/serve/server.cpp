@@ -22,6 +22,7 @@
 #include "runtime/quant_kernels.h"
 #include "runtime/sequence.h"
 #include "serve/api.h"
+#include "serve/connections.h"
 
 namespace flextron::serve {
 
@@ -87,7 +88,10 @@ struct Server::Impl {
   bool authorized(const httplib::Request& req, httplib::Response& res) const;
   std::shared_ptr<route::BudgetPlan> plan_for(const CompletionRequest& r, route::Budget* budget);
   json flextron_object(const JobSpec& spec, const JobOutcome& outcome) const;
-  void completion(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
+  void completion(const std::string& body, httplib::Response& res, Endpoint endpoint);
+  // The request body, read through `reader` up to options.max_body_bytes whatever its
+  // encoding; false (and the error response sent) when it is too large or unreadable.
+  bool read_body(const httplib::ContentReader& reader, httplib::Response& res, std::string& body);
   json models() const;  // the /v1/models body (reads the router files: built once, at start)
   json models_body;
 };
@@ -156,12 +160,37 @@ json Server::Impl::flextron_object(const JobSpec& spec, const JobOutcome& o) con
   return j;
 }
 
-void Server::Impl::completion(const httplib::Request& req, httplib::Response& res,
-                              Endpoint endpoint) {
+bool Server::Impl::read_body(const httplib::ContentReader& reader, httplib::Response& res,
+                             std::string& body) {
+  // httplib holds a Content-Length to its payload limit (status 413 before any byte is read) but
+  // would read a chunked body whole: the limit is kept here, chunk by chunk.
+  bool too_large = false;
+  const bool read = reader([&](const char* data, size_t n) {
+    if (n > options.max_body_bytes - body.size()) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, n);
+    return true;
+  });
+  if (read) return true;
+  const int status = too_large || res.status == 413 ? 413 : 400;
+  send_json(res, status,
+            error_body(status == 413 ? "request body is larger than the server's limit of " +
+                                           std::to_string(options.max_body_bytes) + " bytes"
+                                     : "request body could not be read (malformed chunked "
+                                       "encoding or the client went away)",
+                       "invalid_request_error", "", status));
+  // The rest of the body may still be on its way: this connection cannot carry another request.
+  res.set_header("Connection", "close");
+  return false;
+}
+
+void Server::Impl::completion(const std::string& body, httplib::Response& res, Endpoint endpoint) {
   CompletionRequest request;
   JobSpec spec;
   try {
-    request = parse_completion_request(req.body, endpoint);
+    request = parse_completion_request(body, endpoint);
     route::Budget budget;
     try {
       spec.plan = plan_for(request, &budget);
@@ -288,6 +317,15 @@ json Server::Impl::models() const {
 
 void Server::Impl::routes() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (ConnectionThreads::over_limit()) {
+      res.set_header("Retry-After", "1");
+      res.set_header("Connection", "close");
+      send_json(res, 503,
+                error_body("the server has " + std::to_string(options.max_connections) +
+                               " connections open, its limit (--max-connections); retry later",
+                           "server_error", "", 503));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
                                 : httplib::Server::HandlerResponse::Handled;
   });
@@ -332,12 +370,15 @@ void Server::Impl::routes() {
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200, models_body);
   });
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    completion(req, res, Endpoint::Completions);
-  });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    completion(req, res, Endpoint::ChatCompletions);
-  });
+  auto post = [this](Endpoint endpoint) {
+    return [this, endpoint](const httplib::Request&, httplib::Response& res,
+                            const httplib::ContentReader& reader) {
+      std::string body;
+      if (read_body(reader, res, body)) completion(body, res, endpoint);
+    };
+  };
+  http.Post("/v1/completions", post(Endpoint::Completions));
+  http.Post("/v1/chat/completions", post(Endpoint::ChatCompletions));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,6 +388,10 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
   if (options.engine.max_batch < 1) fail("--max-batch", "must be >= 1");
   if (options.engine.max_active < 1) fail("--max-active", "must be >= 1");
   if (options.engine.max_queue < 0) fail("--max-queue", "must be >= 0");
+  if (options.max_connections < 1) fail("--max-connections", "must be >= 1");
+  if (options.max_body_bytes < 1) fail("--max-body", "must be >= 1");
+  if (options.read_timeout.count() < 1) fail("--timeout", "must be at least 1 second");
+  if (options.idle_timeout.count() < 1) fail("--idle-timeout", "must be at least 1 second");
   // Budgets are planned on the model's latency table: it must be this server's weight format.
   route::check_latency_weights(model_dir, runtime::qk::format_name(runtime::qk::parse_format(
                                               options.engine.quant, "--quant")));
@@ -358,14 +403,17 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
     opts.model_name = std::filesystem::absolute(model_dir).lexically_normal().filename().string();
   if (opts.model_name.empty()) opts.model_name = "flextron";
   impl_ = std::make_unique<Impl>(model_dir, loaded, opts);
-  // Every request in flight holds a worker (streams and waits block), so the pool is sized for
-  // the engine's slots and queue plus a few for /health and /metrics; further requests are
-  // answered 503 by the engine instead of waiting unseen in httplib's queue.
-  const size_t workers = static_cast<size_t>(opts.engine.max_active + opts.engine.max_queue) + 8;
-  impl_->http.new_task_queue = [workers] {
-    return new httplib::ThreadPool(workers);
+  // Every connection its own thread (serve/connections.h), so idle and slow clients never
+  // queue /health or a request behind them; requests beyond the engine's slots and queue are
+  // answered 503 by the engine, connections beyond max_connections by the pre-routing handler.
+  const size_t max_connections = opts.max_connections;
+  impl_->http.new_task_queue = [max_connections] {
+    return new ConnectionThreads(max_connections, 64);
   };
   impl_->http.set_payload_max_length(opts.max_body_bytes);
+  impl_->http.set_read_timeout(static_cast<time_t>(opts.read_timeout.count()), 0);
+  impl_->http.set_write_timeout(static_cast<time_t>(opts.read_timeout.count()), 0);
+  impl_->http.set_keep_alive_timeout(static_cast<time_t>(opts.idle_timeout.count()));
   // httplib listens with a backlog of 5: a burst of clients connecting at once overflows it and
   // some of them fail to read a response. Remember the socket to deepen the backlog after bind.
   // SO_REUSEADDR only (httplib's default adds SO_REUSEPORT, which would let a second server

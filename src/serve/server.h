@@ -20,9 +20,16 @@ struct ServerOptions {
   std::string host = "127.0.0.1";  // loopback unless asked otherwise
   int port = 8080;                 // 0: any free port (see Server::bind)
   EngineOptions engine;
-  double default_budget = 1.0;  // latency fraction for requests that name none
-  std::string api_key;          // non-empty: "Authorization: Bearer KEY" on all but /health
-  size_t max_body_bytes = 1 << 20;
+  double default_budget = 1.0;      // latency fraction for requests that name none
+  std::string api_key;              // non-empty: "Authorization: Bearer KEY" on all but /health
+  size_t max_body_bytes = 1 << 20;  // chunked bodies too: 413 as soon as they pass it
+  // Connections served at once, each on its own thread (idle keep-alive ones included); more
+  // are answered 503 and closed.
+  size_t max_connections = 512;
+  // A client that sends nothing for this long while a request is being read (or idles this
+  // long on a keep-alive connection) is disconnected.
+  std::chrono::seconds read_timeout{10};
+  std::chrono::seconds idle_timeout{5};
   std::string model_name;  // the id /v1/models lists; default: the directory's name
   std::chrono::milliseconds shutdown_grace{10000};  // in-flight work may finish within it
   bool access_log = true;                           // one line per request on stderr

@@ -1,0 +1,169 @@
+#include "fuzz_seeds.h"
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "io/atomic_file.h"
+#include "io/gguf_model.h"
+#include "io/llama2c_checkpoint.h"
+#include "io/model_dir.h"
+#include "text/bpe.h"
+#include "text/tokenizer.h"
+
+namespace flextron::fuzz {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+model::ModelConfig tiny_config() {
+  model::ModelConfig c;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 512;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+void put(const fs::path& dir, const std::string& name, const std::string& bytes) {
+  fs::create_directories(dir);
+  io::write_text_atomically(dir / name, bytes);
+}
+
+// A byte-level BPE (GPT-2 style): the 256 byte symbols and a few merges.
+json byte_level_tokenizer() {
+  json vocab = json::object();
+  const auto& symbols = text::byte_level_symbols();
+  for (size_t i = 0; i < symbols.size(); ++i) vocab[symbols[i]] = i;
+  const std::vector<std::string> merges = {"H e", "l l", "He ll", "Hell o", "Ġ w", "o r", "Ġw or"};
+  for (const auto& m : merges) {
+    std::string joined = m;
+    joined.erase(joined.find(' '), 1);
+    vocab[joined] = vocab.size();
+  }
+  const json byte_level = {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", true},
+                           {"use_regex", true}};
+  return {{"version", "1.0"},
+          {"added_tokens", json::array({{{"id", vocab.size()},
+                                         {"content", "<|endoftext|>"},
+                                         {"single_word", false},
+                                         {"lstrip", false},
+                                         {"rstrip", false},
+                                         {"normalized", false},
+                                         {"special", true}}})},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", byte_level},
+          {"decoder", byte_level},
+          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"dropout", nullptr}}}};
+}
+
+// A SentencePiece-style BPE (Llama): "▁" for spaces, byte fallback tokens <0x00>..<0xFF>.
+json sentencepiece_style_tokenizer() {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  char hex[8];
+  for (int b = 0; b < 256; ++b) {
+    std::snprintf(hex, sizeof(hex), "<0x%02X>", b);
+    vocab[hex] = vocab.size();
+  }
+  for (const char* piece : {"▁", "H", "e", "l", "o", "w", "r", "d", "▁H", "ll", "▁He"})
+    vocab[piece] = vocab.size();
+  return json::parse(R"({"version": "1.0", "added_tokens": [
+      {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+      {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    "pre_tokenizer": null,
+    "decoder": {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}})")
+      .update({{"model",
+                {{"type", "BPE"},
+                 {"vocab", vocab},
+                 {"merges", {"▁ H", "l l", "▁H e"}},
+                 {"byte_fallback", true},
+                 {"fuse_unk", true},
+                 {"unk_token", "<unk>"},
+                 {"dropout", nullptr}}}});
+}
+
+// A string literal with its embedded NUL bytes.
+template <size_t N>
+std::string literal(const char (&bytes)[N]) {
+  return std::string(bytes, N - 1);
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+void write_seeds(const fs::path& dir, const fs::path& shared_data) {
+  torch::manual_seed(7);
+  const auto config = tiny_config();
+  model::Transformer model(config);
+  const auto tok512 = shared_data / "stories260K" / "tok512.bin";
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  if (fs::exists(tok512)) {
+    tokenizer = text::load_llama2c_tokenizer(tok512, config.vocab_size);
+    put(dir / "tokenizer_bin", "tok512.bin", read_file(tok512));
+  }
+
+  fs::create_directories(dir / "gguf");
+  io::save_gguf_model(dir / "gguf" / "tiny-f32.gguf", *model, tokenizer.get(), quant::GgmlType::F32);
+  io::save_gguf_model(dir / "gguf" / "tiny-q8_0.gguf", *model, tokenizer.get(),
+                      quant::GgmlType::Q8_0);
+  io::save_gguf_model(dir / "gguf" / "tiny-q4_0.gguf", *model, tokenizer.get(),
+                      quant::GgmlType::Q4_0);
+
+  const auto scratch = dir / ".model";
+  io::save_model_dir(scratch / "f32", *model, tokenizer.get());
+  io::save_model_dir(scratch / "q8_0", *model, tokenizer.get(), nullptr, quant::GgmlType::Q8_0);
+  put(dir / "safetensors", "f32.safetensors", read_file(scratch / "f32" / "model.safetensors"));
+  put(dir / "safetensors", "q8_0.safetensors", read_file(scratch / "q8_0" / "model.safetensors"));
+
+  fs::create_directories(dir / "llama2c");
+  TensorMap tensors;
+  for (const auto& item : model->named_parameters()) tensors[item.key()] = item.value().detach();
+  io::write_llama2c_checkpoint(dir / "llama2c" / "tiny.bin", config, tensors);
+
+  put(dir / "config_json", "llama.json", model::config_to_json(config).dump(2));
+  put(dir / "config_json", "gpt2.json", model::config_to_json(model::gpt2_variant(config)).dump(2));
+  auto per_layer = config;
+  per_layer.layer_intermediate_sizes = {64, 32};
+  per_layer.layer_key_value_heads = {2, 1};
+  put(dir / "config_json", "per-layer.json", model::config_to_json(per_layer).dump(2));
+  fs::remove_all(scratch);
+
+  put(dir / "tokenizer_json", "byte-level.json", byte_level_tokenizer().dump());
+  put(dir / "tokenizer_json", "sentencepiece-style.json", sentencepiece_style_tokenizer().dump());
+
+  const auto requests = dir / "request";
+  put(requests, "completion.json",
+      R"({"model": "m", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7,
+          "top_p": 0.9, "stop": ["\n", "The end"], "stream": true, "seed": 3, "budget": 0.5})");
+  put(requests, "prompt-ids.json", R"({"prompt": [1, 15043, 3186], "max_tokens": 4, "n": 1})");
+  put(requests, "chat.json",
+      R"({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+          {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+          "max_completion_tokens": 8, "stream": true, "stream_options": {"include_usage": true},
+          "logprobs": true, "top_logprobs": 2})");
+
+  const auto streams = dir / "text_stream";
+  put(streams, "one-stop.bin", literal("\x01The end\0Once upon\0 a time. The e\0nd."));
+  put(streams, "utf8.bin", literal("\x02\xc3\xa9t\xc3\0\n\n\0caf\xc3\0\xa9 \xe2\x96\0\x81ok"));
+  put(streams, "no-stop.bin", literal("\x00Hello\0, \0world"));
+}
+
+}  // namespace flextron::fuzz
