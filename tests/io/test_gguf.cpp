@@ -261,4 +261,25 @@ TEST(Gguf, BadFilesNameTheProblem) {
   EXPECT_THROW(flextron::io::import_gguf_model(dir / "missing.gguf", dir / "x"), flextron::Error);
 }
 
+// A tensor the metadata's architecture has no place for (a stray "blk.9" in a 5-layer model, an
+// unknown name) means the metadata and the tensors disagree: refused, naming the tensor.
+TEST(Gguf, TensorsOutsideTheArchitectureAreRefused) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  auto m = flextron::testing::load_stories260k();
+  const auto dir = flextron::testing::scratch_dir();
+  flextron::io::save_gguf_model(dir / "m.gguf", *m, &stories_tokenizer(), torch::kFloat);
+  auto file = flextron::io::read_gguf(dir / "m.gguf");
+  file.tensors.push_back({"blk.9.ffn_up.weight", torch::zeros({172, 64}), std::nullopt});
+  flextron::io::write_gguf(dir / "extra.gguf", file);
+  try {
+    flextron::io::import_gguf_model(dir / "extra.gguf", dir / "x");
+    ADD_FAILURE() << "a tensor outside the model was accepted";
+  } catch (const flextron::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("blk.9.ffn_up.weight"), std::string::npos) << what;
+    EXPECT_NE(what.find("extra.gguf"), std::string::npos) << what;
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+  }
+}
+
 }  // namespace

@@ -3,7 +3,11 @@
 // streamed and not) give exactly `flextron generate`'s greedy text; bad requests get OpenAI-style
 // errors with the right status and the server keeps serving; a client that leaves mid-stream
 // stops its generation; the API key, the bounded queue and a clean stop.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -358,6 +362,92 @@ TEST(Server, ApiKeyQueueLimitAndCleanStop) {
     EXPECT_NE(received.find("data: [DONE]"), std::string::npos) << received.substr(0, 200);
     EXPECT_TRUE(std::regex_search(received, std::regex("\"finish_reason\":\"(length|stop)\"")))
         << received.substr(received.size() > 600 ? received.size() - 600 : 0);
+  }
+}
+
+// An idle TCP connection to the server (connected, nothing sent), closed when destroyed.
+struct IdleConnection {
+  explicit IdleConnection(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  }
+  ~IdleConnection() { ::close(fd); }
+  int fd = -1;
+  bool connected = false;
+};
+
+// Abuse from clients: a chunked body past the limit is cut off with 413 as it arrives; numbers
+// JSON cannot hold are a 400; connections past the bound are answered 503 at once while /health
+// stays answered for everyone within it, and the server serves normally once they are gone.
+TEST(Server, BodyLimitBadNumbersAndConnectionBound) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  flextron::serve::ServerOptions options;
+  options.max_body_bytes = 4096;
+  options.max_connections = 4;
+  options.read_timeout = std::chrono::seconds(2);
+  options.idle_timeout = std::chrono::seconds(2);
+  LiveServer s(model, options);
+  {
+    SCOPED_TRACE("a chunked body over the limit: 413");
+    auto c = s.client();
+    size_t sent = 0;
+    auto res = c.Post(
+        "/v1/completions",
+        [&](size_t, httplib::DataSink& sink) {
+          const std::string piece = "{\"prompt\": \"" + std::string(1000, 'a');
+          if (sent > 100000) {
+            sink.done();
+            return true;
+          }
+          sent += piece.size();
+          return sink.write(piece.data(), piece.size());
+        },
+        "application/json");
+    ASSERT_TRUE(res) << httplib::to_string(res.error());
+    EXPECT_EQ(res->status, 413) << res->body;
+    EXPECT_LT(sent, 100000u) << "the whole body was read before refusing it";
+  }
+  {
+    SCOPED_TRACE("a plain body over the limit: 413");
+    auto r = post(s, "/v1/completions", {{"prompt", std::string(5000, 'a')}});
+    EXPECT_EQ(r.status, 413) << r.body.dump();
+  }
+  {
+    SCOPED_TRACE("1e999: 400");
+    auto c = s.client();
+    auto res = c.Post("/v1/completions", R"({"prompt": "x", "max_tokens": 1e999})",
+                      "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+  }
+  {
+    SCOPED_TRACE("past max_connections: 503 with Retry-After, then served again");
+    std::vector<std::unique_ptr<IdleConnection>> idle;
+    for (int i = 0; i < 4; ++i) {
+      idle.push_back(std::make_unique<IdleConnection>(s.port));
+      ASSERT_TRUE(idle.back()->connected);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // all four accepted
+    auto over = s.client().Get("/health");
+    ASSERT_TRUE(over);
+    EXPECT_EQ(over->status, 503);
+    EXPECT_FALSE(over->get_header_value("Retry-After").empty());
+    idle.clear();
+    int status = 0;
+    for (int attempt = 0; attempt < 100 && status != 200; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      auto res = s.client().Get("/health");
+      status = res ? res->status : 0;
+    }
+    EXPECT_EQ(status, 200);
+    auto r = post(s, "/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3}});
+    EXPECT_EQ(r.status, 200) << r.body.dump();
   }
 }
 

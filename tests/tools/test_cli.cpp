@@ -1,6 +1,8 @@
 // The flextron CLI end to end on stories260K: import, generation against llama2.c's output,
 // lossless round trips through every format, and one-line errors for bad input.
+#include <cstring>
 #include <fstream>
+#include <utility>
 
 #include <torch/torch.h>
 
@@ -193,6 +195,77 @@ TEST_F(CliBadInput, PromptLongerThanContext) {
 TEST_F(CliBadInput, SamplingOptionsOutOfRange) {
   auto r = run_cli("generate --model '" + model_.string() + "' --top-p 1.5");
   expect_one_line_error(r, "--top-p", "(0, 1]");
+}
+
+// Off-by-one header length, bytes after the last tensor, integer dtype for a float weight: each
+// named, none read as weights.
+TEST_F(CliBadInput, HeaderLengthOffByOne) {
+  std::string b = bytes_;
+  uint64_t length = 0;
+  std::memcpy(&length, b.data(), 8);
+  ++length;
+  std::memcpy(b.data(), &length, 8);
+  write_weights(b);
+  expect_one_line_error(generate(), weights_.string(), "");
+}
+
+TEST_F(CliBadInput, TrailingBytesAfterTheTensors) {
+  write_weights(bytes_ + std::string(1000, '\x7f'));
+  expect_one_line_error(generate(), weights_.string(), "cover");
+}
+
+TEST_F(CliBadInput, FloatWeightsLabelledAsIntegers) {
+  std::string b = bytes_;
+  const auto at = b.find("\"F32\"");
+  ASSERT_NE(at, std::string::npos);
+  b.replace(at, 5, "\"I32\"");
+  write_weights(b);
+  expect_one_line_error(generate(), weights_.string(), "floating point");
+}
+
+TEST_F(CliBadInput, ImplausibleLayerCountInConfig) {
+  auto config = nlohmann::json::parse(read_file(model_ / "config.json"));
+  config["num_hidden_layers"] = 9223372036854775807LL;
+  std::ofstream(model_ / "config.json") << config.dump();
+  expect_one_line_error(generate(), "config.json", "implausibly large");
+  expect_one_line_error(run_cli("info --model '" + model_.string() + "'"), "config.json",
+                        "implausibly large");
+}
+
+TEST_F(CliBadInput, HugeMaxTokensStopsAtTheContext) {
+  auto r = run_cli("generate --model '" + model_.string() +
+                   "' --max-tokens 9223372036854775807 --temperature 0 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto tokens = nlohmann::json::parse(r.out)["tokens"];
+  EXPECT_GT(tokens.size(), 0u);
+  EXPECT_LE(tokens.size(), 512u);  // stories260K's context
+}
+
+TEST_F(CliBadInput, ArchWidthTooLarge) {
+  auto r = run_cli("generate --model '" + model_.string() + "' --arch mlp=1e30 --max-tokens 2");
+  expect_one_line_error(r, "mlp", "");
+}
+
+// Numbers on the command line: every option refuses zero / negative / overflowing / non-finite
+// values where they mean nothing, in one line naming the option, before any work starts.
+TEST(CliNumbers, BadNumbersAreOneLineErrorsNamingTheOption) {
+  const std::string train = "pretrain --data /nonexistent.txt --out /nonexistent-out ";
+  const std::pair<std::string, std::string> cases[] = {
+      {train + "--tokens 0", "--tokens"},
+      {train + "--tokens -5", "--tokens"},
+      {train + "--tokens 99999999999999999999", "--tokens"},
+      {train + "--tokens 1e3", "--tokens"},
+      {train + "--checkpoint-every 0", "--checkpoint-every"},
+      {train + "--threads -3", "--threads"},
+      {"generate --model /nonexistent --temperature inf", "--temperature"},
+      {"generate --model /nonexistent --temperature nan", "--temperature"},
+      {"generate --model /nonexistent --max-tokens 12abc", "--max-tokens"},
+      {"serve --model /nonexistent --port 70000", "--port"},
+  };
+  for (const auto& [command, option] : cases) {
+    SCOPED_TRACE(command);
+    expect_one_line_error(run_cli(command), option, "");
+  }
 }
 
 }  // namespace
