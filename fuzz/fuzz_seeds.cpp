@@ -5,10 +5,14 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "fuzz_target.h"
 #include "io/atomic_file.h"
 #include "io/gguf_model.h"
 #include "io/llama2c_checkpoint.h"
 #include "io/model_dir.h"
+#include "model/elastic_space.h"
+#include "route/latency.h"
+#include "route/router_file.h"
 #include "text/bpe.h"
 #include "text/tokenizer.h"
 
@@ -18,18 +22,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-model::ModelConfig tiny_config() {
-  model::ModelConfig c;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 512;
-  c.max_position_embeddings = 64;
-  return c;
-}
 
 void put(const fs::path& dir, const std::string& name, const std::string& bytes) {
   fs::create_directories(dir);
@@ -144,6 +136,24 @@ void write_seeds(const fs::path& dir, const fs::path& shared_data) {
   per_layer.layer_intermediate_sizes = {64, 32};
   per_layer.layer_key_value_heads = {2, 1};
   put(dir / "config_json", "per-layer.json", model::config_to_json(per_layer).dump(2));
+
+  // route_files: the first byte picks the file (0 latency.json, 1 flextron.json, 2 router.json).
+  const auto space = model::default_elastic_space(config);
+  route::ProfileOptions profile;
+  profile.contexts = {16};
+  profile.prefill_tokens = 8;
+  profile.warmup = 0;
+  profile.repeats = 1;
+  profile.calibration_architectures = 2;
+  profile.rounds = 1;
+  const auto table = route::profile_latency(*model, space, profile);
+  put(dir / "route_files", "latency.json",
+      std::string(1, '\0') + route::latency_table_to_json(table).dump());
+  put(dir / "route_files", "flextron.json",
+      std::string(1, '\1') + model::elastic_space_to_json(space).dump());
+  route::save_routers(scratch / "routers", route::make_routers(config, space, kTinyBudgets, true));
+  put(dir / "route_files", "router.json",
+      std::string(1, '\2') + read_file(scratch / "routers" / route::kRouterFile));
   fs::remove_all(scratch);
 
   put(dir / "tokenizer_json", "byte-level.json", byte_level_tokenizer().dump());

@@ -22,6 +22,18 @@ std::filesystem::path scratch_file(const std::string& name, const std::string& b
   return path;
 }
 
+model::ModelConfig tiny_config() {
+  model::ModelConfig c;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 512;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
 void violated(const std::string& property) {
   throw std::logic_error("property violated: " + property);
 }

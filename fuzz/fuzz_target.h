@@ -13,8 +13,10 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "model/config.h"
 
 namespace flextron::fuzz {
 
@@ -35,6 +37,13 @@ void expect_clean(F&& read) {
   } catch (const Error&) {
   }
 }
+
+// The tiny Llama the seeds are written for and the targets that need a model check against:
+// 2 layers, hidden 32, MLP 64, 4 heads / 2 KV heads, vocabulary 512 (stories260K's tok512),
+// context 64.
+model::ModelConfig tiny_config();
+// The budgets its routers are made for (seeds and the route_files target agree on them).
+inline const std::vector<double> kTinyBudgets = {0.5, 0.75, 1.0};
 
 // A finding that is not a crash (a property the target checks was violated).
 [[noreturn]] void violated(const std::string& property);

@@ -5,7 +5,7 @@
 # fuzz_<target> for SECONDS on fuzz-corpus/<target> (seeds, fuzz/regressions/<target>, and what
 # earlier runs found). Inputs that crash are kept in fuzz-findings/<target>/; commit a minimised
 # one to fuzz/regressions/<target>/ with its fix so the test suite replays it from then on.
-# Prints per target: executions, executions per second, corpus size, findings; and writes the
+# Prints per target: executions, executions per second, edges covered, corpus size, findings; and writes the
 # same as fuzz-findings/summary.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,13 +41,14 @@ for target in "${TARGETS[@]}"; do
   set -e
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   per_s=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   size=$(find "$corpus" -type f | wc -l)
   found=$(find "$findings" -type f | wc -l)
-  printf '%-16s %10s execs %8s/s  corpus %6s  findings %s%s\n' "$target" "${execs:-0}" \
-    "${per_s:-0}" "$size" "$found" "$([ $rc -ne 0 ] && echo "  (exit $rc, see $log)")"
+  printf '%-16s %10s execs %8s/s  coverage %6s edges  corpus %6s  findings %s%s\n' "$target" \
+    "${execs:-0}" "${per_s:-0}" "${cov:-0}" "$size" "$found" "$([ $rc -ne 0 ] && echo "  (exit $rc, see $log)")"
   [ "$summary" = "[" ] || summary+=","
   summary+="{\"target\":\"$target\",\"seconds\":$SECONDS_PER_TARGET,\"execs\":${execs:-0},"
-  summary+="\"execs_per_s\":${per_s:-0},\"corpus\":$size,\"findings\":$found,\"exit\":$rc}"
+  summary+="\"execs_per_s\":${per_s:-0},\"coverage_edges\":${cov:-0},\"corpus\":$size,\"findings\":$found,\"exit\":$rc}"
   [ $rc -eq 0 ] || status=1
 done
 echo "$summary]" >fuzz-findings/summary.json
