@@ -67,7 +67,7 @@ json sentencepiece_style_tokenizer() {
   }
   for (const char* piece : {"▁", "H", "e", "l", "o", "w", "r", "d", "▁H", "ll", "▁He"})
     vocab[piece] = vocab.size();
-  return json::parse(R"({"version": "1.0", "added_tokens": [
+  json tokenizer = json::parse(R"({"version": "1.0", "added_tokens": [
       {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
       {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
     "normalizer": {"type": "Sequence", "normalizers": [
@@ -77,15 +77,15 @@ json sentencepiece_style_tokenizer() {
     "decoder": {"type": "Sequence", "decoders": [
         {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
         {"type": "ByteFallback"}, {"type": "Fuse"},
-        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}})")
-      .update({{"model",
-                {{"type", "BPE"},
-                 {"vocab", vocab},
-                 {"merges", {"▁ H", "l l", "▁H e"}},
-                 {"byte_fallback", true},
-                 {"fuse_unk", true},
-                 {"unk_token", "<unk>"},
-                 {"dropout", nullptr}}}});
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}})");
+  tokenizer["model"] = {{"type", "BPE"},
+                        {"vocab", vocab},
+                        {"merges", {"▁ H", "l l", "▁H e"}},
+                        {"byte_fallback", true},
+                        {"fuse_unk", true},
+                        {"unk_token", "<unk>"},
+                        {"dropout", nullptr}};
+  return tokenizer;
 }
 
 // A string literal with its embedded NUL bytes.
@@ -126,7 +126,7 @@ void write_seeds(const fs::path& dir, const fs::path& shared_data) {
   put(dir / "safetensors", "q8_0.safetensors", read_file(scratch / "q8_0" / "model.safetensors"));
 
   fs::create_directories(dir / "llama2c");
-  TensorMap tensors;
+  io::TensorMap tensors;
   for (const auto& item : model->named_parameters()) tensors[item.key()] = item.value().detach();
   io::write_llama2c_checkpoint(dir / "llama2c" / "tiny.bin", config, tensors);
 
