@@ -2,8 +2,8 @@
 
 #include <fstream>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "fuzz_target.h"
 #include "io/atomic_file.h"
@@ -78,13 +78,10 @@ json sentencepiece_style_tokenizer() {
         {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
         {"type": "ByteFallback"}, {"type": "Fuse"},
         {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}})");
-  tokenizer["model"] = {{"type", "BPE"},
-                        {"vocab", vocab},
-                        {"merges", {"▁ H", "l l", "▁H e"}},
-                        {"byte_fallback", true},
-                        {"fuse_unk", true},
-                        {"unk_token", "<unk>"},
-                        {"dropout", nullptr}};
+  tokenizer["model"] = {
+      {"type", "BPE"},         {"vocab", vocab},   {"merges", {"▁ H", "l l", "▁H e"}},
+      {"byte_fallback", true}, {"fuse_unk", true}, {"unk_token", "<unk>"},
+      {"dropout", nullptr}};
   return tokenizer;
 }
 
@@ -113,7 +110,8 @@ void write_seeds(const fs::path& dir, const fs::path& shared_data) {
   }
 
   fs::create_directories(dir / "gguf");
-  io::save_gguf_model(dir / "gguf" / "tiny-f32.gguf", *model, tokenizer.get(), quant::GgmlType::F32);
+  io::save_gguf_model(dir / "gguf" / "tiny-f32.gguf", *model, tokenizer.get(),
+                      quant::GgmlType::F32);
   io::save_gguf_model(dir / "gguf" / "tiny-q8_0.gguf", *model, tokenizer.get(),
                       quant::GgmlType::Q8_0);
   io::save_gguf_model(dir / "gguf" / "tiny-q4_0.gguf", *model, tokenizer.get(),
@@ -151,6 +149,7 @@ void write_seeds(const fs::path& dir, const fs::path& shared_data) {
       std::string(1, '\0') + route::latency_table_to_json(table).dump());
   put(dir / "route_files", "flextron.json",
       std::string(1, '\1') + model::elastic_space_to_json(space).dump());
+  fs::create_directories(scratch / "routers");
   route::save_routers(scratch / "routers", route::make_routers(config, space, kTinyBudgets, true));
   put(dir / "route_files", "router.json",
       std::string(1, '\2') + read_file(scratch / "routers" / route::kRouterFile));

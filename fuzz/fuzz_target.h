@@ -62,9 +62,9 @@ inline bool register_target(const char* name, TargetFunction function) {
 #define FLEXTRON_FUZZ_TARGET(name) \
   extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 #else
-#define FLEXTRON_FUZZ_TARGET(name)                                                          \
-  static int fuzz_##name(const uint8_t* data, size_t size);                                 \
-  [[maybe_unused]] static const bool fuzz_registered_##name =                               \
-      flextron::fuzz::register_target(#name, fuzz_##name);                                  \
+#define FLEXTRON_FUZZ_TARGET(name)                            \
+  static int fuzz_##name(const uint8_t* data, size_t size);   \
+  [[maybe_unused]] static const bool fuzz_registered_##name = \
+      flextron::fuzz::register_target(#name, fuzz_##name);    \
   static int fuzz_##name(const uint8_t* data, size_t size)
 #endif

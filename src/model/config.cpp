@@ -34,6 +34,15 @@ double number_field(const nlohmann::json& j, const char* key, double fallback,
   return j[key].get<double>();
 }
 
+// Reads a string field, or the default when absent or null.
+std::string string_field(const nlohmann::json& j, const char* key, const std::string& fallback,
+                         const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_string())
+    fail(where, std::string("field \"") + key + "\" must be a string, got " + j[key].dump());
+  return j[key].get<std::string>();
+}
+
 }  // namespace
 
 void ModelConfig::validate(const std::string& where) const {
@@ -189,7 +198,7 @@ void read_llama_fields(const nlohmann::json& j, ModelConfig& c, const std::strin
     c.eos_token_id = int_field(j, "eos_token_id", 2, false, where);
   }
   c.rope_scaling = read_rope_scaling(j, where);
-  const std::string act = j.value("hidden_act", std::string("silu"));
+  const std::string act = string_field(j, "hidden_act", "silu", where);
   if (act != "silu")
     fail(where, "hidden_act \"" + act + "\" is not supported (the Llama family's MLP is SwiGLU)");
   if (model_type == "qwen2") {
@@ -226,7 +235,7 @@ void read_gpt2_fields(const nlohmann::json& j, ModelConfig& c, const std::string
   c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", true, where);
   c.bos_token_id = int_field(j, "bos_token_id", 50256, false, where);
   c.eos_token_id = int_field(j, "eos_token_id", 50256, false, where);
-  const std::string act = j.value("activation_function", std::string("gelu_new"));
+  const std::string act = string_field(j, "activation_function", "gelu_new", where);
   if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
     c.gelu_tanh = true;
   } else if (act == "gelu") {
@@ -249,9 +258,7 @@ void read_gpt2_fields(const nlohmann::json& j, ModelConfig& c, const std::string
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) fail(where, "config must be a JSON object");
   ModelConfig c;
-  if (j.contains("model_type") && !j["model_type"].is_string())
-    fail(where, "field \"model_type\" must be a string");
-  const std::string model_type = j.value("model_type", std::string("llama"));
+  const std::string model_type = string_field(j, "model_type", "llama", where);
   if (model_type == "llama" || model_type == "mistral" || model_type == "qwen2") {
     read_llama_fields(j, c, model_type, where);
   } else if (model_type == "gpt2") {

@@ -232,6 +232,14 @@ TEST_F(CliBadInput, ImplausibleLayerCountInConfig) {
                         "implausibly large");
 }
 
+// Within the bounds but far more than the file holds: refused before the model is allocated.
+TEST_F(CliBadInput, ConfigFarLargerThanTheWeights) {
+  auto config = nlohmann::json::parse(read_file(model_ / "config.json"));
+  config["num_hidden_layers"] = 60;
+  std::ofstream(model_ / "config.json") << config.dump();
+  expect_one_line_error(generate(), "config.json", "does not belong to these weights");
+}
+
 TEST_F(CliBadInput, HugeMaxTokensStopsAtTheContext) {
   auto r = run_cli("generate --model '" + model_.string() +
                    "' --max-tokens 9223372036854775807 --temperature 0 --json");
