@@ -5,8 +5,8 @@
 # fuzz_<target> for SECONDS on fuzz-corpus/<target> (seeds, fuzz/regressions/<target>, and what
 # earlier runs found). Inputs that crash are kept in fuzz-findings/<target>/; commit a minimised
 # one to fuzz/regressions/<target>/ with its fix so the test suite replays it from then on.
-# Prints per target: executions, executions per second, edges covered, corpus size, findings; and writes the
-# same as fuzz-findings/summary.json.
+# Prints per target: executions, executions per second, edges covered, corpus size and
+# findings, and writes the same as fuzz-findings/summary.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-600}
