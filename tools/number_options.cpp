@@ -19,6 +19,17 @@ std::string text_of(double x) {
   return buf;
 }
 
+// Reads `text` as a finite real into `x`; the error when it is not one, else empty.
+std::string finite_number_error(const std::string& text, double& x) {
+  try {
+    x = parse_double(text, "");
+  } catch (const Error&) {
+    return "\"" + text + "\" is not a number";
+  }
+  if (!std::isfinite(x)) return "\"" + text + "\" is not a finite number";
+  return {};
+}
+
 // A validator over the option's value as a finite real: `holds` says whether it is in range,
 // `wanted` completes "... is not " in the message.
 template <typename Holds>
@@ -26,12 +37,7 @@ CLI::Validator real_check(const std::string& description, const std::string& wan
   return CLI::Validator(
       [wanted, holds](std::string& text) -> std::string {
         double x = 0;
-        try {
-          x = parse_double(text, "");
-        } catch (const Error&) {
-          return "\"" + text + "\" is not a number";
-        }
-        if (!std::isfinite(x)) return "\"" + text + "\" is not a finite number";
+        if (auto error = finite_number_error(text, x); !error.empty()) return error;
         if (!holds(x)) return text + " is not " + wanted;
         return {};
       },
@@ -53,13 +59,7 @@ std::string whole_number_error(const std::string& type, const std::string& text)
     return "\"" + text + "\" is not a number";
   if (type == "FLOAT") {
     double x = 0;
-    try {
-      x = parse_double(text, "");
-    } catch (const Error&) {
-      return "\"" + text + "\" is not a number";
-    }
-    if (!std::isfinite(x)) return "\"" + text + "\" is not a finite number";
-    return {};
+    return finite_number_error(text, x);
   }
   if (type == "UINT" && text.front() == '-') return text + " is negative";
   try {
