@@ -171,7 +171,7 @@ TEST_F(ElasticTrainingCli, BadInputIsAOneLineError) {
   expect_one_line_error(run_cli(train_args(out, "--token-fraction 11")), "--token-fraction",
                         "outside (0, 10]");
   expect_one_line_error(run_cli(train_args(out, "--token-fraction -0.5")), "--token-fraction",
-                        "outside (0, 10]");
+                        "is not a positive number");
 
   // A world size that does not divide the batch fails before joining any group.
   setenv("WORLD_SIZE", "3", 1);
