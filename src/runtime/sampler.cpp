@@ -1,6 +1,7 @@
 #include "runtime/sampler.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <torch/torch.h>
 
@@ -55,6 +56,28 @@ int64_t Sampler::sample(const torch::Tensor& logits) {
     }
   }
   return ids.defined() ? ids[pick].item<int64_t>() : pick;
+}
+
+TokenLogprobs token_logprobs(const float* logits, int64_t vocab, int64_t id, int64_t top) {
+  // log p_i = l_i - (m + log sum_j exp(l_j - m)), m = max_j l_j.
+  const double m = *std::max_element(logits, logits + vocab);
+  double total = 0.0;
+  for (int64_t j = 0; j < vocab; ++j) total += std::exp(static_cast<double>(logits[j]) - m);
+  const double log_z = m + std::log(total);
+  TokenLogprobs out;
+  out.chosen = {id, static_cast<double>(logits[id]) - log_z};
+  top = std::min(top, vocab);
+  if (top <= 0) return out;
+  std::vector<int64_t> order(static_cast<size_t>(vocab));
+  for (int64_t j = 0; j < vocab; ++j) order[static_cast<size_t>(j)] = j;
+  std::partial_sort(order.begin(), order.begin() + top, order.end(), [&](int64_t a, int64_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (int64_t k = 0; k < top; ++k) {
+    const int64_t j = order[static_cast<size_t>(k)];
+    out.top.push_back({j, static_cast<double>(logits[j]) - log_z});
+  }
+  return out;
 }
 
 }  // namespace flextron::runtime

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -27,6 +29,31 @@ class Sampler {
  private:
   SamplingOptions options_;
   std::mt19937_64 rng_;
+};
+
+// The log-probability of one token under softmax(logits) (temperature 1, no top-p: the model's
+// own distribution, as OpenAI reports it), computed in double.
+struct TokenChoice {
+  int64_t id = 0;
+  double logprob = 0.0;
+};
+// `id`'s log-probability and the `top` most likely tokens' (descending, ties by lower id).
+struct TokenLogprobs {
+  TokenChoice chosen;
+  std::vector<TokenChoice> top;
+};
+TokenLogprobs token_logprobs(const float* logits, int64_t vocab, int64_t id, int64_t top);
+
+// A generated token's log-probability and the most likely alternatives at its position, each
+// with the text it decodes to there (what Sequence records for the server).
+struct PieceLogprob {
+  int64_t id = 0;
+  std::string piece;
+  double logprob = 0.0;
+};
+struct TokenLogprob {
+  PieceLogprob token;
+  std::vector<PieceLogprob> top;
 };
 
 // Throws flextron::Error naming the flag when temperature < 0 or top_p outside (0, 1].

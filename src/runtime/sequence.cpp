@@ -56,6 +56,7 @@ Sequence::Sequence(model::TransformerImpl* model, FastDecoder* engine,
       max_tokens_(max_tokens),
       arch_(arch),
       router_(router),
+      sampling_(sampling),
       sampler_(sampling) {
   if (max_tokens_ < 0) fail("--max-tokens", "must be >= 0");
   if (prompt_.empty()) fail("prompt", "no tokens (not even BOS)");
@@ -102,31 +103,65 @@ void Sequence::prefill() {
     auto routed = routed_prefill(*engine_, *model_, *router_, prompt_, capacity(engine_->config()));
     engine_cache_ = std::move(routed.cache);
     arch_ = std::move(routed.arch);
-    next_ = sampler_.sample(routed.last_logits);
-    return take_sampled();
+    prefill_logits_.clear();  // kept by pick()
+    return pick(routed.last_logits);
   }
   if (engine_ != nullptr) {
-    next_ = sampler_.sample(engine_->prefill(prompt_, engine_cache_, arch_),
-                            engine_->config().vocab_size);
-    return take_sampled();
+    const int64_t vocab = engine_->config().vocab_size;
+    const float* logits = engine_->prefill(prompt_, engine_cache_, arch_);
+    prefill_logits_.assign(logits, logits + vocab);
+    return pick(logits, vocab);
   }
   c10::InferenceMode inference;
   auto input = torch::tensor(prompt_, torch::kLong).to(model_->device()).unsqueeze(0);
   auto logits = model_->forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_);
-  next_ = sampler_.sample(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
+  prefill_logits_.clear();
+  pick(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
+}
+
+std::unique_ptr<Sequence> Sequence::fork(uint64_t seed) const {
+  const int64_t stored = engine_ != nullptr ? engine_cache_.length() : cache_.length;
+  if (prefill_logits_.empty() || stored != static_cast<int64_t>(prompt_.size()))
+    fail("sequence", "fork() needs a sequence just after its prefill");
+  std::unique_ptr<Sequence> copy(new Sequence(*this));
+  for (auto* tensors : {&copy->cache_.keys, &copy->cache_.values})
+    for (auto& t : *tensors)
+      if (t.defined()) t = t.clone();
+  copy->tokens_.clear();
+  copy->text_.clear();
+  copy->logprobs_.clear();
+  copy->stop_reason_.clear();
+  copy->prev_ = prompt_.back();
+  copy->sampling_.seed = seed;
+  copy->sampler_ = Sampler(copy->sampling_);
+  copy->pick(prefill_logits_.data(), static_cast<int64_t>(prefill_logits_.size()));
+  return copy;
+}
+
+void Sequence::pick(const float* logits, int64_t vocab) {
+  next_ = sampler_.sample(logits, vocab);
+  if (logprobs_top_ >= 0) pending_ = token_logprobs(logits, vocab, next_, logprobs_top_);
   take_sampled();
 }
 
+void Sequence::pick(const torch::Tensor& logits) {
+  // On the host once, for the sampler, the log-probabilities and a later fork().
+  auto host = logits.detach().to(torch::kCPU, torch::kFloat).contiguous().reshape({-1});
+  const float* data = host.data_ptr<float>();
+  const int64_t vocab = host.numel();
+  if (prefill_logits_.empty() && tokens_.empty() && stop_reason_.empty())
+    prefill_logits_.assign(data, data + vocab);
+  pick(data, vocab);
+}
+
 void Sequence::accept(const torch::Tensor& logits) {
-  next_ = sampler_.sample(logits);
-  take_sampled();
+  pick(logits);
 }
 
 void Sequence::accept(const float* logits) {
   const int64_t vocab =
       engine_ != nullptr ? engine_->config().vocab_size : model_->config().vocab_size;
-  next_ = sampler_.sample(logits, vocab);
-  take_sampled();
+  pick(logits, vocab);
 }
 
 void Sequence::decode_step() {
@@ -145,7 +180,14 @@ void Sequence::take_sampled() {
   for (int64_t id : tokenizer_.eos_ids())
     if (next_ == id) return finish("eos");
   tokens_.push_back(next_);
-  text_ += tokenizer_.decode_piece(prev_, next_);
+  const std::string piece = tokenizer_.decode_piece(prev_, next_);
+  text_ += piece;
+  if (logprobs_top_ >= 0) {
+    TokenLogprob entry{{next_, piece, pending_.chosen.logprob}, {}};
+    for (const auto& alt : pending_.top)
+      entry.top.push_back({alt.id, tokenizer_.decode_piece(prev_, alt.id), alt.logprob});
+    logprobs_.push_back(std::move(entry));
+  }
   prev_ = next_;
   if (static_cast<int64_t>(tokens_.size()) == max_tokens_) return finish("length");
   const bool full = engine_ != nullptr ? engine_cache_.length() >= engine_cache_.capacity()
@@ -166,6 +208,12 @@ void Sequence::finish(const std::string& reason) {
 std::string Sequence::take_text() {
   std::string out;
   out.swap(text_);
+  return out;
+}
+
+std::vector<TokenLogprob> Sequence::take_logprobs() {
+  std::vector<TokenLogprob> out;
+  out.swap(logprobs_);
   return out;
 }
 

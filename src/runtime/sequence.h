@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,8 +64,14 @@ class Sequence {
            const model::Architecture& arch, model::LayerRouter* router = nullptr,
            model::TransformerImpl* model = nullptr);
 
+  // Records every accepted token's log-probability and the `top` most likely alternatives'
+  // (0: none); call before prefill().
+  void record_logprobs(int64_t top) { logprobs_top_ = top; }
   // One forward over the prompt, then the first token.
   void prefill();
+  // A copy of this sequence just after its prefill() (before any decode step) that samples its
+  // first token again, with `seed`: n choices of one prompt from one prefill.
+  std::unique_ptr<Sequence> fork(uint64_t seed) const;
   // The token the next decode step feeds (the last one sampled).
   int64_t next_input() const { return next_; }
   // The cache of the sequence's runtime: cache() on the torch forward, engine_cache() on the
@@ -90,8 +97,15 @@ class Sequence {
   // Text of the tokens accepted since the last call (bytes; a UTF-8 character may be split
   // across calls when the tokenizer emits byte pieces).
   std::string take_text();
+  // The log-probabilities of the tokens accepted since the last call (record_logprobs()).
+  std::vector<TokenLogprob> take_logprobs();
 
  private:
+  Sequence(const Sequence&) = default;  // fork()
+  // Samples next_ from logits [vocab] (keeping its log-probabilities when recorded), then
+  // take_sampled().
+  void pick(const float* logits, int64_t vocab);
+  void pick(const torch::Tensor& logits);
   void take_sampled();  // appends next_ or ends the sequence
 
   // What both runtimes' constructors share: the fields and the argument checks.
@@ -107,7 +121,12 @@ class Sequence {
   int64_t max_tokens_;
   model::Architecture arch_;
   model::LayerRouter* router_;
+  SamplingOptions sampling_;
   Sampler sampler_;
+  int64_t logprobs_top_ = -1;           // -1: not recorded
+  std::vector<float> prefill_logits_;   // the prompt's last position's: fork() samples again
+  TokenLogprobs pending_;               // next_'s, until take_sampled() appends it
+  std::vector<TokenLogprob> logprobs_;  // not yet taken
   model::KVCache cache_;
   EngineCache engine_cache_;
   std::vector<int64_t> tokens_;

@@ -3,6 +3,10 @@
 #include <cmath>
 #include <limits>
 
+#include "core/error.h"
+#include "route/budget.h"
+#include "route/select.h"
+
 namespace flextron::serve {
 
 using nlohmann::json;
@@ -52,14 +56,96 @@ std::string text(const json& body, const char* name, const std::string& fallback
   return v->get<std::string>();
 }
 
-// A string, or an array holding exactly one string (OpenAI accepts batches; we serve one).
-std::string prompt_text(const json& body) {
+bool boolean(const json& body, const char* name, bool fallback) {
+  const auto* v = field(body, name);
+  if (v == nullptr) return fallback;
+  if (!v->is_boolean()) bad(name, "must be true or false");
+  return v->get<bool>();
+}
+
+// Token ids as sent: integers >= 0 (the server checks them against the vocabulary).
+std::optional<std::vector<int64_t>> token_ids(const json& v, const std::string& where) {
+  if (!v.is_array() || v.empty() || !(v[0].is_number_integer() || v[0].is_number_unsigned()))
+    return std::nullopt;
+  std::vector<int64_t> ids;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const auto& id = v[i];
+    if (!(id.is_number_integer() || id.is_number_unsigned()) || id.get<double>() < 0 ||
+        id.get<double>() > 1e15)
+      bad(where, "element " + std::to_string(i) + " must be a token id (an integer >= 0)");
+    ids.push_back(id.get<int64_t>());
+  }
+  return ids;
+}
+
+// OpenAI's four prompt shapes: a string, a list of strings, token ids, a list of token-id lists.
+std::vector<Prompt> prompts(const json& body) {
   const auto* v = field(body, "prompt");
   if (v == nullptr) bad("prompt", "is required");
-  if (v->is_string()) return v->get<std::string>();
-  if (v->is_array() && v->size() == 1 && (*v)[0].is_string()) return (*v)[0].get<std::string>();
-  if (v->is_array()) bad("prompt", "must be one string (batched prompts are not supported)");
-  bad("prompt", "must be a string");
+  if (v->is_string()) return {Prompt{v->get<std::string>(), {}, false}};
+  const char* shapes = "must be a string, a list of strings, a list of token ids or a list of them";
+  if (!v->is_array() || v->empty()) bad("prompt", shapes);
+  if (auto ids = token_ids(*v, "prompt")) return {Prompt{"", *ids, true}};
+  std::vector<Prompt> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    const auto& p = (*v)[i];
+    const std::string where = "prompt[" + std::to_string(i) + "]";
+    if (p.is_string()) {
+      out.push_back({p.get<std::string>(), {}, false});
+    } else if (auto ids = token_ids(p, where)) {
+      out.push_back({"", *ids, true});
+    } else {
+      bad("prompt", std::string(shapes) + " (" + where + " is neither)");
+    }
+  }
+  return out;
+}
+
+// Fields that change what a client gets back and that this server does not do: refused by name
+// rather than ignored. Each is allowed at its no-op value.
+void refuse_unsupported(const json& body, Endpoint endpoint) {
+  auto given = [&](const char* name) {
+    return field(body, name) != nullptr;
+  };
+  auto nonzero = [&](const char* name) {
+    const auto* v = field(body, name);
+    return v != nullptr && !(v->is_number() && v->get<double>() == 0.0);
+  };
+  auto nonempty = [&](const char* name) {
+    const auto* v = field(body, name);
+    return v != nullptr && !((v->is_object() || v->is_array() || v->is_string()) && v->empty());
+  };
+  for (const char* name :
+       {"tools", "functions", "logit_bias", "suffix", "audio", "prediction", "web_search_options"})
+    if (nonempty(name)) bad(name, "is not supported by this server");
+  for (const char* name : {"presence_penalty", "frequency_penalty"})
+    if (nonzero(name)) bad(name, "is not supported by this server (only 0)");
+  for (const char* name : {"tool_choice", "function_call"}) {
+    const auto* v = field(body, name);
+    if (v != nullptr && !(v->is_string() && v->get<std::string>() == "none"))
+      bad(name, "is not supported by this server (only \"none\")");
+  }
+  if (const auto* v = field(body, "modalities"))
+    if (*v != json::array({"text"})) bad("modalities", "must be [\"text\"]");
+  if (given("best_of") && integer(body, "best_of", 1) != integer(body, "n", 1))
+    bad("best_of", "is not supported by this server (only equal to n)");
+  if (const auto* v = field(body, "response_format")) {
+    if (!v->is_object() || !v->contains("type") || !(*v)["type"].is_string())
+      bad("response_format", "must be an object with a string \"type\"");
+    const auto type = (*v)["type"].get<std::string>();
+    if (type == "json_object" || type == "json_schema")
+      bad("response_format", "type \"" + type + "\" is not supported by this server yet");
+    if (type != "text") bad("response_format", "type must be \"text\", got \"" + type + "\"");
+  }
+  if (endpoint == Endpoint::ChatCompletions && given("echo"))
+    bad("echo", "is a completions field, not a chat one");
+}
+
+// The message part of a flextron::Error ("--router: unknown router ..." -> "unknown router ...").
+std::string what_part(const std::exception& e) {
+  const std::string m = e.what();
+  const auto colon = m.find(": ");
+  return colon == std::string::npos ? m : m.substr(colon + 2);
 }
 
 std::vector<std::string> stop_strings(const json& body) {
@@ -77,6 +163,28 @@ std::vector<std::string> stop_strings(const json& body) {
 
 }  // namespace
 
+namespace {
+// A message's content: a string, or text parts.
+std::string message_text(const json& content, const std::string& where) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) bad(where, "must be a string or an array of text parts");
+  // Text parts, concatenated as sent.
+  std::string text;
+  for (size_t j = 0; j < content.size(); ++j) {
+    const auto& part = content[j];
+    const std::string at = where + "[" + std::to_string(j) + "]";
+    if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+      bad(at, "must be an object with a string \"type\"");
+    const auto type = part["type"].get<std::string>();
+    if (type != "text")
+      bad(at + ".type", "\"" + type + "\" is not supported (this model reads text parts only)");
+    if (!part.contains("text") || !part["text"].is_string()) bad(at + ".text", "must be a string");
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+}  // namespace
+
 std::string render_chat(const json& messages, std::vector<std::string>* stops) {
   if (!messages.is_array() || messages.empty()) bad("messages", "must be a non-empty array");
   std::string out;
@@ -86,9 +194,8 @@ std::string render_chat(const json& messages, std::vector<std::string>* stops) {
     if (!m.is_object()) bad(where, "must be an object with role and content");
     const auto role = m.value("role", json()), content = m.value("content", json());
     if (!role.is_string()) bad(where + ".role", "must be a string");
-    if (!content.is_string()) bad(where + ".content", "must be a string");
     const auto r = role.get<std::string>();
-    const auto c = content.get<std::string>();
+    const auto c = message_text(content, where + ".content");
     if (r == "system" || r == "developer")
       out += c + "\n\n";
     else if (r == "user")
@@ -102,7 +209,8 @@ std::string render_chat(const json& messages, std::vector<std::string>* stops) {
   return out + "Assistant:";
 }
 
-CompletionRequest parse_completion_request(const std::string& body_text, Endpoint endpoint) {
+namespace {
+json parse_body(const std::string& body_text) {
   json body;
   try {
     body = json::parse(body_text);
@@ -111,18 +219,63 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
     throw ApiError(400, std::string("request body is not valid JSON: ") + e.what());
   }
   if (!body.is_object()) throw ApiError(400, "request body must be a JSON object");
+  return body;
+}
+}  // namespace
+
+TokenizeRequest parse_tokenize_request(const std::string& body_text) {
+  const json body = parse_body(body_text);
+  TokenizeRequest r;
+  if (field(body, "content") == nullptr) bad("content", "is required");
+  r.content = text(body, "content", "");
+  r.add_special = boolean(body, "add_special", false);
+  r.with_pieces = boolean(body, "with_pieces", false);
+  return r;
+}
+
+std::vector<int64_t> parse_detokenize_request(const std::string& body_text, int64_t vocab) {
+  const json body = parse_body(body_text);
+  const auto* v = field(body, "tokens");
+  if (v == nullptr) bad("tokens", "is required");
+  if (!v->is_array()) bad("tokens", "must be an array of token ids");
+  if (v->empty()) return {};
+  auto ids = token_ids(*v, "tokens");
+  if (!ids) bad("tokens", "must be an array of token ids");
+  for (size_t i = 0; i < ids->size(); ++i)
+    if ((*ids)[i] >= vocab)
+      bad("tokens", "element " + std::to_string(i) + " is " + std::to_string((*ids)[i]) +
+                        ", outside the vocabulary of " + std::to_string(vocab));
+  return *ids;
+}
+
+CompletionRequest parse_completion_request(const std::string& body_text, Endpoint endpoint) {
+  const json body = parse_body(body_text);
   CompletionRequest r;
   r.endpoint = endpoint;
+  refuse_unsupported(body, endpoint);
   r.model = text(body, "model", "");
   r.stop = stop_strings(body);
   if (endpoint == Endpoint::ChatCompletions) {
     const auto* messages = field(body, "messages");
     if (messages == nullptr) bad("messages", "is required");
-    r.prompt = render_chat(*messages, &r.stop);
+    r.prompts = {Prompt{render_chat(*messages, &r.stop), {}, false}};
     r.max_tokens = integer(body, "max_completion_tokens", integer(body, "max_tokens", 256));
+    if (boolean(body, "logprobs", false)) {
+      r.logprobs = integer(body, "top_logprobs", 0);
+      if (r.logprobs < 0 || r.logprobs > 20) bad("top_logprobs", "must be in [0, 20]");
+    } else if (field(body, "top_logprobs") != nullptr) {
+      bad("top_logprobs", "needs \"logprobs\": true");
+    }
   } else {
-    r.prompt = prompt_text(body);
+    r.prompts = prompts(body);
     r.max_tokens = integer(body, "max_tokens", 16);
+    r.echo = boolean(body, "echo", false);
+    if (field(body, "logprobs") != nullptr) {
+      r.logprobs = integer(body, "logprobs", 0);
+      if (r.logprobs < 0 || r.logprobs > 5) bad("logprobs", "must be in [0, 5]");
+      if (r.echo)
+        bad("echo", "with logprobs is not supported (prompt log-probabilities are not computed)");
+    }
   }
   if (r.max_tokens < 1) bad("max_tokens", "must be >= 1");
   r.sampling.temperature = number(body, "temperature", 1.0);
@@ -134,10 +287,19 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
     r.sampling.seed = static_cast<uint64_t>(integer(body, "seed", 0));
     r.seed_given = true;
   }
-  if (integer(body, "n", 1) != 1) bad("n", "must be 1 (one completion per request)");
-  if (const auto* s = field(body, "stream")) {
-    if (!s->is_boolean()) bad("stream", "must be true or false");
-    r.stream = s->get<bool>();
+  r.n = integer(body, "n", 1);
+  if (r.n < 1 || r.n > kMaxChoices) bad("n", "must be in [1, " + std::to_string(kMaxChoices) + "]");
+  if (static_cast<int64_t>(r.prompts.size()) * r.n > kMaxChoices)
+    bad("prompt", std::to_string(r.prompts.size()) + " prompts x n = " + std::to_string(r.n) +
+                      " choices is more than " + std::to_string(kMaxChoices));
+  r.stream = boolean(body, "stream", false);
+  if (const auto* options = field(body, "stream_options")) {
+    if (!r.stream) bad("stream_options", "is only allowed with \"stream\": true");
+    if (!options->is_object()) bad("stream_options", "must be an object");
+    const auto* usage = field(*options, "include_usage");
+    if (usage != nullptr && !usage->is_boolean())
+      bad("stream_options.include_usage", "must be true or false");
+    r.include_usage = usage != nullptr && usage->get<bool>();
   }
   if (field(body, "budget") != nullptr) {
     const double b = number(body, "budget", 1.0);
@@ -146,6 +308,16 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
   }
   r.budget_kind = text(body, "budget_kind", r.budget_kind);
   r.router = text(body, "router", r.router);
+  try {
+    route::parse_budget_kind(r.budget_kind);
+  } catch (const Error& e) {
+    bad("budget_kind", what_part(e));
+  }
+  try {
+    route::parse_router_kind(r.router);
+  } catch (const Error& e) {
+    bad("router", what_part(e));
+  }
   return r;
 }
 
@@ -161,49 +333,112 @@ json usage(const CompletionResult& r) {
           {"completion_tokens", r.completion_tokens},
           {"total_tokens", r.prompt_tokens + r.completion_tokens}};
 }
+
+json byte_values(const std::string& piece) {
+  json bytes = json::array();
+  for (unsigned char c : piece) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
 }  // namespace
+
+json completion_logprobs(const std::vector<runtime::TokenLogprob>& tokens, size_t offset) {
+  json pieces = json::array(), logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  for (const auto& t : tokens) {
+    pieces.push_back(t.token.piece);
+    logprobs.push_back(t.token.logprob);
+    json alternatives = json::object();
+    for (const auto& alt : t.top)
+      if (!alternatives.contains(alt.piece)) alternatives[alt.piece] = alt.logprob;
+    top.push_back(alternatives);
+    offsets.push_back(offset);
+    offset += t.token.piece.size();
+  }
+  return {{"tokens", pieces},
+          {"token_logprobs", logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
+}
+
+json chat_logprobs(const std::vector<runtime::TokenLogprob>& tokens) {
+  json content = json::array();
+  for (const auto& t : tokens) {
+    json top = json::array();
+    for (const auto& alt : t.top)
+      top.push_back(
+          {{"token", alt.piece}, {"logprob", alt.logprob}, {"bytes", byte_values(alt.piece)}});
+    content.push_back({{"token", t.token.piece},
+                       {"logprob", t.token.logprob},
+                       {"bytes", byte_values(t.token.piece)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+size_t tokens_within(const std::vector<runtime::TokenLogprob>& tokens, size_t bytes) {
+  size_t start = 0, count = 0;
+  for (const auto& t : tokens) {
+    if (start >= bytes && !(start == bytes && t.token.piece.empty())) break;
+    start += t.token.piece.size();
+    ++count;
+  }
+  return count;
+}
 
 json completion_response(Endpoint endpoint, const CompletionResult& r) {
   const bool chat = endpoint == Endpoint::ChatCompletions;
-  json choice = {{"index", 0}, {"finish_reason", r.finish_reason}};
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", r.text}};
-  } else {
-    choice["text"] = r.text;
-    choice["logprobs"] = nullptr;
+  json choices = json::array();
+  for (size_t i = 0; i < r.choices.size(); ++i) {
+    const auto& c = r.choices[i];
+    json choice = {{"index", i}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}};
+    if (chat)
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+    else
+      choice["text"] = c.text;
+    choices.push_back(choice);
   }
   return {{"id", r.id},
           {"object", chat ? "chat.completion" : "text_completion"},
           {"created", r.created},
           {"model", r.model},
-          {"choices", json::array({choice})},
+          {"system_fingerprint", nullptr},
+          {"choices", choices},
           {"usage", usage(r)},
           {"flextron", r.flextron}};
 }
 
-json completion_chunk(Endpoint endpoint, const CompletionResult& r, const std::string& text,
-                      bool first, bool last) {
+json completion_chunk(Endpoint endpoint, const CompletionResult& r, size_t index,
+                      const std::string& text, const json& logprobs, bool first, bool last) {
   const bool chat = endpoint == Endpoint::ChatCompletions;
-  json choice = {{"index", 0}};
-  choice["finish_reason"] = last ? json(r.finish_reason) : json(nullptr);
+  json choice = {{"index", index}, {"logprobs", logprobs}};
+  choice["finish_reason"] = last ? json(r.choices.at(index).finish_reason) : json(nullptr);
   if (chat) {
     choice["delta"] = json::object();
     if (first) choice["delta"]["role"] = "assistant";
     if (!text.empty() || !last) choice["delta"]["content"] = text;
   } else {
     choice["text"] = text;
-    choice["logprobs"] = nullptr;
   }
   json chunk = {{"id", r.id},
                 {"object", chat ? "chat.completion.chunk" : "text_completion"},
                 {"created", r.created},
                 {"model", r.model},
+                {"system_fingerprint", nullptr},
                 {"choices", json::array({choice})}};
-  if (last) {
-    chunk["usage"] = usage(r);
-    chunk["flextron"] = r.flextron;
-  }
+  if (last) chunk["flextron"] = r.flextron;
   return chunk;
+}
+
+json usage_chunk(Endpoint endpoint, const CompletionResult& r) {
+  const bool chat = endpoint == Endpoint::ChatCompletions;
+  return {{"id", r.id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", r.created},
+          {"model", r.model},
+          {"system_fingerprint", nullptr},
+          {"choices", json::array()},
+          {"usage", usage(r)},
+          {"flextron", r.flextron}};
 }
 
 std::string dump(const json& j) {

@@ -2,8 +2,13 @@
 // /v1/chat/completions), as plain data: parsing and validation that need no model, errors in
 // OpenAI's shape, and the response and streaming-chunk bodies.
 //
-// Fields read: model, prompt / messages, max_tokens (max_completion_tokens for chat), temperature,
-// top_p, seed, stop, stream, n (1 only); and Flextron's own: budget, budget_kind, router.
+// Fields read: model, prompt (a string, token ids, or a list of either) / messages (content a
+// string or text parts), max_tokens (max_completion_tokens for chat), temperature, top_p, seed,
+// stop, stream, stream_options.include_usage, n, echo, logprobs (completions: the number of
+// alternatives; chat: true, with top_logprobs), response_format type "text"; and Flextron's own:
+// budget, budget_kind, router. A field that would change the output and that we do not serve
+// (tools, logit_bias, penalties, suffix, structured response formats, ...) is a 400 naming it,
+// never silently ignored.
 #pragma once
 
 #include <cstdint>
@@ -33,10 +38,25 @@ nlohmann::json error_body(const std::string& message, const std::string& type,
 
 enum class Endpoint { Completions, ChatCompletions };
 
+// The most choices one request may ask for (prompts x n).
+constexpr int64_t kMaxChoices = 16;
+
+// One prompt: text to encode, or token ids as sent (the server checks them against the vocabulary
+// and puts BOS first when they do not start with it).
+struct Prompt {
+  std::string text;
+  std::vector<int64_t> tokens;
+  bool is_tokens = false;
+};
+
 struct CompletionRequest {
   Endpoint endpoint = Endpoint::Completions;
-  std::string model;   // as sent (echoed back); empty = the served model
-  std::string prompt;  // chat: the messages rendered by the chat template
+  std::string model;            // as sent (echoed back); empty = the served model
+  std::vector<Prompt> prompts;  // chat: one, the messages rendered by the chat template
+  int64_t n = 1;                // choices per prompt
+  bool echo = false;            // completions: the prompt's text starts each choice's text
+  int64_t logprobs = -1;        // -1: none; k >= 0: each token's and the k likeliest alternatives'
+  bool include_usage = false;   // streams: a last chunk with usage and no choices
   int64_t max_tokens = 16;
   runtime::SamplingOptions sampling;
   bool seed_given = false;
@@ -51,6 +71,16 @@ struct CompletionRequest {
 // missing or mistyped fields and values out of range.
 CompletionRequest parse_completion_request(const std::string& body, Endpoint endpoint);
 
+// POST /tokenize and /detokenize (llama-server's shapes).
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false;  // BOS first
+  bool with_pieces = false;  // {"id", "piece"} objects instead of bare ids
+};
+TokenizeRequest parse_tokenize_request(const std::string& body);
+// {"tokens": [id, ...]}, each id in [0, vocab).
+std::vector<int64_t> parse_detokenize_request(const std::string& body, int64_t vocab);
+
 // The chat template: an optional system message, then "User: ...\nAssistant: ..." turns, ending
 // with "Assistant:" for the model to continue. `stop_strings` gets the turn markers, so a model
 // that runs on into the next turn stops there.
@@ -60,23 +90,43 @@ std::string render_chat(const nlohmann::json& messages, std::vector<std::string>
 // "stop" (end of sequence or a stop string), or "cancelled".
 std::string finish_reason(const std::string& stop_reason);
 
+struct ChoiceResult {
+  std::string text;
+  std::string finish_reason;
+  nlohmann::json logprobs;  // completion_logprobs() / chat_logprobs(), or null
+};
+
 struct CompletionResult {
   std::string id;
   int64_t created = 0;
   std::string model;
-  std::string text;
-  std::string finish_reason;
+  std::vector<ChoiceResult> choices;  // choice i*n + j: prompt i's j-th
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   nlohmann::json flextron;  // what the budget chose and what it measured
 };
 
+// Log-probabilities in each endpoint's shape. Completions: {tokens, token_logprobs,
+// top_logprobs: [{piece: logprob}], text_offset} with offsets counted from `offset` bytes into
+// the choice's text. Chat: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob,
+// bytes}]}], refusal: null}.
+nlohmann::json completion_logprobs(const std::vector<runtime::TokenLogprob>& tokens,
+                                   size_t offset = 0);
+nlohmann::json chat_logprobs(const std::vector<runtime::TokenLogprob>& tokens);
+// The first entries of `tokens` whose pieces start within the first `bytes` bytes of their
+// concatenation (the entries behind a text cut by a stop string, or not yet streamed, are left).
+size_t tokens_within(const std::vector<runtime::TokenLogprob>& tokens, size_t bytes);
+
 // The whole non-streamed response.
 nlohmann::json completion_response(Endpoint endpoint, const CompletionResult& r);
-// One streamed chunk carrying `text` (the first chat chunk also carries the role). The last
-// chunk has the finish reason, usage and the flextron object.
-nlohmann::json completion_chunk(Endpoint endpoint, const CompletionResult& r,
-                                const std::string& text, bool first, bool last);
+// One streamed chunk of choice `index` carrying `text` and its tokens' `logprobs` (null: none);
+// the first chat chunk also carries the role. A choice's last chunk has its finish reason and
+// the flextron object.
+nlohmann::json completion_chunk(Endpoint endpoint, const CompletionResult& r, size_t index,
+                                const std::string& text, const nlohmann::json& logprobs, bool first,
+                                bool last);
+// stream_options.include_usage: the last chunk, with usage and no choices.
+nlohmann::json usage_chunk(Endpoint endpoint, const CompletionResult& r);
 
 // A JSON body as text; invalid UTF-8 (a character cut by max_tokens) becomes U+FFFD.
 std::string dump(const nlohmann::json& j);

@@ -33,10 +33,19 @@ Job::Job(JobSpec spec) : spec_(std::move(spec)), stream_(spec_.stop) {
 }
 
 bool Job::wait(std::string& out, std::chrono::milliseconds timeout) {
+  std::vector<runtime::TokenLogprob> ignored;
+  return wait(out, ignored, timeout);
+}
+
+bool Job::wait(std::string& out, std::vector<runtime::TokenLogprob>& logprobs,
+               std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait_for(lock, timeout, [&] { return !text_.empty() || finished_; });
+  changed_.wait_for(lock, timeout,
+                    [&] { return !text_.empty() || !logprobs_.empty() || finished_; });
   out += text_;
   text_.clear();
+  for (auto& entry : logprobs_) logprobs.push_back(std::move(entry));
+  logprobs_.clear();
   return finished_;
 }
 
@@ -45,10 +54,12 @@ JobOutcome Job::outcome() const {
   return outcome_;
 }
 
-void Job::publish(const std::string& text, bool finished) {
+void Job::publish(const std::string& text, std::vector<runtime::TokenLogprob> logprobs,
+                  bool finished) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     text_ += text;
+    for (auto& entry : logprobs) logprobs_.push_back(std::move(entry));
     if (finished) {
       finished_ = true;
       outcome_ = progress_;
@@ -78,19 +89,36 @@ Engine::~Engine() {
 }
 
 std::shared_ptr<Job> Engine::submit(JobSpec spec) {
-  auto job = std::make_shared<Job>(std::move(spec));
+  return submit_choices(std::move(spec), 1).front();
+}
+
+std::vector<std::shared_ptr<Job>> Engine::submit_choices(JobSpec spec, int64_t n) {
+  if (n < 1) fail("n", "must be >= 1");
+  if (n > 1 && router_of(spec) != nullptr)
+    fail("n", "choices forked from one prefill cannot share a dynamic router");
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (int64_t i = 0; i < n; ++i) {
+    JobSpec choice = spec;
+    choice.sampling.seed = spec.sampling.seed + static_cast<uint64_t>(i);
+    jobs.push_back(std::make_shared<Job>(std::move(choice)));
+    jobs.back()->fork_seed_ = jobs.back()->spec().sampling.seed;
+  }
+  auto job = jobs.front();
+  job->followers_.assign(jobs.begin() + 1, jobs.end());
   // Jobs that decode together share a key: their architecture. A dynamic router picks widths
   // per token, so its job is a batch of its own.
+  std::string key;
   if (router_of(job->spec()) != nullptr) {
-    job->batch_key_ = "dynamic:" + std::to_string(reinterpret_cast<uintptr_t>(job.get()));
+    key = "dynamic:" + std::to_string(reinterpret_cast<uintptr_t>(job.get()));
   } else {
     const auto& arch = architecture_of(job->spec());
-    job->batch_key_ = arch.empty() ? "full" : model::architecture_to_json(arch).dump();
+    key = arch.empty() ? "full" : model::architecture_to_json(arch).dump();
   }
+  for (auto& choice : jobs) choice->batch_key_ = key;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) throw ApiError(503, "the server is shutting down", "", "server_error");
-    if (static_cast<int64_t>(queue_.size()) + active_count_ >=
+    if (static_cast<int64_t>(queue_.size()) + active_count_ + n - 1 >=
         options_.max_active + options_.max_queue)
       throw ApiError(503,
                      "the server is busy: " + std::to_string(active_count_) + " generating, " +
@@ -100,7 +128,7 @@ std::shared_ptr<Job> Engine::submit(JobSpec spec) {
     metrics_.set_queue(static_cast<int64_t>(queue_.size()), active_count_);
   }
   wake_.notify_one();
-  return job;
+  return jobs;
 }
 
 void Engine::shutdown(std::chrono::milliseconds grace) {
@@ -147,6 +175,9 @@ void Engine::admit() {
             }))->charge_;
   while (!queue_.empty() && static_cast<int64_t>(active_.size()) < options_.max_active) {
     auto job = queue_.front();
+    // A job's followers take slots too once forked: wait for room for all (unless idle).
+    const auto need = static_cast<int64_t>(active_.size() + 1 + job->followers_.size());
+    if (!active_.empty() && need > options_.max_active) break;
     queue_.pop_front();
     const auto& spec = job->spec();
     try {
@@ -159,6 +190,7 @@ void Engine::admit() {
         job->sequence_ = std::make_unique<runtime::Sequence>(model_, tokenizer_, spec.prompt_tokens,
                                                              spec.max_tokens, spec.sampling,
                                                              architecture_of(spec), router);
+      if (spec.logprobs >= 0) job->sequence_->record_logprobs(spec.logprobs);
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;
@@ -186,7 +218,7 @@ void Engine::step() {
   try {
     if (prefilling) {
       rows = {&first};
-      prefill(first);
+      for (Job* follower : prefill(first)) rows.push_back(follower);
     } else {
       for (Job* job : running)
         if (job->batch_key_ == first.batch_key_ && job->progress_.started != Clock::time_point() &&
@@ -206,9 +238,19 @@ void Engine::step() {
   }
 }
 
-void Engine::prefill(Job& job) {
+std::vector<Job*> Engine::prefill(Job& job) {
   job.progress_.started = Clock::now();
   job.sequence_->prefill();
+  std::vector<Job*> forked;
+  for (auto& follower : job.followers_) {
+    follower->progress_.started = job.progress_.started;
+    follower->sequence_ = job.sequence_->fork(follower->fork_seed_);
+    follower->charge_ = job.charge_;
+    active_.push_back(follower);
+    forked.push_back(follower.get());
+  }
+  job.followers_.clear();
+  return forked;
 }
 
 void Engine::decode(const std::vector<Job*>& rows) {
@@ -246,15 +288,16 @@ void Engine::decode(const std::vector<Job*>& rows) {
 void Engine::deliver(Job& job) {
   auto& seq = *job.sequence_;
   std::string text = job.stream_.push(seq.take_text());
+  auto logprobs = seq.take_logprobs();
   if (job.stream_.stopped()) seq.finish("stop");
   const auto tokens = static_cast<int64_t>(seq.tokens().size());
   if (tokens > 0 && job.progress_.completion_tokens == 0) job.progress_.first_token = Clock::now();
   job.progress_.completion_tokens = tokens;
   if (seq.finished()) {
-    job.publish(text + job.stream_.flush(), false);
+    job.publish(text + job.stream_.flush(), std::move(logprobs), false);
     finish(job, seq.stop_reason());
-  } else if (!text.empty()) {
-    job.publish(text, false);
+  } else if (!text.empty() || !logprobs.empty()) {
+    job.publish(text, std::move(logprobs), false);
   }
 }
 
@@ -274,7 +317,11 @@ void Engine::finish(Job& job, const std::string& reason, const std::string& erro
   g.first_token_seconds = seconds(job.progress_.first_token - job.progress_.submitted);
   g.total_seconds = seconds(job.progress_.finished - job.progress_.submitted);
   metrics_.record_generation(g);
-  job.publish("", true);
+  job.publish("", {}, true);
+  // Choices never forked (the leader failed or was cancelled before its prefill) end with it.
+  auto followers = std::move(job.followers_);
+  job.followers_.clear();
+  for (auto& follower : followers) finish(*follower, reason, error);
 }
 
 }  // namespace flextron::serve

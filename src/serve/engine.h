@@ -49,6 +49,7 @@ struct JobSpec {
   std::shared_ptr<route::BudgetPlan> plan;  // null: the full model
   std::string budget_label = "full";        // metrics label: "0.5", "full"
   std::string router_label = "static";
+  int64_t logprobs = -1;  // >= 0: record each token's log-probability and this many alternatives
 };
 
 // How a job ended, with its timings (filled by the engine; read after finished).
@@ -73,6 +74,10 @@ class Job {
   // Handler side. Waits up to `timeout` for new text or the end; appends new text to `out`.
   // Returns true once the job has finished (and all its text was handed out).
   bool wait(std::string& out, std::chrono::milliseconds timeout);
+  // The same, also handing out the log-probabilities of the tokens generated since the last
+  // call (JobSpec::logprobs); they may run ahead of the text a stop string holds back.
+  bool wait(std::string& out, std::vector<runtime::TokenLogprob>& logprobs,
+            std::chrono::milliseconds timeout);
   // Asks the engine to stop generating for this job (a client went away).
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
@@ -81,12 +86,13 @@ class Job {
  private:
   friend class Engine;
   // Engine side: hands out text; at the end, the outcome with it.
-  void publish(const std::string& text, bool finished);
+  void publish(const std::string& text, std::vector<runtime::TokenLogprob> logprobs, bool finished);
 
   const JobSpec spec_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::string text_;  // not yet taken by wait()
+  std::string text_;                             // not yet taken by wait()
+  std::vector<runtime::TokenLogprob> logprobs_;  // the same
   bool finished_ = false;
   JobOutcome outcome_;  // set when finished
   std::atomic<bool> cancelled_{false};
@@ -97,6 +103,10 @@ class Job {
   TextStream stream_;
   std::string batch_key_;
   double charge_ = 0.0;
+  // The other choices of the same prompt (submit_choices): forked from this job's sequence once
+  // its prefill has run; empty after that.
+  std::vector<std::shared_ptr<Job>> followers_;
+  uint64_t fork_seed_ = 0;
 };
 
 struct EngineOptions {
@@ -123,6 +133,10 @@ class Engine {
 
   // Queues a job. Throws ApiError(503) when the queue is full or the engine is shutting down.
   std::shared_ptr<Job> submit(JobSpec spec);
+  // `n` choices of one prompt: the first job prefills it, the others are forked from that
+  // prefill with their own seeds (spec's seed + i, so a seeded request is reproducible), and
+  // all n decode together. The spec must not use a dynamic router (its state is per sequence).
+  std::vector<std::shared_ptr<Job>> submit_choices(JobSpec spec, int64_t n);
   // Stops taking jobs, cancels the queued ones, lets running ones finish for up to `grace`,
   // cancels the rest, and joins the engine thread.
   void shutdown(std::chrono::milliseconds grace);
@@ -131,7 +145,8 @@ class Engine {
   void run();
   void admit();  // queue -> active (engine thread, under mutex_)
   void step();   // one prefill or decode step
-  void prefill(Job& job);
+  // Runs the job's prompt; returns the followers forked from it (now active).
+  std::vector<Job*> prefill(Job& job);
   void decode(const std::vector<Job*>& rows);
   void deliver(Job& job);
   void finish(Job& job, const std::string& reason, const std::string& error = {});

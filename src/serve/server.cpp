@@ -46,8 +46,10 @@ void send_error(httplib::Response& res, const ApiError& e) {
 
 // The metrics label of a path: known endpoints by name, everything else as one series.
 std::string path_label(const std::string& path) {
-  static const char* known[] = {"/health", "/metrics", "/v1/models", "/v1/completions",
-                                "/v1/chat/completions"};
+  static const char* known[] = {
+      "/health",   "/metrics",   "/v1/models", "/v1/completions", "/v1/chat/completions",
+      "/tokenize", "/detokenize"};
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   for (const char* k : known)
     if (path == k) return path;
   return "other";
@@ -89,11 +91,16 @@ struct Server::Impl {
   std::shared_ptr<route::BudgetPlan> plan_for(const CompletionRequest& r, route::Budget* budget);
   json flextron_object(const JobSpec& spec, const JobOutcome& outcome) const;
   void completion(const std::string& body, httplib::Response& res, Endpoint endpoint);
+  // A prompt's ids (BOS first), checked against the vocabulary and the context; ApiError(400)
+  // naming `where` otherwise.
+  std::vector<int64_t> prompt_tokens(const Prompt& prompt, const std::string& where);
   // The request body, read through `reader` up to options.max_body_bytes whatever its
   // encoding; false (and the error response sent) when it is too large or unreadable.
   bool read_body(const httplib::ContentReader& reader, httplib::Response& res, std::string& body);
-  json models() const;  // the /v1/models body (reads the router files: built once, at start)
-  json models_body;
+  json model_object() const;  // the /v1/models entry (reads the router files: built once)
+  json model_body;
+  void tokenize(const std::string& body, httplib::Response& res) const;
+  void detokenize(const std::string& body, httplib::Response& res) const;
 };
 
 bool Server::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
@@ -186,11 +193,46 @@ bool Server::Impl::read_body(const httplib::ContentReader& reader, httplib::Resp
   return false;
 }
 
+std::vector<int64_t> Server::Impl::prompt_tokens(const Prompt& prompt, const std::string& where) {
+  const auto& config = loaded.model->config();
+  if (!prompt.is_tokens) {
+    try {
+      return runtime::encode_prompt(*loaded.tokenizer, config, prompt.text);
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), where);
+    }
+  }
+  const int64_t vocab = loaded.tokenizer->vocab_size();
+  std::vector<int64_t> tokens;
+  // BOS first, as encode_prompt puts it, unless the ids already start with it.
+  if (prompt.tokens.empty() || prompt.tokens.front() != loaded.tokenizer->bos_id())
+    tokens.push_back(loaded.tokenizer->bos_id());
+  for (size_t i = 0; i < prompt.tokens.size(); ++i) {
+    if (prompt.tokens[i] >= vocab)
+      throw ApiError(400,
+                     "'" + where + "' token " + std::to_string(i) + " is " +
+                         std::to_string(prompt.tokens[i]) + ", outside the vocabulary of " +
+                         std::to_string(vocab),
+                     where);
+    tokens.push_back(prompt.tokens[i]);
+  }
+  if (static_cast<int64_t>(tokens.size()) >= config.max_position_embeddings)
+    throw ApiError(400,
+                   "'" + where + "' " + std::to_string(tokens.size()) +
+                       " tokens do not fit the model's context of " +
+                       std::to_string(config.max_position_embeddings) + " positions",
+                   where);
+  return tokens;
+}
+
 void Server::Impl::completion(const std::string& body, httplib::Response& res, Endpoint endpoint) {
+  const bool chat = endpoint == Endpoint::ChatCompletions;
   CompletionRequest request;
   JobSpec spec;
-  try {
-    request = parse_completion_request(body, endpoint);
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<std::string> echoes;  // each prompt's text, when echoed
+  bool dynamic = false;
+  auto plan = [&] {
     route::Budget budget;
     try {
       spec.plan = plan_for(request, &budget);
@@ -199,16 +241,25 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
         throw ApiError(400, route::missing_latency_table_message(), "budget");
       throw ApiError(400, e.what(), "budget");
     }
+    return budget;
+  };
+  try {
+    request = parse_completion_request(body, endpoint);
+    const auto budget = plan();
+    dynamic = spec.plan && spec.plan->kind == route::RouterKind::Dynamic;
     spec.budget_label = spec.plan ? budget_label(budget) : "full";
     spec.router_label = spec.plan ? route::router_kind_name(spec.plan->kind) : "full";
-    try {
-      spec.prompt_tokens =
-          runtime::encode_prompt(*loaded.tokenizer, loaded.model->config(), request.prompt);
-    } catch (const Error& e) {
-      throw ApiError(400, e.what(), endpoint == Endpoint::ChatCompletions ? "messages" : "prompt");
+    for (size_t i = 0; i < request.prompts.size(); ++i) {
+      const auto& p = request.prompts[i];
+      const std::string where = chat                          ? std::string("messages")
+                                : request.prompts.size() == 1 ? std::string("prompt")
+                                                              : "prompt[" + std::to_string(i) + "]";
+      prompts.push_back(prompt_tokens(p, where));
+      if (request.echo) echoes.push_back(p.is_tokens ? loaded.tokenizer->decode(p.tokens) : p.text);
     }
     spec.max_tokens = request.max_tokens;
     spec.sampling = request.sampling;
+    spec.logprobs = request.logprobs;
     if (!request.seed_given) {
       std::lock_guard<std::mutex> lock(mutex);
       spec.sampling.seed = seeds();
@@ -218,78 +269,199 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
     return send_error(res, e);
   }
 
-  std::shared_ptr<Job> job;
+  // Choice i*n + j is prompt i's j-th. Static plans fork the n choices from one prefill; a
+  // dynamic router keeps per-sequence state, so each of its choices gets a plan of its own.
+  std::vector<std::shared_ptr<Job>> jobs;
   try {
-    job = engine.submit(spec);
+    for (auto& tokens : prompts) {
+      spec.prompt_tokens = tokens;
+      if (!dynamic) {
+        for (auto& job : engine.submit_choices(spec, request.n)) jobs.push_back(job);
+        continue;
+      }
+      for (int64_t j = 0; j < request.n; ++j) {
+        JobSpec choice = spec;
+        choice.sampling.seed = spec.sampling.seed + static_cast<uint64_t>(j);
+        if (j > 0) {
+          plan();
+          choice.plan = spec.plan;
+        }
+        jobs.push_back(engine.submit(choice));
+      }
+    }
   } catch (const ApiError& e) {
+    for (auto& job : jobs) job->cancel();
     return send_error(res, e);
   }
   metrics.add_in_flight(1);
-  CompletionResult result;
-  result.id = std::string(endpoint == Endpoint::ChatCompletions ? "chatcmpl-" : "cmpl-") +
-              std::to_string(started_at) + "-" + std::to_string(++requests);
-  result.created = static_cast<int64_t>(std::time(nullptr));
-  result.model = options.model_name;
-  result.prompt_tokens = static_cast<int64_t>(job->spec().prompt_tokens.size());
-  auto complete = [this, job](CompletionResult& r) {
-    const auto o = job->outcome();
-    r.finish_reason = finish_reason(o.stop_reason);
-    r.completion_tokens = o.completion_tokens;
-    r.flextron = flextron_object(job->spec(), o);
-    return o;
+  auto result = std::make_shared<CompletionResult>();
+  result->id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(started_at) + "-" +
+               std::to_string(++requests);
+  result->created = static_cast<int64_t>(std::time(nullptr));
+  result->model = options.model_name;
+  result->choices.resize(jobs.size());
+  for (const auto& tokens : prompts) result->prompt_tokens += static_cast<int64_t>(tokens.size());
+  // A finished choice's outcome into the result: its finish reason, the token count, and (from
+  // the first choice: they share the plan) the flextron object. Returns the engine's error.
+  auto complete = [this, jobs, result](size_t i) {
+    const auto o = jobs[i]->outcome();
+    result->choices[i].finish_reason = finish_reason(o.stop_reason);
+    result->completion_tokens += o.completion_tokens;
+    if (i == 0) result->flextron = flextron_object(jobs[i]->spec(), o);
+    return o.error;
+  };
+  auto logprobs_json = [endpoint](const std::vector<runtime::TokenLogprob>& tokens, size_t offset) {
+    return endpoint == Endpoint::ChatCompletions ? chat_logprobs(tokens)
+                                                 : completion_logprobs(tokens, offset);
+  };
+  const size_t n = static_cast<size_t>(request.n);
+  auto echo_of = [echoes, n](size_t i) {
+    return echoes.empty() ? std::string() : echoes[i / n];
   };
 
   if (!request.stream) {
-    std::string text;
-    while (!job->wait(text, std::chrono::milliseconds(1000))) {
+    std::string error;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      std::string text;
+      std::vector<runtime::TokenLogprob> tokens;
+      while (!jobs[i]->wait(text, tokens, std::chrono::milliseconds(1000))) {
+      }
+      auto& choice = result->choices[i];
+      choice.text = echo_of(i) + text;
+      if (request.logprobs >= 0) {
+        tokens.resize(tokens_within(tokens, text.size()));  // none past a stop string's cut
+        choice.logprobs = logprobs_json(tokens, 0);
+      }
+      const auto e = complete(i);
+      if (error.empty()) error = e;
     }
-    result.text = text;
-    const auto o = complete(result);
     metrics.add_in_flight(-1);
-    if (!o.error.empty())
-      return send_error(res, ApiError(500, "generation failed: " + o.error, "", "server_error"));
-    return send_json(res, 200, completion_response(endpoint, result));
+    if (!error.empty())
+      return send_error(res, ApiError(500, "generation failed: " + error, "", "server_error"));
+    return send_json(res, 200, completion_response(endpoint, *result));
   }
 
-  // Server-Sent Events: a chunk per piece of text, the last with finish_reason, usage and the
-  // flextron object, then [DONE]. A write that fails means the client left: the job is
-  // cancelled, and the releaser (always called) takes it out of the in-flight count.
-  auto first = std::make_shared<bool>(true);
+  // Server-Sent Events: per choice, a chunk per piece of text (its tokens' log-probabilities
+  // with it), the last with finish_reason and the flextron object; with include_usage a chunk of
+  // usage and no choices; then [DONE]. A write that fails means the client left: the jobs are
+  // cancelled, and the releaser (always called) takes the request out of the in-flight count.
+  struct ChoiceStream {
+    bool first = true, done = false;
+    size_t emitted = 0;      // bytes of text sent (the echoed prompt's too)
+    size_t token_bytes = 0;  // bytes of the tokens whose log-probabilities were sent
+    std::vector<runtime::TokenLogprob> tokens;  // not yet sent
+  };
+  auto streams = std::make_shared<std::vector<ChoiceStream>>(jobs.size());
+  auto last_write = std::make_shared<Clock::time_point>(Clock::now());
+  const bool want_logprobs = request.logprobs >= 0, include_usage = request.include_usage;
   res.set_chunked_content_provider(
       "text/event-stream",
-      [job, endpoint, result, first, complete](size_t, httplib::DataSink& sink) mutable {
-        std::string text;
-        const bool done = job->wait(text, std::chrono::milliseconds(1000));
+      [jobs, endpoint, result, streams, last_write, complete, logprobs_json, echo_of, want_logprobs,
+       include_usage](size_t, httplib::DataSink& sink) {
         auto send = [&](const std::string& event) {
-          if (sink.write(event.data(), event.size())) return true;
-          job->cancel();
+          if (sink.write(event.data(), event.size())) {
+            *last_write = Clock::now();
+            return true;
+          }
+          for (auto& job : jobs) job->cancel();
           return false;
         };
-        if (!text.empty() || (*first && !done)) {
-          if (!send("data: " + dump(completion_chunk(endpoint, result, text, *first, false)) +
-                    "\n\n"))
+        auto event = [](const json& j) {
+          return "data: " + dump(j) + "\n\n";
+        };
+        // One job waited on at a time: a single choice for up to a second, several in turns.
+        const auto wait = std::chrono::milliseconds(jobs.size() == 1 ? 1000 : 20);
+        bool all_done = true;
+        for (size_t i = 0; i < jobs.size(); ++i) {
+          auto& st = (*streams)[i];
+          if (st.done) continue;
+          std::string text;
+          const bool done = jobs[i]->wait(text, st.tokens, wait);
+          if (st.first) text = echo_of(i) + text;
+          const size_t total = st.emitted + text.size();
+          // The log-probabilities of the tokens that start within the text sent so far.
+          auto sent_tokens = [&] {
+            if (!want_logprobs) return json(nullptr);
+            const size_t echo = echo_of(i).size();
+            const size_t completion = total > echo ? total - echo : 0;
+            const size_t k = tokens_within(
+                st.tokens, completion > st.token_bytes ? completion - st.token_bytes : 0);
+            std::vector<runtime::TokenLogprob> sent(st.tokens.begin(), st.tokens.begin() + k);
+            st.tokens.erase(st.tokens.begin(), st.tokens.begin() + k);
+            const json j = logprobs_json(sent, echo + st.token_bytes);
+            for (const auto& t : sent) st.token_bytes += t.token.piece.size();
+            return j;
+          };
+          if (!done && (!text.empty() || st.first)) {
+            if (!send(event(
+                    completion_chunk(endpoint, *result, i, text, sent_tokens(), st.first, false))))
+              return false;
+            st.first = false;
+            st.emitted = total;
+          }
+          if (!done) {
+            all_done = false;
+            continue;
+          }
+          st.done = true;
+          const auto error = complete(i);
+          if (!error.empty()) {
+            send(event(error_body("generation failed: " + error, "server_error", "", 500)));
             return false;
-          *first = false;
-        } else if (!done && !send(": keep-alive\n\n")) {
-          return false;
+          }
+          const json logprobs = sent_tokens();
+          if (!send(event(completion_chunk(endpoint, *result, i, text, logprobs, st.first, true))))
+            return false;
+          st.first = false;
         }
-        if (!done) return true;
-        const auto o = complete(result);
-        const json last =
-            o.error.empty() ? completion_chunk(endpoint, result, "", *first, true)
-                            : error_body("generation failed: " + o.error, "server_error", "", 500);
-        if (!send("data: " + dump(last) + "\n\ndata: [DONE]\n\n")) return false;
+        if (!all_done) {
+          if (Clock::now() - *last_write > std::chrono::seconds(1) && !send(": keep-alive\n\n"))
+            return false;
+          return true;
+        }
+        if (include_usage && !send(event(usage_chunk(endpoint, *result)))) return false;
+        if (!send("data: [DONE]\n\n")) return false;
         sink.done();
         return true;
       },
-      [this, job](bool) {
-        job->cancel();  // no-op when it already finished
+      [this, jobs](bool) {
+        for (auto& job : jobs) job->cancel();  // no-op for the finished ones
         metrics.add_in_flight(-1);
       });
   res.set_header("Cache-Control", "no-cache");
 }
 
-json Server::Impl::models() const {
+// llama-server's shapes: {"content", "add_special"?, "with_pieces"?} -> {"tokens": [id, ...]}
+// or, with pieces, {"tokens": [{"id", "piece"}, ...]}; {"tokens": [...]} -> {"content"}.
+void Server::Impl::tokenize(const std::string& body, httplib::Response& res) const {
+  try {
+    const auto request = parse_tokenize_request(body);
+    const auto ids = loaded.tokenizer->encode(request.content, request.add_special);
+    json tokens = json::array();
+    int64_t prev = loaded.tokenizer->bos_id();
+    for (int64_t id : ids) {
+      if (request.with_pieces)
+        tokens.push_back({{"id", id}, {"piece", loaded.tokenizer->decode_piece(prev, id)}});
+      else
+        tokens.push_back(id);
+      prev = id;
+    }
+    send_json(res, 200, {{"tokens", tokens}});
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  }
+}
+
+void Server::Impl::detokenize(const std::string& body, httplib::Response& res) const {
+  try {
+    const auto ids = parse_detokenize_request(body, loaded.tokenizer->vocab_size());
+    send_json(res, 200, {{"content", loaded.tokenizer->decode(ids)}});
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  }
+}
+
+json Server::Impl::model_object() const {
   const auto& config = loaded.model->config();
   json info = {{"context_length", config.max_position_embeddings},
                {"parameters", loaded.model->parameter_count()},
@@ -307,12 +479,20 @@ json Server::Impl::models() const {
     }
   }
   info["routers"] = routers;
-  json model = {{"id", options.model_name},
-                {"object", "model"},
-                {"created", 0},
-                {"owned_by", "flextron"},
-                {"flextron", info}};
-  return {{"object", "list"}, {"data", json::array({model})}};
+  // created: when the model directory's weights were written (Unix seconds), else start time.
+  int64_t created = started_at;
+  std::error_code ec;
+  const auto written = std::filesystem::last_write_time(dir / "config.json", ec);
+  if (!ec)
+    created = std::chrono::duration_cast<std::chrono::seconds>(
+                  written - std::filesystem::file_time_type::clock::now() +
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  return {{"id", options.model_name},
+          {"object", "model"},
+          {"created", created},
+          {"owned_by", "flextron"},
+          {"flextron", info}};
 }
 
 void Server::Impl::routes() {
@@ -368,7 +548,16 @@ void Server::Impl::routes() {
     res.set_content(metrics.render(), "text/plain; version=0.0.4");
   });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, models_body);
+    send_json(res, 200, {{"object", "list"}, {"data", json::array({model_body})}});
+  });
+  // models.retrieve: the served model by its id (any other id is OpenAI's 404).
+  http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    if (id == options.model_name) return send_json(res, 200, model_body);
+    send_json(res, 404,
+              error_body("The model '" + id + "' does not exist (this server serves '" +
+                             options.model_name + "')",
+                         "invalid_request_error", "model", 404));
   });
   auto post = [this](Endpoint endpoint) {
     return [this, endpoint](const httplib::Request&, httplib::Response& res,
@@ -378,6 +567,16 @@ void Server::Impl::routes() {
     };
   };
   http.Post("/v1/completions", post(Endpoint::Completions));
+  http.Post("/tokenize", [this](const httplib::Request&, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+    std::string body;
+    if (read_body(reader, res, body)) tokenize(body, res);
+  });
+  http.Post("/detokenize", [this](const httplib::Request&, httplib::Response& res,
+                                  const httplib::ContentReader& reader) {
+    std::string body;
+    if (read_body(reader, res, body)) detokenize(body, res);
+  });
   http.Post("/v1/chat/completions", post(Endpoint::ChatCompletions));
 }
 
@@ -423,7 +622,7 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     impl->listen_socket = sock;
   });
-  impl_->models_body = impl_->models();
+  impl_->model_body = impl_->model_object();
   impl_->routes();
 }
 

@@ -14,9 +14,11 @@
 #include <cstdlib>
 #include <future>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include <httplib.h>
+#include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
 #include "io/model_dir.h"
@@ -544,3 +546,289 @@ TEST(Server, CliStopsCleanlyOnSigterm) {
 }
 
 }  // namespace
+
+namespace openai_surface {
+
+// The data events of a stream, parsed ("[DONE]" checked and left out).
+std::vector<json> events(const std::string& raw) {
+  std::vector<json> out;
+  std::regex event("data: (.*)\n\n");
+  bool done = false;
+  for (std::sregex_iterator it(raw.begin(), raw.end(), event), end; it != end; ++it) {
+    const std::string data = (*it)[1];
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    EXPECT_FALSE(done) << "an event after [DONE]";
+    out.push_back(json::parse(data));
+  }
+  EXPECT_TRUE(done) << raw;
+  return out;
+}
+
+json post_json(const LiveServer& s, const std::string& path, const json& body, int* status) {
+  auto res = s.client().Post(path, body.dump(), "application/json");
+  if (!res) return {{"client_error", httplib::to_string(res.error())}};
+  *status = res->status;
+  return body.value("stream", false) && res->status == 200 ? json(res->body)
+                                                           : json::parse(res->body, nullptr, false);
+}
+
+// Greedy decoding written from the definition on the torch forward: each step the whole text so
+// far, argmax of the last position, and that token's log_softmax.
+struct Reference {
+  std::vector<int64_t> ids;
+  std::vector<double> logprobs;
+  std::vector<std::vector<std::pair<int64_t, double>>> top;  // the 3 likeliest per position
+};
+Reference greedy_reference(flextron::model::TransformerImpl& model, std::vector<int64_t> tokens,
+                           int steps) {
+  c10::InferenceMode inference;
+  Reference r;
+  for (int i = 0; i < steps; ++i) {
+    auto logits = model.forward(torch::tensor(tokens, torch::kLong).unsqueeze(0))[0][-1];
+    auto logp = torch::log_softmax(logits.to(torch::kDouble), 0);
+    const int64_t id = logp.argmax().item<int64_t>();
+    r.ids.push_back(id);
+    r.logprobs.push_back(logp[id].item<double>());
+    auto [values, order] = logp.topk(3);
+    r.top.emplace_back();
+    for (int k = 0; k < 3; ++k)
+      r.top.back().emplace_back(order[k].item<int64_t>(), values[k].item<double>());
+    tokens.push_back(id);
+  }
+  return r;
+}
+
+// Every row of issue 20's table against real HTTP: models.retrieve, content parts, logprobs
+// (equal to log_softmax of an independent greedy forward), echo, prompt lists and token ids,
+// n choices, stream_options.include_usage, the router's param, /tokenize and /detokenize, and
+// refused fields named.
+TEST(Server, OpenAiSurface) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  flextron::serve::ServerOptions options;
+  options.model_name = "stories";
+  LiveServer s(model, options);
+  const std::string prompt = "Once upon a time";
+  const int kTokens = 12;
+  int status = 0;
+
+  {
+    SCOPED_TRACE("GET /v1/models/{id}");
+    auto res = s.client().Get("/v1/models/stories");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    auto m = json::parse(res->body);
+    EXPECT_EQ(m["id"], "stories");
+    EXPECT_EQ(m["object"], "model");
+    EXPECT_GT(m["created"].get<int64_t>(), 1600000000);  // a real time, not 0
+    auto list = json::parse(s.client().Get("/v1/models")->body);
+    EXPECT_EQ(list["data"][0], m);
+    res = s.client().Get("/v1/models/gpt-4");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 404);
+    auto e = json::parse(res->body);
+    EXPECT_EQ(e["error"]["param"], "model");
+    EXPECT_NE(e["error"]["message"].get<std::string>().find("gpt-4"), std::string::npos);
+  }
+  const json base = {{"max_tokens", kTokens}, {"temperature", 0}};
+  auto completion = [&](const json& extra) {
+    json body = base;
+    body["prompt"] = prompt;
+    if (extra.is_object()) body.update(extra);
+    auto r = post_json(s, "/v1/completions", body, &status);
+    EXPECT_EQ(status, 200) << r.dump();
+    return r;
+  };
+  const auto plain = completion(json::object());
+  const std::string text = plain["choices"][0]["text"];
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text, generate_text(model, prompt, 1.0, kTokens));
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+  {
+    SCOPED_TRACE("content as text parts");
+    json parts = base;
+    parts["messages"] =
+        json::array({{{"role", "user"},
+                      {"content", json::array({{{"type", "text"}, {"text", "Tell me "}},
+                                               {{"type", "text"}, {"text", "a story."}}})}}});
+    json whole = base;
+    whole["messages"] = json::array({{{"role", "user"}, {"content", "Tell me a story."}}});
+    auto a = post_json(s, "/v1/chat/completions", parts, &status);
+    EXPECT_EQ(status, 200) << a.dump();
+    auto b = post_json(s, "/v1/chat/completions", whole, &status);
+    EXPECT_EQ(a["choices"][0]["message"]["content"], b["choices"][0]["message"]["content"]);
+    parts["messages"][0]["content"][1] = {{"type", "image_url"}, {"image_url", {{"url", "x"}}}};
+    auto bad = post_json(s, "/v1/chat/completions", parts, &status);
+    EXPECT_EQ(status, 400);
+    EXPECT_EQ(bad["error"]["param"], "messages[0].content[1].type");
+  }
+  const auto prompt_ids = s.loaded.tokenizer->encode(prompt, true);
+  const auto ref = greedy_reference(*s.loaded.model, prompt_ids, kTokens);
+  {
+    SCOPED_TRACE("completions logprobs: log_softmax of the model's logits");
+    auto r = completion({{"logprobs", 3}});
+    const auto& lp = r["choices"][0]["logprobs"];
+    EXPECT_EQ(r["choices"][0]["text"], text);
+    ASSERT_EQ(lp["tokens"].size(), static_cast<size_t>(kTokens)) << lp.dump();
+    std::string joined;
+    int64_t prev = s.loaded.tokenizer->bos_id();
+    for (int i = 0; i < kTokens; ++i) {
+      EXPECT_EQ(lp["text_offset"][i].get<size_t>(), joined.size());
+      const std::string piece = lp["tokens"][i];
+      joined += piece;
+      EXPECT_EQ(piece,
+                s.loaded.tokenizer->decode_piece(i == 0 ? prompt_ids.back() : prev, ref.ids[i]));
+      prev = ref.ids[i];
+      EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ref.logprobs[i], 1e-4) << i;
+      const auto& top = lp["top_logprobs"][i];
+      EXPECT_EQ(top.size(), 3u) << top.dump();
+      for (const auto& [id, value] : ref.top[i]) {
+        const auto alt =
+            s.loaded.tokenizer->decode_piece(i == 0 ? prompt_ids.back() : ref.ids[i - 1], id);
+        ASSERT_TRUE(top.contains(alt)) << alt << " in " << top.dump();
+        EXPECT_NEAR(top[alt].get<double>(), value, 1e-4);
+      }
+    }
+    EXPECT_EQ(joined, text);
+  }
+  {
+    SCOPED_TRACE("chat logprobs with top_logprobs");
+    json body = base;
+    body["messages"] = json::array({{{"role", "user"}, {"content", "Hi"}}});
+    body["logprobs"] = true;
+    body["top_logprobs"] = 2;
+    auto r = post_json(s, "/v1/chat/completions", body, &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    const auto& content = r["choices"][0]["logprobs"]["content"];
+    ASSERT_FALSE(content.empty());
+    std::string joined;
+    for (const auto& t : content) {
+      for (int b : t["bytes"]) joined += static_cast<char>(b);
+      ASSERT_EQ(t["top_logprobs"].size(), 2u);
+      // Greedy: the chosen token is the likeliest.
+      EXPECT_NEAR(t["top_logprobs"][0]["logprob"].get<double>(), t["logprob"].get<double>(), 1e-9);
+      EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    }
+    EXPECT_EQ(joined, r["choices"][0]["message"]["content"]);
+  }
+  {
+    SCOPED_TRACE("echo");
+    auto r = completion({{"echo", true}});
+    EXPECT_EQ(r["choices"][0]["text"], prompt + text);
+  }
+  {
+    SCOPED_TRACE("prompt lists and token ids: one choice each");
+    auto tokenized =
+        post_json(s, "/tokenize", {{"content", prompt}, {"add_special", true}}, &status);
+    ASSERT_EQ(status, 200) << tokenized.dump();
+    EXPECT_EQ(tokenized["tokens"], json(prompt_ids));
+    auto r = completion({{"prompt", json::array({prompt, "The cat"})}});
+    ASSERT_EQ(r["choices"].size(), 2u);
+    EXPECT_EQ(r["choices"][0]["index"], 0);
+    EXPECT_EQ(r["choices"][1]["index"], 1);
+    EXPECT_EQ(r["choices"][0]["text"], text);
+    EXPECT_EQ(r["choices"][1]["text"], generate_text(model, "The cat", 1.0, kTokens));
+    EXPECT_EQ(r["usage"]["prompt_tokens"].get<int64_t>(),
+              static_cast<int64_t>(prompt_ids.size() +
+                                   s.loaded.tokenizer->encode("The cat", true).size()));
+    auto ids = completion({{"prompt", tokenized["tokens"]}});
+    EXPECT_EQ(ids["choices"][0]["text"], text);
+    auto list = completion({{"prompt", json::array({tokenized["tokens"], tokenized["tokens"]})}});
+    ASSERT_EQ(list["choices"].size(), 2u);
+    EXPECT_EQ(list["choices"][1]["text"], text);
+    auto bad = post_json(s, "/v1/completions", {{"prompt", json::array({1, 99999})}}, &status);
+    EXPECT_EQ(status, 400);
+    EXPECT_EQ(bad["error"]["param"], "prompt");
+  }
+  {
+    SCOPED_TRACE("n: 3 seeded choices, reproducible and different");
+    json body = {
+        {"prompt", prompt}, {"max_tokens", 24}, {"temperature", 1.0}, {"n", 3}, {"seed", 11}};
+    auto a = post_json(s, "/v1/completions", body, &status);
+    ASSERT_EQ(status, 200) << a.dump();
+    auto b = post_json(s, "/v1/completions", body, &status);
+    ASSERT_EQ(a["choices"].size(), 3u);
+    std::set<std::string> distinct;
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(a["choices"][i]["index"], i);
+      EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]);
+      distinct.insert(a["choices"][i]["text"].get<std::string>());
+    }
+    EXPECT_EQ(distinct.size(), 3u);
+    EXPECT_GT(a["usage"]["completion_tokens"].get<int64_t>(), 24);  // all three counted
+    // Streamed, the same three texts, each choice's chunks by index, usage at the end.
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    body["logprobs"] = 1;
+    auto raw = post_json(s, "/v1/completions", body, &status);
+    ASSERT_EQ(status, 200);
+    auto chunks = events(raw.get<std::string>());
+    ASSERT_FALSE(chunks.empty());
+    std::vector<std::string> texts(3), pieces(3);
+    for (size_t k = 0; k + 1 < chunks.size(); ++k) {
+      ASSERT_EQ(chunks[k]["choices"].size(), 1u) << chunks[k].dump();
+      EXPECT_FALSE(chunks[k].contains("usage"));
+      const auto& c = chunks[k]["choices"][0];
+      const auto i = c["index"].get<size_t>();
+      texts[i] += c["text"].get<std::string>();
+      if (!c["logprobs"].is_null())
+        for (const auto& p : c["logprobs"]["tokens"]) pieces[i] += p.get<std::string>();
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(texts[i], a["choices"][i]["text"]) << i;
+      EXPECT_EQ(pieces[i], texts[i]) << i;
+    }
+    const auto& last = chunks.back();
+    EXPECT_TRUE(last["choices"].empty()) << last.dump();
+    EXPECT_EQ(last["usage"], a["usage"]);
+  }
+  {
+    SCOPED_TRACE("streams without include_usage carry no usage");
+    json body = base;
+    body["messages"] = json::array({{{"role", "user"}, {"content", "Hi"}}});
+    body["stream"] = true;
+    auto raw = post_json(s, "/v1/chat/completions", body, &status);
+    ASSERT_EQ(status, 200);
+    auto chunks = events(raw.get<std::string>());
+    ASSERT_FALSE(chunks.empty());
+    EXPECT_EQ(chunks.front()["choices"][0]["delta"]["role"], "assistant");
+    for (const auto& c : chunks) EXPECT_FALSE(c.contains("usage")) << c.dump();
+    EXPECT_FALSE(chunks.back()["choices"][0]["finish_reason"].is_null());
+  }
+  {
+    SCOPED_TRACE("/detokenize");
+    auto r = post_json(s, "/detokenize", {{"tokens", json(prompt_ids)}}, &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    EXPECT_EQ(r["content"], s.loaded.tokenizer->decode(prompt_ids));
+    auto pieces = post_json(s, "/tokenize", {{"content", prompt}, {"with_pieces", true}}, &status);
+    ASSERT_EQ(status, 200);
+    std::string joined;
+    for (const auto& p : pieces["tokens"]) joined += p["piece"].get<std::string>();
+    EXPECT_EQ(joined, s.loaded.tokenizer->decode(s.loaded.tokenizer->encode(prompt, false)));
+    auto bad = post_json(s, "/detokenize", {{"tokens", json::array({1, 1 << 20})}}, &status);
+    EXPECT_EQ(status, 400);
+    EXPECT_EQ(bad["error"]["param"], "tokens");
+  }
+  {
+    SCOPED_TRACE("refused fields name themselves");
+    for (const auto& [extra, param] : std::vector<std::pair<json, std::string>>{
+             {{{"router", "smart"}}, "router"},
+             {{{"response_format", {{"type", "json_object"}}}}, "response_format"},
+             {{{"logit_bias", {{"5", 10}}}}, "logit_bias"},
+             {{{"n", 40}}, "n"}}) {
+      json body = base;
+      body["prompt"] = prompt;
+      body.update(extra);
+      auto r = post_json(s, "/v1/completions", body, &status);
+      EXPECT_EQ(status, 400) << r.dump();
+      EXPECT_EQ(r["error"]["param"], param) << r.dump();
+      EXPECT_EQ(r["error"]["message"].get<std::string>().find("--"), std::string::npos) << r.dump();
+    }
+  }
+}
+
+}  // namespace openai_surface
