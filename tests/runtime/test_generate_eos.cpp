@@ -4,9 +4,11 @@
 
 #include <torch/torch.h>
 
+#include "core/error.h"
 #include "model/config.h"
 #include "model/transformer.h"
 #include "runtime/generate.h"
+#include "runtime/sequence.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
 
@@ -69,6 +71,75 @@ TEST(GenerateEos, StopsAtEveryListedEndOfSequenceId) {
   EXPECT_EQ(stopped.stop_reason, "eos");
   EXPECT_EQ(stopped.tokens,
             std::vector<int64_t>(free_run.tokens.begin(), free_run.tokens.begin() + stop_at));
+}
+
+// fork() after a prefill is a sequence of its own: with seed s it generates exactly what a fresh
+// sequence seeded s does (same cache, same first-token draw), on both runtimes, and its
+// log-probabilities are recorded as the original's are.
+TEST(SequenceFork, EqualsAFreshSequenceWithItsSeed) {
+  flextron::model::ModelConfig config;
+  config.vocab_size = 40;
+  torch::manual_seed(7);
+  flextron::model::Transformer model(config);
+  model->eval();
+  {
+    torch::NoGradGuard no_grad;
+    model->model->embed_tokens->weight.mul_(0.1);
+  }
+  const LetterTokenizer tokenizer(config.vocab_size, {2});
+  flextron::runtime::FastDecoder engine(*model);
+  const auto prompt = tokenizer.encode("abcab", true);
+  flextron::runtime::SamplingOptions sampling;
+  sampling.temperature = 1.0;
+  auto run = [](flextron::runtime::Sequence& s) {
+    while (!s.finished()) s.decode_step();
+    return s.tokens();
+  };
+  for (bool fast : {false, true}) {
+    SCOPED_TRACE(fast ? "fast runtime" : "torch forward");
+    auto make = [&](uint64_t seed) {
+      auto options = sampling;
+      options.seed = seed;
+      auto s = fast ? std::make_unique<flextron::runtime::Sequence>(
+                          engine, tokenizer, prompt, 16, options, flextron::model::Architecture{})
+                    : std::make_unique<flextron::runtime::Sequence>(
+                          *model, tokenizer, prompt, 16, options, flextron::model::Architecture{});
+      s->record_logprobs(2);
+      return s;
+    };
+    auto leader = make(5);
+    leader->prefill();
+    auto forked = leader->fork(9);
+    // Step the two in turns: a cache they shared would show.
+    while (!leader->finished() || !forked->finished())
+      for (auto* s : {leader.get(), forked.get()})
+        if (!s->finished()) s->decode_step();
+    auto fresh = make(9);
+    fresh->prefill();
+    const auto forked_tokens = forked->tokens();
+    EXPECT_EQ(forked_tokens, run(*fresh));
+    EXPECT_NE(forked_tokens, leader->tokens());
+    // Forking leaves the original as it was.
+    auto again = make(5);
+    again->prefill();
+    EXPECT_EQ(leader->tokens(), run(*again));
+    const auto mine = leader->take_logprobs(), alone = again->take_logprobs();
+    ASSERT_EQ(mine.size(), alone.size());
+    for (size_t i = 0; i < mine.size(); ++i)
+      EXPECT_EQ(mine[i].token.logprob, alone[i].token.logprob);
+    const auto a = forked->take_logprobs(), b = fresh->take_logprobs();
+    ASSERT_EQ(a.size(), forked_tokens.size());
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].token.id, forked_tokens[i]);
+      EXPECT_EQ(a[i].token.logprob, b[i].token.logprob);
+      ASSERT_EQ(a[i].top.size(), 2u);
+      EXPECT_GE(a[i].top[0].logprob, a[i].top[1].logprob);
+      EXPECT_GE(a[i].top[0].logprob, a[i].token.logprob);
+    }
+    // A sequence that has decoded cannot fork.
+    EXPECT_THROW(leader->fork(1), flextron::Error);
+  }
 }
 
 }  // namespace
