@@ -14,6 +14,7 @@
 #include "number_options.h"
 #include "runtime/fast_generate.h"
 #include "serve/server.h"
+#include "text/chat_template.h"
 
 namespace flextron::cli {
 
@@ -52,10 +53,10 @@ void run_serve(ServeArgs& a) {
   const int port = server.bind();
   std::fprintf(
       stderr,
-      "serve: %s on http://%s:%d (%s runtime, %s weights, max batch %lld, %lld active, queue "
-      "%lld)%s\n",
+      "serve: %s on http://%s:%d (%s runtime, %s weights, %s chat template, max batch %lld, %lld "
+      "active, queue %lld)%s\n",
       a.model.c_str(), a.server.host.c_str(), port, server.runtime(), a.server.engine.quant.c_str(),
-      static_cast<long long>(a.server.engine.max_batch),
+      server.chat_template().c_str(), static_cast<long long>(a.server.engine.max_batch),
       static_cast<long long>(a.server.engine.max_active),
       static_cast<long long>(a.server.engine.max_queue),
       a.server.api_key.empty() ? "" : ", API key required");
@@ -135,6 +136,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--idle-timeout", args->idle_timeout_seconds,
                   "Seconds an idle keep-alive connection stays open")
       ->check(in_range(1, 3600))
+      ->capture_default_str();
+  cmd->add_option("--chat-template", args->server.chat_template,
+                  "Chat template family: auto (the model's own; ours when it has none), " +
+                      text::chat_format_names())
       ->capture_default_str();
   cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
   args->device.add_to(cmd);

@@ -15,6 +15,7 @@
 #include "io/gguf_tokenizer.h"
 #include "io/model_dir.h"
 #include "model/rope_factors.h"
+#include "text/chat_template.h"
 
 namespace flextron::io {
 
@@ -111,6 +112,10 @@ void add_tokenizer(GgufMetadata& m, const text::Tokenizer& t) {
   m["tokenizer.ggml.bos_token_id"] = gguf_u32(static_cast<uint32_t>(t.bos_id()));
   m["tokenizer.ggml.eos_token_id"] = gguf_u32(static_cast<uint32_t>(t.eos_id()));
   m["tokenizer.ggml.add_bos_token"] = GgufValue{GgufType::Bool, GgufType::String, true};
+  // The model's own chat template, else ours (what `flextron serve` renders for it), so that
+  // llama.cpp chats with the export as we do.
+  const auto chat = t.chat_template();
+  m["tokenizer.chat_template"] = gguf_string(chat.empty() ? text::flextron_chat_template() : chat);
 }
 
 bool is_constant(const std::vector<int64_t>& values) {

@@ -179,6 +179,8 @@ void Sequence::take_sampled() {
   // Any end-of-turn id the model's generation_config.json lists (Llama 3: three of them).
   for (int64_t id : tokenizer_.eos_ids())
     if (next_ == id) return finish("eos");
+  for (int64_t id : stop_ids_)
+    if (next_ == id) return finish("eos");
   tokens_.push_back(next_);
   const std::string piece = tokenizer_.decode_piece(prev_, next_);
   text_ += piece;

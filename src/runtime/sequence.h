@@ -67,6 +67,9 @@ class Sequence {
   // Records every accepted token's log-probability and the `top` most likely alternatives'
   // (0: none); call before prefill().
   void record_logprobs(int64_t top) { logprobs_top_ = top; }
+  // Token ids that end the sequence as the tokenizer's end-of-sequence ids do (a chat template's
+  // end-of-turn token); call before prefill().
+  void stop_at(std::vector<int64_t> ids) { stop_ids_ = std::move(ids); }
   // One forward over the prompt, then the first token.
   void prefill();
   // A copy of this sequence just after its prefill() (before any decode step) that samples its
@@ -123,6 +126,7 @@ class Sequence {
   model::LayerRouter* router_;
   SamplingOptions sampling_;
   Sampler sampler_;
+  std::vector<int64_t> stop_ids_;
   int64_t logprobs_top_ = -1;           // -1: not recorded
   std::vector<float> prefill_logits_;   // the prompt's last position's: fork() samples again
   TokenLogprobs pending_;               // next_'s, until take_sampled() appends it

@@ -185,9 +185,10 @@ std::string message_text(const json& content, const std::string& where) {
 }
 }  // namespace
 
-std::string render_chat(const json& messages, std::vector<std::string>* stops) {
+std::string render_chat(const json& messages, std::vector<std::string>* stops,
+                        const ChatSettings& chat) {
   if (!messages.is_array() || messages.empty()) bad("messages", "must be a non-empty array");
-  std::string out;
+  std::vector<text::ChatMessage> parsed;
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
@@ -195,18 +196,13 @@ std::string render_chat(const json& messages, std::vector<std::string>* stops) {
     const auto role = m.value("role", json()), content = m.value("content", json());
     if (!role.is_string()) bad(where + ".role", "must be a string");
     const auto r = role.get<std::string>();
-    const auto c = message_text(content, where + ".content");
-    if (r == "system" || r == "developer")
-      out += c + "\n\n";
-    else if (r == "user")
-      out += "User: " + c + "\n";
-    else if (r == "assistant")
-      out += "Assistant: " + c + "\n";
-    else
+    if (r != "system" && r != "developer" && r != "user" && r != "assistant")
       bad(where + ".role", "must be system, user or assistant, got \"" + r + "\"");
+    parsed.push_back({r, message_text(content, where + ".content")});
   }
-  if (stops != nullptr) stops->insert(stops->end(), {"\nUser:", "\nAssistant:"});
-  return out + "Assistant:";
+  auto prompt = text::render_chat(chat.format, parsed, chat.default_system);
+  if (stops != nullptr) stops->insert(stops->end(), prompt.stop.begin(), prompt.stop.end());
+  return prompt.text;
 }
 
 namespace {
@@ -248,7 +244,8 @@ std::vector<int64_t> parse_detokenize_request(const std::string& body_text, int6
   return *ids;
 }
 
-CompletionRequest parse_completion_request(const std::string& body_text, Endpoint endpoint) {
+CompletionRequest parse_completion_request(const std::string& body_text, Endpoint endpoint,
+                                           const ChatSettings& chat) {
   const json body = parse_body(body_text);
   CompletionRequest r;
   r.endpoint = endpoint;
@@ -258,7 +255,7 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
   if (endpoint == Endpoint::ChatCompletions) {
     const auto* messages = field(body, "messages");
     if (messages == nullptr) bad("messages", "is required");
-    r.prompts = {Prompt{render_chat(*messages, &r.stop), {}, false}};
+    r.prompts = {Prompt{render_chat(*messages, &r.stop, chat), {}, false}};
     r.max_tokens = integer(body, "max_completion_tokens", integer(body, "max_tokens", 256));
     if (boolean(body, "logprobs", false)) {
       r.logprobs = integer(body, "top_logprobs", 0);

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/sampler.h"
+#include "text/chat_template.h"
 
 namespace flextron::serve {
 
@@ -67,9 +68,17 @@ struct CompletionRequest {
   std::string router = "static";
 };
 
+// How chat messages become a prompt: the model's template family (text/chat_template.h) and the
+// system message it adds when a conversation has none.
+struct ChatSettings {
+  text::ChatFormat format = text::ChatFormat::Flextron;
+  std::string default_system;
+};
+
 // Parses and checks a request body. Throws ApiError(400) naming the field for malformed JSON,
 // missing or mistyped fields and values out of range.
-CompletionRequest parse_completion_request(const std::string& body, Endpoint endpoint);
+CompletionRequest parse_completion_request(const std::string& body, Endpoint endpoint,
+                                           const ChatSettings& chat = {});
 
 // POST /tokenize and /detokenize (llama-server's shapes).
 struct TokenizeRequest {
@@ -81,10 +90,11 @@ TokenizeRequest parse_tokenize_request(const std::string& body);
 // {"tokens": [id, ...]}, each id in [0, vocab).
 std::vector<int64_t> parse_detokenize_request(const std::string& body, int64_t vocab);
 
-// The chat template: an optional system message, then "User: ...\nAssistant: ..." turns, ending
-// with "Assistant:" for the model to continue. `stop_strings` gets the turn markers, so a model
+// The messages (content a string or text parts) in the chat template, ending with the
+// assistant's turn opened. `stop_strings` gets the template's end-of-turn markers, so a model
 // that runs on into the next turn stops there.
-std::string render_chat(const nlohmann::json& messages, std::vector<std::string>* stop_strings);
+std::string render_chat(const nlohmann::json& messages, std::vector<std::string>* stop_strings,
+                        const ChatSettings& chat = {});
 
 // OpenAI's finish_reason for a sequence's stop reason: "length" (tokens or context ran out),
 // "stop" (end of sequence or a stop string), or "cancelled".

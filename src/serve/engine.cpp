@@ -191,6 +191,7 @@ void Engine::admit() {
                                                              spec.max_tokens, spec.sampling,
                                                              architecture_of(spec), router);
       if (spec.logprobs >= 0) job->sequence_->record_logprobs(spec.logprobs);
+      job->sequence_->stop_at(spec.stop_ids);
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;

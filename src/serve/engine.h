@@ -46,6 +46,7 @@ struct JobSpec {
   int64_t max_tokens = 16;
   runtime::SamplingOptions sampling;
   std::vector<std::string> stop;
+  std::vector<int64_t> stop_ids;            // token ids that end it besides the tokenizer's end ids
   std::shared_ptr<route::BudgetPlan> plan;  // null: the full model
   std::string budget_label = "full";        // metrics label: "0.5", "full"
   std::string router_label = "static";

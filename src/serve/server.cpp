@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -15,6 +16,7 @@
 #include <httplib.h>
 
 #include "core/error.h"
+#include "io/files.h"
 #include "route/budget.h"
 #include "route/latency.h"
 #include "route/router_file.h"
@@ -93,7 +95,10 @@ struct Server::Impl {
   void completion(const std::string& body, httplib::Response& res, Endpoint endpoint);
   // A prompt's ids (BOS first), checked against the vocabulary and the context; ApiError(400)
   // naming `where` otherwise.
-  std::vector<int64_t> prompt_tokens(const Prompt& prompt, const std::string& where);
+  std::vector<int64_t> prompt_tokens(const Prompt& prompt, const std::string& where, bool chat);
+  ChatSettings chat;
+  text::SpecialTokens chat_specials;  // the template's special tokens this vocabulary holds
+  std::vector<int64_t> chat_stop_ids;
   // The request body, read through `reader` up to options.max_body_bytes whatever its
   // encoding; false (and the error response sent) when it is too large or unreadable.
   bool read_body(const httplib::ContentReader& reader, httplib::Response& res, std::string& body);
@@ -193,40 +198,43 @@ bool Server::Impl::read_body(const httplib::ContentReader& reader, httplib::Resp
   return false;
 }
 
-std::vector<int64_t> Server::Impl::prompt_tokens(const Prompt& prompt, const std::string& where) {
+std::vector<int64_t> Server::Impl::prompt_tokens(const Prompt& prompt, const std::string& where,
+                                                 bool chat_prompt) {
   const auto& config = loaded.model->config();
-  if (!prompt.is_tokens) {
-    try {
-      return runtime::encode_prompt(*loaded.tokenizer, config, prompt.text);
-    } catch (const Error& e) {
-      throw ApiError(400, e.what(), where);
-    }
-  }
-  const int64_t vocab = loaded.tokenizer->vocab_size();
+  const auto& tokenizer = *loaded.tokenizer;
   std::vector<int64_t> tokens;
-  // BOS first, as encode_prompt puts it, unless the ids already start with it.
-  if (prompt.tokens.empty() || prompt.tokens.front() != loaded.tokenizer->bos_id())
-    tokens.push_back(loaded.tokenizer->bos_id());
-  for (size_t i = 0; i < prompt.tokens.size(); ++i) {
-    if (prompt.tokens[i] >= vocab)
-      throw ApiError(400,
-                     "'" + where + "' token " + std::to_string(i) + " is " +
-                         std::to_string(prompt.tokens[i]) + ", outside the vocabulary of " +
-                         std::to_string(vocab),
-                     where);
-    tokens.push_back(prompt.tokens[i]);
+  if (!prompt.is_tokens) {
+    // A chat prompt's template markers are its special tokens, whatever the tokenizer makes of
+    // their text.
+    tokens = chat_prompt ? text::encode_with_specials(tokenizer, prompt.text, chat_specials)
+                         : tokenizer.encode(prompt.text, /*add_bos=*/true);
+  } else {
+    const int64_t vocab = tokenizer.vocab_size();
+    // BOS first, as encoding text puts it, unless the ids already start with it.
+    if (prompt.tokens.empty() || prompt.tokens.front() != tokenizer.bos_id())
+      tokens.push_back(tokenizer.bos_id());
+    for (size_t i = 0; i < prompt.tokens.size(); ++i) {
+      if (prompt.tokens[i] >= vocab)
+        throw ApiError(400,
+                       "'" + where + "' token " + std::to_string(i) + " is " +
+                           std::to_string(prompt.tokens[i]) + ", outside the vocabulary of " +
+                           std::to_string(vocab),
+                       where);
+      tokens.push_back(prompt.tokens[i]);
+    }
   }
   if (static_cast<int64_t>(tokens.size()) >= config.max_position_embeddings)
     throw ApiError(400,
                    "'" + where + "' " + std::to_string(tokens.size()) +
                        " tokens do not fit the model's context of " +
-                       std::to_string(config.max_position_embeddings) + " positions",
+                       std::to_string(config.max_position_embeddings) +
+                       " positions (one must be left for the reply)",
                    where);
   return tokens;
 }
 
 void Server::Impl::completion(const std::string& body, httplib::Response& res, Endpoint endpoint) {
-  const bool chat = endpoint == Endpoint::ChatCompletions;
+  const bool is_chat = endpoint == Endpoint::ChatCompletions;
   CompletionRequest request;
   JobSpec spec;
   std::vector<std::vector<int64_t>> prompts;
@@ -244,17 +252,17 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
     return budget;
   };
   try {
-    request = parse_completion_request(body, endpoint);
+    request = parse_completion_request(body, endpoint, chat);
     const auto budget = plan();
     dynamic = spec.plan && spec.plan->kind == route::RouterKind::Dynamic;
     spec.budget_label = spec.plan ? budget_label(budget) : "full";
     spec.router_label = spec.plan ? route::router_kind_name(spec.plan->kind) : "full";
     for (size_t i = 0; i < request.prompts.size(); ++i) {
       const auto& p = request.prompts[i];
-      const std::string where = chat                          ? std::string("messages")
+      const std::string where = is_chat                       ? std::string("messages")
                                 : request.prompts.size() == 1 ? std::string("prompt")
                                                               : "prompt[" + std::to_string(i) + "]";
-      prompts.push_back(prompt_tokens(p, where));
+      prompts.push_back(prompt_tokens(p, where, is_chat));
       if (request.echo) echoes.push_back(p.is_tokens ? loaded.tokenizer->decode(p.tokens) : p.text);
     }
     spec.max_tokens = request.max_tokens;
@@ -265,6 +273,7 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
       spec.sampling.seed = seeds();
     }
     spec.stop = request.stop;
+    if (is_chat) spec.stop_ids = chat_stop_ids;
   } catch (const ApiError& e) {
     return send_error(res, e);
   }
@@ -295,7 +304,7 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
   }
   metrics.add_in_flight(1);
   auto result = std::make_shared<CompletionResult>();
-  result->id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(started_at) + "-" +
+  result->id = std::string(is_chat ? "chatcmpl-" : "cmpl-") + std::to_string(started_at) + "-" +
                std::to_string(++requests);
   result->created = static_cast<int64_t>(std::time(nullptr));
   result->model = options.model_name;
@@ -479,6 +488,7 @@ json Server::Impl::model_object() const {
     }
   }
   info["routers"] = routers;
+  info["chat_template"] = text::chat_format_name(chat.format);
   // created: when the model directory's weights were written (Unix seconds), else start time.
   int64_t created = started_at;
   std::error_code ec;
@@ -602,6 +612,22 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
     opts.model_name = std::filesystem::absolute(model_dir).lexically_normal().filename().string();
   if (opts.model_name.empty()) opts.model_name = "flextron";
   impl_ = std::make_unique<Impl>(model_dir, loaded, opts);
+  // The chat template: the tokenizer's (tokenizer_config.json, GGUF) or the directory's
+  // chat_template.jinja, recognised; ours when there is none.
+  std::string jinja = loaded.tokenizer->chat_template();
+  auto where = model_dir / "tokenizer_config.json";
+  if (jinja.empty() && std::filesystem::is_regular_file(model_dir / "chat_template.jinja")) {
+    where = model_dir / "chat_template.jinja";
+    jinja = io::read_file(where);
+  }
+  impl_->chat.format = text::resolve_chat_format(opts.chat_template, jinja, where.string());
+  impl_->chat.default_system = text::default_system_message(jinja);
+  impl_->chat_specials =
+      text::find_special_tokens(*loaded.tokenizer, text::chat_special_tokens(impl_->chat.format));
+  const auto stops = text::render_chat(impl_->chat.format, {{"user", ""}}).stop;
+  for (const auto& [marker, id] : impl_->chat_specials)
+    if (std::find(stops.begin(), stops.end(), marker) != stops.end())
+      impl_->chat_stop_ids.push_back(id);
   // Every connection its own thread (serve/connections.h), so idle and slow clients never
   // queue /health or a request behind them; requests beyond the engine's slots and queue are
   // answered 503 by the engine, connections beyond max_connections by the pre-routing handler.
@@ -660,6 +686,10 @@ void Server::stop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     impl_->http.stop();
   });
+}
+
+std::string Server::chat_template() const {
+  return text::chat_format_name(impl_->chat.format);
 }
 
 const char* Server::runtime() const {

@@ -33,6 +33,9 @@ struct ServerOptions {
   std::string model_name;  // the id /v1/models lists; default: the directory's name
   std::chrono::milliseconds shutdown_grace{10000};  // in-flight work may finish within it
   bool access_log = true;                           // one line per request on stderr
+  // The chat template: "auto" (the model's own, recognised; ours when it has none) or a family
+  // name (text/chat_template.h).
+  std::string chat_template = "auto";
 };
 
 class Server {
@@ -54,6 +57,8 @@ class Server {
   Metrics& metrics();
   // The runtime of jobs without a dynamic router: "fast" or "torch" (Engine::runtime).
   const char* runtime() const;
+  // The chat template family chat requests are rendered in.
+  std::string chat_template() const;
 
  private:
   struct Impl;

@@ -11,6 +11,7 @@
 #include "io/model_dir.h"
 #include "model/transformer.h"
 #include "runtime/threads.h"
+#include "text/chat_template.h"
 #include "text/sentencepiece_trainer.h"
 #include "train/presets.h"
 #include "train/trainer.h"
@@ -161,6 +162,10 @@ PretrainResult pretrain(const PretrainOptions& o) {
   result.completed = true;
 
   io::save_model_dir(o.out, *m, tokenizer.get());
+  // Our chat format, as Jinja beside the weights: what `serve` renders for this model, for
+  // other engines to render the same.
+  if (tokenizer->chat_template().empty())
+    io::write_text_atomically(o.out / "chat_template.jinja", text::flextron_chat_template());
   nlohmann::json training = {{"kind", "pretrain"},
                              {"preset", preset.name},
                              {"family", model::family_name(config.family)},
