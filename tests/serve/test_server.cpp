@@ -21,10 +21,14 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/gguf.h"
 #include "io/model_dir.h"
 #include "serve/api.h"
 #include "serve/server.h"
 #include "test_util.h"
+#include "text/chat_template.h"
 #include "tools/cli_fixtures.h"
 
 namespace {
@@ -832,3 +836,76 @@ TEST(Server, OpenAiSurface) {
 }
 
 }  // namespace openai_surface
+
+namespace chat_templates {
+
+// The chat template a model carries decides how chat requests are rendered: ours when it has
+// none (and ours goes into GGUF exports, where the importer finds it again), a family named with
+// chat_template, and a start-up error naming the file and --chat-template for one we cannot
+// render.
+TEST(Server, ChatTemplateFromTheModelOrNamed) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  const json chat = {{"max_tokens", 4},
+                     {"temperature", 0},
+                     {"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}};
+  auto info_of = [](const LiveServer& s) {
+    return json::parse(s.client().Get("/v1/models")->body)["data"][0]["flextron"];
+  };
+  flextron::serve::ServerOptions options;
+  {
+    LiveServer s(model, options);
+    EXPECT_EQ(s.server->chat_template(), "flextron");
+    EXPECT_EQ(info_of(s)["chat_template"], "flextron");
+    int status = 0;
+    auto r = openai_surface::post_json(s, "/v1/chat/completions", chat, &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    EXPECT_EQ(r["usage"]["prompt_tokens"].get<size_t>(),
+              s.loaded.tokenizer->encode("User: Hi\nAssistant:", true).size());
+  }
+  {
+    options.chat_template = "chatml";
+    LiveServer s(model, options);
+    EXPECT_EQ(info_of(s)["chat_template"], "chatml");
+    int status = 0;
+    auto r = openai_surface::post_json(s, "/v1/chat/completions", chat, &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    EXPECT_EQ(
+        r["usage"]["prompt_tokens"].get<size_t>(),
+        s.loaded.tokenizer->encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", true)
+            .size());
+  }
+  {
+    SCOPED_TRACE("a template we cannot render");
+    flextron::io::write_text_atomically(model / "chat_template.jinja", "{{ messages | tojson }}");
+    auto loaded = flextron::io::load_model_dir(model);
+    try {
+      flextron::serve::Server server(model, loaded, flextron::serve::ServerOptions{});
+      ADD_FAILURE() << "served a template it cannot render";
+    } catch (const flextron::Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("chat_template.jinja"), std::string::npos) << m;
+      EXPECT_NE(m.find("--chat-template"), std::string::npos) << m;
+    }
+    fs::remove(model / "chat_template.jinja");
+  }
+  {
+    SCOPED_TRACE("GGUF export carries our template; import finds it");
+    fs::create_directories(dir / "g");  // an existing directory: model.gguf goes inside
+    auto r = run_cli("export --model " + quote(model) + " --to gguf --out " + quote(dir / "g"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto meta = flextron::io::read_gguf(dir / "g" / "model.gguf").metadata;
+    ASSERT_TRUE(meta.count("tokenizer.chat_template"));
+    EXPECT_EQ(meta.at("tokenizer.chat_template").value.get<std::string>(),
+              flextron::text::flextron_chat_template());
+    r = run_cli("import --from gguf --model " + quote(dir / "g" / "model.gguf") + " --out " +
+                quote(dir / "back"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto back = flextron::io::load_model_dir(dir / "back");
+    EXPECT_EQ(flextron::text::recognise_chat_template(back.tokenizer->chat_template()),
+              flextron::text::ChatFormat::Flextron);
+  }
+}
+
+}  // namespace chat_templates
