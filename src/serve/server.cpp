@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -13,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include <ATen/Parallel.h>
 #include <httplib.h>
 
 #include "core/error.h"
@@ -20,6 +22,7 @@
 #include "route/budget.h"
 #include "route/latency.h"
 #include "route/router_file.h"
+#include "route/router_pipeline.h"
 #include "route/select.h"
 #include "runtime/quant_kernels.h"
 #include "runtime/sequence.h"
@@ -477,13 +480,29 @@ json Server::Impl::model_object() const {
                {"default_budget", options.default_budget}};
   json routers = json::array();
   if (std::filesystem::exists(dir / route::kLatencyFile)) {
+    // What budgets can reach on this table, and the machine it was measured on.
+    const auto table = route::load_latency_table(dir / route::kLatencyFile, config, loaded.space);
+    const double smallest = route::smallest_latency_fraction(table);
+    const int serving = at::get_num_threads();
+    const int profiled = table.hardware.value("threads", serving);
+    if (profiled != serving)
+      std::fprintf(stderr,
+                   "serve: warning: the latency table was profiled at %d threads and this server "
+                   "runs %d: budgets may not keep their latency fractions (re-run `flextron "
+                   "profile --threads %d`)\n",
+                   profiled, serving, serving);
+    info["serving_threads"] = serving;
+    info["latency_table"] = {{"hardware", table.hardware},
+                             {"contexts", table.contexts},
+                             {"reachable_latency_budgets", {std::ceil(smallest * 100) / 100, 1.0}}};
     routers.push_back("uniform");
     if (std::filesystem::exists(dir / route::kRouterFile)) {
       auto bundle = route::load_routers(dir, config, loaded.space);
       routers.push_back("static");
       if (bundle.dynamic) routers.push_back("dynamic");
       json grid = json::array();
-      for (const auto& entry : bundle.table) grid.push_back(entry.budget);
+      // Rounded: the table stores budgets as computed (0.7000000000000001).
+      for (const auto& entry : bundle.table) grid.push_back(std::round(entry.budget * 1e4) / 1e4);
       info["budget_grid"] = grid;
     }
   }

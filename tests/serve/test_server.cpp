@@ -234,6 +234,26 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
     EXPECT_EQ(r.flextron["router"], "uniform");
   }
   {
+    SCOPED_TRACE("/v1/models: routers, the rounded budget grid, the reachable budget range");
+    auto info = json::parse(s.client().Get("/v1/models")->body)["data"][0]["flextron"];
+    EXPECT_EQ(info["routers"], json({"uniform", "static", "dynamic"})) << info.dump();
+    for (const auto& b : info["budget_grid"]) {
+      const double v = b.get<double>();
+      EXPECT_EQ(v, std::round(v * 1e4) / 1e4) << info["budget_grid"].dump();
+    }
+    const auto& range = info["latency_table"]["reachable_latency_budgets"];
+    ASSERT_EQ(range.size(), 2u) << info.dump();
+    EXPECT_GT(range[0].get<double>(), 0.0);
+    EXPECT_LT(range[0].get<double>(), 0.5);  // budget 0.5 is served above
+    EXPECT_EQ(range[1].get<double>(), 1.0);
+    EXPECT_TRUE(info["latency_table"].contains("hardware"));  // (this fixture's is synthetic)
+    EXPECT_GE(info["serving_threads"].get<int>(), 1);
+    // Below the range: a 400 that names the smallest reachable budget.
+    auto low =
+        post(s, "/v1/completions", {{"prompt", "x"}, {"budget", range[0].get<double>() / 2}});
+    EXPECT_EQ(low.status, 400) << low.body.dump();
+  }
+  {
     SCOPED_TRACE("bad requests");
     auto c = s.client();
     auto raw = c.Post("/v1/completions", "{\"prompt\": ", "application/json");
