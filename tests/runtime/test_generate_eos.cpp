@@ -39,17 +39,21 @@ class LetterTokenizer : public flextron::text::Tokenizer {
   std::vector<int64_t> eos_;
 };
 
-TEST(GenerateEos, StopsAtEveryListedEndOfSequenceId) {
-  flextron::model::ModelConfig config;
+// A random 40-token model whose output depends on its input.
+flextron::model::Transformer letter_model(flextron::model::ModelConfig& config) {
   config.vocab_size = 40;
   torch::manual_seed(7);
   flextron::model::Transformer model(config);
   model->eval();
-  {
-    // Small tied embeddings: the default N(0, 1) ones make every token predict itself.
-    torch::NoGradGuard no_grad;
-    model->model->embed_tokens->weight.mul_(0.1);
-  }
+  // Small tied embeddings: the default N(0, 1) ones make every token predict itself.
+  torch::NoGradGuard no_grad;
+  model->model->embed_tokens->weight.mul_(0.1);
+  return model;
+}
+
+TEST(GenerateEos, StopsAtEveryListedEndOfSequenceId) {
+  flextron::model::ModelConfig config;
+  auto model = letter_model(config);
   flextron::runtime::GenerateOptions options;
   options.max_tokens = 24;
   // Seeded sampling: the same tokens every run (an untrained model's greedy output is one token
@@ -78,14 +82,7 @@ TEST(GenerateEos, StopsAtEveryListedEndOfSequenceId) {
 // log-probabilities are recorded as the original's are.
 TEST(SequenceFork, EqualsAFreshSequenceWithItsSeed) {
   flextron::model::ModelConfig config;
-  config.vocab_size = 40;
-  torch::manual_seed(7);
-  flextron::model::Transformer model(config);
-  model->eval();
-  {
-    torch::NoGradGuard no_grad;
-    model->model->embed_tokens->weight.mul_(0.1);
-  }
+  auto model = letter_model(config);
   const LetterTokenizer tokenizer(config.vocab_size, {2});
   flextron::runtime::FastDecoder engine(*model);
   const auto prompt = tokenizer.encode("abcab", true);

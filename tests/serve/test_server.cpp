@@ -72,6 +72,24 @@ struct Reply {
   std::string retry_after;
 };
 
+// The data events of a stream, parsed ("[DONE]" checked and left out).
+std::vector<json> events(const std::string& raw) {
+  std::vector<json> out;
+  std::regex event("data: (.*)\n\n");
+  bool done = false;
+  for (std::sregex_iterator it(raw.begin(), raw.end(), event), end; it != end; ++it) {
+    const std::string data = (*it)[1];
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    EXPECT_FALSE(done) << "an event after [DONE]";
+    out.push_back(json::parse(data));
+  }
+  EXPECT_TRUE(done) << raw;
+  return out;
+}
+
 // POSTs `body` to `path`; a stream is read event by event and reassembled.
 Reply post(const LiveServer& s, const std::string& path, const json& body,
            const std::string& key = "") {
@@ -94,17 +112,7 @@ Reply post(const LiveServer& s, const std::string& path, const json& body,
     }
     return r;
   }
-  // "data: {...}\n\n" events, the last "data: [DONE]".
-  std::regex event("data: (.*)\n\n");
-  const std::string& raw = res->body;
-  bool done = false;
-  for (std::sregex_iterator it(raw.begin(), raw.end(), event), end; it != end; ++it) {
-    const std::string data = (*it)[1];
-    if (data == "[DONE]") {
-      done = true;
-      continue;
-    }
-    auto chunk = json::parse(data);
+  for (const auto& chunk : events(res->body)) {
     const auto& choice = chunk["choices"][0];
     if (choice.contains("delta"))
       r.text += choice["delta"].value("content", "");
@@ -112,7 +120,6 @@ Reply post(const LiveServer& s, const std::string& path, const json& body,
       r.text += choice["text"].get<std::string>();
     if (chunk.contains("flextron")) r.flextron = chunk["flextron"];
   }
-  EXPECT_TRUE(done) << raw;
   return r;
 }
 
@@ -572,24 +579,6 @@ TEST(Server, CliStopsCleanlyOnSigterm) {
 }  // namespace
 
 namespace openai_surface {
-
-// The data events of a stream, parsed ("[DONE]" checked and left out).
-std::vector<json> events(const std::string& raw) {
-  std::vector<json> out;
-  std::regex event("data: (.*)\n\n");
-  bool done = false;
-  for (std::sregex_iterator it(raw.begin(), raw.end(), event), end; it != end; ++it) {
-    const std::string data = (*it)[1];
-    if (data == "[DONE]") {
-      done = true;
-      continue;
-    }
-    EXPECT_FALSE(done) << "an event after [DONE]";
-    out.push_back(json::parse(data));
-  }
-  EXPECT_TRUE(done) << raw;
-  return out;
-}
 
 json post_json(const LiveServer& s, const std::string& path, const json& body, int* status) {
   auto res = s.client().Post(path, body.dump(), "application/json");
