@@ -314,12 +314,12 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
   result->choices.resize(jobs.size());
   for (const auto& tokens : prompts) result->prompt_tokens += static_cast<int64_t>(tokens.size());
   // A finished choice's outcome into the result: its finish reason, the token count, and (from
-  // the first choice: they share the plan) the flextron object. Returns the engine's error.
+  // the first to finish: they share the plan) the flextron object. Returns the engine's error.
   auto complete = [this, jobs, result](size_t i) {
     const auto o = jobs[i]->outcome();
     result->choices[i].finish_reason = finish_reason(o.stop_reason);
     result->completion_tokens += o.completion_tokens;
-    if (i == 0) result->flextron = flextron_object(jobs[i]->spec(), o);
+    if (result->flextron.is_null()) result->flextron = flextron_object(jobs[i]->spec(), o);
     return o.error;
   };
   auto logprobs_json = [endpoint](const std::vector<runtime::TokenLogprob>& tokens, size_t offset) {
@@ -418,8 +418,12 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
           st.done = true;
           const auto error = complete(i);
           if (!error.empty()) {
-            send(event(error_body("generation failed: " + error, "server_error", "", 500)));
-            return false;
+            for (auto& job : jobs) job->cancel();
+            if (!send(event(error_body("generation failed: " + error, "server_error", "", 500)) +
+                      "data: [DONE]\n\n"))
+              return false;
+            sink.done();
+            return true;
           }
           const json logprobs = sent_tokens();
           if (!send(event(completion_chunk(endpoint, *result, i, text, logprobs, st.first, true))))
