@@ -178,7 +178,8 @@ nlohmann::json elastic_space_to_json(const ElasticSpace& space) {
 ElasticSpace elastic_space_from_json(const nlohmann::json& j, const ModelConfig& config,
                                      const std::string& where) {
   if (!j.is_object()) fail(where, "must be a JSON object");
-  if (j.value("format", std::string()) != "flextron-elastic-space")
+  // Compared as JSON: a "format" that is not a string is as wrong as another string.
+  if (!j.contains("format") || j["format"] != "flextron-elastic-space")
     fail(where, "\"format\" must be \"flextron-elastic-space\"");
   if (!j.contains("version") || !j["version"].is_number_integer() ||
       j["version"].get<int>() != kSpaceVersion)

@@ -496,7 +496,7 @@ nlohmann::json latency_table_to_json(const LatencyTable& t) {
 
 LatencyTable latency_table_from_json(const nlohmann::json& j, const std::string& where) {
   try {
-    if (j.value("format", "") != "flextron-latency-table")
+    if (!j.contains("format") || j["format"] != "flextron-latency-table")
       fail(where, "not a latency table (\"format\" must be \"flextron-latency-table\")");
     if (j.at("version").get<int>() != 1)
       fail(where, "unsupported latency table version " + j.at("version").dump());

@@ -78,7 +78,7 @@ RouterBundle load_routers(const std::filesystem::path& dir, const model::ModelCo
     fail(where, "missing: this model has no routers (run flextron train-router)");
   auto j = io::read_json_file(file);
   try {
-    if (j.value("format", "") != "flextron-router")
+    if (!j.contains("format") || j["format"] != "flextron-router")
       fail(where, "not a router file (\"format\" must be \"flextron-router\")");
     auto saved_space = model::elastic_space_from_json(j.at("elastic_space"), config, where);
     if (saved_space.mlp != space.mlp || saved_space.kv_groups != space.kv_groups)
