@@ -11,11 +11,15 @@ namespace flextron::runtime {
 std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
                                    const model::ModelConfig& config, const std::string& prompt) {
   auto tokens = tokenizer.encode(prompt, /*add_bos=*/true);
-  const auto n = static_cast<int64_t>(tokens.size());
-  if (n >= config.max_position_embeddings)
-    fail("prompt", std::to_string(n) + " tokens do not fit the model's context of " +
-                       std::to_string(config.max_position_embeddings) + " positions");
+  check_prompt_fits(config, static_cast<int64_t>(tokens.size()), "prompt");
   return tokens;
+}
+
+void check_prompt_fits(const model::ModelConfig& config, int64_t tokens, const std::string& where) {
+  if (tokens >= config.max_position_embeddings)
+    fail(where, std::to_string(tokens) + " tokens do not fit the model's context of " +
+                    std::to_string(config.max_position_embeddings) +
+                    " positions (one must be left for the reply)");
 }
 
 std::string describe_stop_reason(const std::string& reason, int64_t max_tokens, int64_t context) {
@@ -99,24 +103,26 @@ int64_t Sequence::capacity(const model::ModelConfig& config) const {
 
 void Sequence::prefill() {
   prev_ = prompt_.back();
+  // The prompt's last logits are kept on the host: the first token's draw, and fork()'s.
+  auto keep = [this](const torch::Tensor& logits) {
+    auto host = logits.detach().to(torch::kCPU, torch::kFloat).contiguous().reshape({-1});
+    prefill_logits_.assign(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
+  };
   if (engine_ != nullptr && router_ != nullptr) {
     auto routed = routed_prefill(*engine_, *model_, *router_, prompt_, capacity(engine_->config()));
     engine_cache_ = std::move(routed.cache);
     arch_ = std::move(routed.arch);
-    prefill_logits_.clear();  // kept by pick()
-    return pick(routed.last_logits);
-  }
-  if (engine_ != nullptr) {
-    const int64_t vocab = engine_->config().vocab_size;
+    keep(routed.last_logits);
+  } else if (engine_ != nullptr) {
     const float* logits = engine_->prefill(prompt_, engine_cache_, arch_);
-    prefill_logits_.assign(logits, logits + vocab);
-    return pick(logits, vocab);
+    prefill_logits_.assign(logits, logits + engine_->config().vocab_size);
+  } else {
+    c10::InferenceMode inference;
+    auto input = torch::tensor(prompt_, torch::kLong).to(model_->device()).unsqueeze(0);
+    auto logits = model_->forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_);
+    keep(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
   }
-  c10::InferenceMode inference;
-  auto input = torch::tensor(prompt_, torch::kLong).to(model_->device()).unsqueeze(0);
-  auto logits = model_->forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_);
-  prefill_logits_.clear();
-  pick(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
+  pick(prefill_logits_.data(), static_cast<int64_t>(prefill_logits_.size()));
 }
 
 std::unique_ptr<Sequence> Sequence::fork(uint64_t seed) const {
@@ -144,18 +150,9 @@ void Sequence::pick(const float* logits, int64_t vocab) {
   take_sampled();
 }
 
-void Sequence::pick(const torch::Tensor& logits) {
-  // On the host once, for the sampler, the log-probabilities and a later fork().
-  auto host = logits.detach().to(torch::kCPU, torch::kFloat).contiguous().reshape({-1});
-  const float* data = host.data_ptr<float>();
-  const int64_t vocab = host.numel();
-  if (prefill_logits_.empty() && tokens_.empty() && stop_reason_.empty())
-    prefill_logits_.assign(data, data + vocab);
-  pick(data, vocab);
-}
-
 void Sequence::accept(const torch::Tensor& logits) {
-  pick(logits);
+  auto host = logits.detach().to(torch::kCPU, torch::kFloat).contiguous().reshape({-1});
+  pick(host.data_ptr<float>(), host.numel());
 }
 
 void Sequence::accept(const float* logits) {

@@ -27,6 +27,8 @@ namespace flextron::runtime {
 // model's context for a single new token.
 std::vector<int64_t> encode_prompt(const text::Tokenizer& tokenizer,
                                    const model::ModelConfig& config, const std::string& prompt);
+// Throws flextron::Error naming `where` when `tokens` prompt tokens leave no room for a new one.
+void check_prompt_fits(const model::ModelConfig& config, int64_t tokens, const std::string& where);
 
 // A stop reason in words, one family for all of them: "stopped: reached the maximum of 256 new
 // tokens", "stopped: the model ended the text (end-of-sequence token)", "stopped: reached the
@@ -108,7 +110,6 @@ class Sequence {
   // Samples next_ from logits [vocab] (keeping its log-probabilities when recorded), then
   // take_sampled().
   void pick(const float* logits, int64_t vocab);
-  void pick(const torch::Tensor& logits);
   void take_sampled();  // appends next_ or ends the sequence
 
   // What both runtimes' constructors share: the fields and the argument checks.

@@ -101,7 +101,6 @@ std::vector<std::shared_ptr<Job>> Engine::submit_choices(JobSpec spec, int64_t n
     JobSpec choice = spec;
     choice.sampling.seed = spec.sampling.seed + static_cast<uint64_t>(i);
     jobs.push_back(std::make_shared<Job>(std::move(choice)));
-    jobs.back()->fork_seed_ = jobs.back()->spec().sampling.seed;
   }
   auto job = jobs.front();
   job->followers_.assign(jobs.begin() + 1, jobs.end());
@@ -245,7 +244,7 @@ std::vector<Job*> Engine::prefill(Job& job) {
   std::vector<Job*> forked;
   for (auto& follower : job.followers_) {
     follower->progress_.started = job.progress_.started;
-    follower->sequence_ = job.sequence_->fork(follower->fork_seed_);
+    follower->sequence_ = job.sequence_->fork(follower->spec().sampling.seed);
     follower->charge_ = job.charge_;
     active_.push_back(follower);
     forked.push_back(follower.get());

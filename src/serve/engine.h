@@ -107,7 +107,6 @@ class Job {
   // The other choices of the same prompt (submit_choices): forked from this job's sequence once
   // its prefill has run; empty after that.
   std::vector<std::shared_ptr<Job>> followers_;
-  uint64_t fork_seed_ = 0;
 };
 
 struct EngineOptions {

@@ -226,13 +226,11 @@ std::vector<int64_t> Server::Impl::prompt_tokens(const Prompt& prompt, const std
       tokens.push_back(prompt.tokens[i]);
     }
   }
-  if (static_cast<int64_t>(tokens.size()) >= config.max_position_embeddings)
-    throw ApiError(400,
-                   "'" + where + "' " + std::to_string(tokens.size()) +
-                       " tokens do not fit the model's context of " +
-                       std::to_string(config.max_position_embeddings) +
-                       " positions (one must be left for the reply)",
-                   where);
+  try {
+    runtime::check_prompt_fits(config, static_cast<int64_t>(tokens.size()), where);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), where);
+  }
   return tokens;
 }
 
