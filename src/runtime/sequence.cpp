@@ -1,6 +1,7 @@
 #include "runtime/sequence.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -122,6 +123,7 @@ void Sequence::prefill() {
     auto logits = model_->forward(input, &cache_, arch_.empty() ? nullptr : &arch_, router_);
     keep(logits[0][static_cast<int64_t>(prompt_.size()) - 1]);
   }
+  if (constraint_) first_constraint_ = constraint_->clone();
   pick(prefill_logits_.data(), static_cast<int64_t>(prefill_logits_.size()));
 }
 
@@ -140,12 +142,46 @@ std::unique_ptr<Sequence> Sequence::fork(uint64_t seed) const {
   copy->prev_ = prompt_.back();
   copy->sampling_.seed = seed;
   copy->sampler_ = Sampler(copy->sampling_);
+  if (first_constraint_) copy->constraint_ = first_constraint_->clone();
   copy->pick(prefill_logits_.data(), static_cast<int64_t>(prefill_logits_.size()));
   return copy;
 }
 
+bool Sequence::is_end(int64_t id) const {
+  if (id == tokenizer_.eos_id()) return true;
+  for (int64_t e : tokenizer_.eos_ids())
+    if (id == e) return true;
+  return std::find(stop_ids_.begin(), stop_ids_.end(), id) != stop_ids_.end();
+}
+
+bool Sequence::mask(const float* logits, int64_t vocab) {
+  if (!constraint_) return false;
+  // Text tokens this sequence may still write, this one included (the cache ends it at
+  // capacity - prompt + 1, max_tokens before that).
+  const int64_t cache_capacity = engine_ != nullptr ? engine_cache_.capacity() : cache_.capacity;
+  const int64_t limit =
+      std::min<int64_t>(max_tokens_, cache_capacity - static_cast<int64_t>(prompt_.size()) + 1);
+  const int64_t left = limit - static_cast<int64_t>(tokens_.size());
+  allowed_.resize(static_cast<size_t>(vocab));
+  // Room for the end token after the value when there is any; else the value's last token.
+  bool may_end = constraint_->allowed(left - 2, allowed_);
+  if (!may_end && std::find(allowed_.begin(), allowed_.end(), 1) == allowed_.end())
+    may_end = constraint_->allowed(left - 1, allowed_);
+  masked_.assign(logits, logits + vocab);
+  constexpr float kNever = -std::numeric_limits<float>::infinity();
+  bool any = false;
+  for (int64_t id = 0; id < vocab; ++id) {
+    const bool ok = is_end(id) ? may_end : allowed_[static_cast<size_t>(id)] != 0;
+    if (!ok) masked_[static_cast<size_t>(id)] = kNever;
+    any = any || ok;
+  }
+  if (!any) fail("structured output", "no token can continue the JSON output");
+  return true;
+}
+
 void Sequence::pick(const float* logits, int64_t vocab) {
-  next_ = sampler_.sample(logits, vocab);
+  next_ =
+      mask(logits, vocab) ? sampler_.sample(masked_.data(), vocab) : sampler_.sample(logits, vocab);
   if (logprobs_top_ >= 0) pending_ = token_logprobs(logits, vocab, next_, logprobs_top_);
   take_sampled();
 }
@@ -179,6 +215,7 @@ void Sequence::take_sampled() {
   for (int64_t id : stop_ids_)
     if (next_ == id) return finish("eos");
   tokens_.push_back(next_);
+  if (constraint_) constraint_->accept(next_);
   const std::string piece = tokenizer_.decode_piece(prev_, next_);
   text_ += piece;
   if (logprobs_top_ >= 0) {

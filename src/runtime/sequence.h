@@ -19,6 +19,7 @@
 #include "model/transformer.h"
 #include "runtime/fast_decoder.h"
 #include "runtime/sampler.h"
+#include "runtime/token_constraint.h"
 #include "text/tokenizer.h"
 
 namespace flextron::runtime {
@@ -72,6 +73,11 @@ class Sequence {
   // Token ids that end the sequence as the tokenizer's end-of-sequence ids do (a chat template's
   // end-of-turn token); call before prefill().
   void stop_at(std::vector<int64_t> ids) { stop_ids_ = std::move(ids); }
+  // Only tokens `constraint` allows are sampled (structured output); the sequence owns it, and
+  // ends only where it may end. Call before prefill().
+  void constrain(std::unique_ptr<TokenConstraint> constraint) {
+    constraint_ = std::shared_ptr<TokenConstraint>(std::move(constraint));
+  }
   // One forward over the prompt, then the first token.
   void prefill();
   // A copy of this sequence just after its prefill() (before any decode step) that samples its
@@ -111,6 +117,9 @@ class Sequence {
   // take_sampled().
   void pick(const float* logits, int64_t vocab);
   void take_sampled();  // appends next_ or ends the sequence
+  // logits with what the constraint forbids set to -inf (into masked_); true when constrained.
+  bool mask(const float* logits, int64_t vocab);
+  bool is_end(int64_t id) const;
 
   // What both runtimes' constructors share: the fields and the argument checks.
   Sequence(model::TransformerImpl* model, FastDecoder* engine, const text::Tokenizer& tokenizer,
@@ -128,6 +137,11 @@ class Sequence {
   SamplingOptions sampling_;
   Sampler sampler_;
   std::vector<int64_t> stop_ids_;
+  // Shared only between fork() and its source until fork() clones it: each sequence advances
+  // its own (first_constraint_ is the state before the first token, what a fork starts from).
+  std::shared_ptr<TokenConstraint> constraint_, first_constraint_;
+  std::vector<float> masked_;
+  std::vector<uint8_t> allowed_;
   int64_t logprobs_top_ = -1;           // -1: not recorded
   std::vector<float> prefill_logits_;   // the prompt's last position's: fork() samples again
   TokenLogprobs pending_;               // next_'s, until take_sampled() appends it

@@ -133,9 +133,9 @@ void refuse_unsupported(const json& body, Endpoint endpoint) {
     if (!v->is_object() || !v->contains("type") || !(*v)["type"].is_string())
       bad("response_format", "must be an object with a string \"type\"");
     const auto type = (*v)["type"].get<std::string>();
-    if (type == "json_object" || type == "json_schema")
-      bad("response_format", "type \"" + type + "\" is not supported by this server yet");
-    if (type != "text") bad("response_format", "type must be \"text\", got \"" + type + "\"");
+    if (type != "text" && type != "json_object" && type != "json_schema")
+      bad("response_format.type",
+          "must be \"text\", \"json_object\" or \"json_schema\", got \"" + type + "\"");
   }
   if (endpoint == Endpoint::ChatCompletions && given("echo"))
     bad("echo", "is a completions field, not a chat one");
@@ -244,6 +244,34 @@ std::vector<int64_t> parse_detokenize_request(const std::string& body_text, int6
   return *ids;
 }
 
+// response_format as a grammar for constrained decoding (runtime/json_grammar.h); null for
+// text. A schema that cannot be constrained is a 400 naming the keyword's path.
+std::shared_ptr<const runtime::JsonGrammar> output_grammar(const json& body) {
+  const auto* format = field(body, "response_format");
+  if (format == nullptr) return nullptr;
+  const auto type = (*format)["type"].get<std::string>();
+  if (type == "json_object") return runtime::JsonGrammar::any_object();
+  if (type != "json_schema") return nullptr;
+  const auto* spec = field(*format, "json_schema");
+  if (spec == nullptr || !spec->is_object())
+    bad("response_format.json_schema",
+        "is required with type \"json_schema\": {\"name\": ..., \"schema\": {...}}");
+  if (const auto* name = field(*spec, "name"); name != nullptr && !name->is_string())
+    bad("response_format.json_schema.name", "must be a string");
+  if (const auto* strict = field(*spec, "strict"); strict != nullptr && !strict->is_boolean())
+    bad("response_format.json_schema.strict", "must be true or false");
+  const auto* schema = field(*spec, "schema");
+  if (schema == nullptr) bad("response_format.json_schema.schema", "is required");
+  try {
+    return runtime::JsonGrammar::from_schema(*schema, "response_format.json_schema.schema");
+  } catch (const Error& e) {
+    // "<path>: <message>": the path is the parameter.
+    const std::string m = e.what();
+    const auto colon = m.find(": ");
+    throw ApiError(400, "'" + m.substr(0, colon) + "' " + m.substr(colon + 2), m.substr(0, colon));
+  }
+}
+
 CompletionRequest parse_completion_request(const std::string& body_text, Endpoint endpoint,
                                            const ChatSettings& chat) {
   const json body = parse_body(body_text);
@@ -298,6 +326,7 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
       bad("stream_options.include_usage", "must be true or false");
     r.include_usage = usage != nullptr && usage->get<bool>();
   }
+  r.output_grammar = output_grammar(body);
   if (field(body, "budget") != nullptr) {
     const double b = number(body, "budget", 1.0);
     if (!std::isfinite(b) || b <= 0.0) bad("budget", "must be a positive number");

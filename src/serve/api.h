@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/json_grammar.h"
 #include "runtime/sampler.h"
 #include "text/chat_template.h"
 
@@ -62,6 +64,9 @@ struct CompletionRequest {
   runtime::SamplingOptions sampling;
   bool seed_given = false;
   std::vector<std::string> stop;
+  // response_format json_object / json_schema: the grammar every choice is constrained to
+  // (null: free text).
+  std::shared_ptr<const runtime::JsonGrammar> output_grammar;
   bool stream = false;
   std::optional<double> budget;  // absent: the server's default
   std::string budget_kind = "latency";

@@ -191,6 +191,7 @@ void Engine::admit() {
                                                              architecture_of(spec), router);
       if (spec.logprobs >= 0) job->sequence_->record_logprobs(spec.logprobs);
       job->sequence_->stop_at(spec.stop_ids);
+      if (spec.constraint) job->sequence_->constrain(spec.constraint->clone());
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;

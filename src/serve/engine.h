@@ -32,6 +32,7 @@
 #include "runtime/fast_decoder.h"
 #include "runtime/sampler.h"
 #include "runtime/sequence.h"
+#include "runtime/token_constraint.h"
 #include "serve/metrics.h"
 #include "serve/text_stream.h"
 #include "text/tokenizer.h"
@@ -51,6 +52,8 @@ struct JobSpec {
   std::string budget_label = "full";        // metrics label: "0.5", "full"
   std::string router_label = "static";
   int64_t logprobs = -1;  // >= 0: record each token's log-probability and this many alternatives
+  // Structured output: every choice's sequence gets a clone of it (null: free text).
+  std::shared_ptr<const runtime::TokenConstraint> constraint;
 };
 
 // How a job ended, with its timings (filled by the engine; read after finished).

@@ -24,6 +24,7 @@
 #include "route/router_file.h"
 #include "route/router_pipeline.h"
 #include "route/select.h"
+#include "runtime/json_constraint.h"
 #include "runtime/quant_kernels.h"
 #include "runtime/sequence.h"
 #include "serve/api.h"
@@ -74,6 +75,7 @@ struct Server::Impl {
         loaded(loaded),
         options(options),
         engine(*loaded.model, *loaded.tokenizer, options.engine, metrics),
+        vocabulary(std::make_shared<runtime::VocabularyBytes>(*loaded.tokenizer)),
         seeds(std::random_device{}()) {}
 
   std::filesystem::path dir;
@@ -81,6 +83,7 @@ struct Server::Impl {
   ServerOptions options;
   Metrics metrics;
   Engine engine;
+  std::shared_ptr<const runtime::VocabularyBytes> vocabulary;  // structured output's
   httplib::Server http;
   std::mutex mutex;                                                 // plans, seeds
   std::map<std::string, std::shared_ptr<route::BudgetPlan>> plans;  // static and uniform
@@ -96,6 +99,11 @@ struct Server::Impl {
   std::shared_ptr<route::BudgetPlan> plan_for(const CompletionRequest& r, route::Budget* budget);
   json flextron_object(const JobSpec& spec, const JobOutcome& outcome) const;
   void completion(const std::string& body, httplib::Response& res, Endpoint endpoint);
+  // The request's response_format over the vocabulary; ApiError(400) when the tokenizer cannot
+  // write it or the shortest valid output does not fit in max_tokens or the context.
+  std::shared_ptr<const runtime::TokenConstraint> output_constraint(
+      const CompletionRequest& request, const std::vector<std::vector<int64_t>>& prompts,
+      bool is_chat) const;
   // A prompt's ids (BOS first), checked against the vocabulary and the context; ApiError(400)
   // naming `where` otherwise.
   std::vector<int64_t> prompt_tokens(const Prompt& prompt, const std::string& where, bool chat);
@@ -234,6 +242,38 @@ std::vector<int64_t> Server::Impl::prompt_tokens(const Prompt& prompt, const std
   return tokens;
 }
 
+std::shared_ptr<const runtime::TokenConstraint> Server::Impl::output_constraint(
+    const CompletionRequest& request, const std::vector<std::vector<int64_t>>& prompts,
+    bool is_chat) const {
+  std::shared_ptr<runtime::JsonConstraint> constraint;
+  try {
+    constraint = std::make_shared<runtime::JsonConstraint>(vocabulary, request.output_grammar,
+                                                           "response_format");
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "response_format");
+  }
+  // The shortest valid output, plus the end token after it.
+  const int64_t needed = constraint->min_tokens() + 1;
+  const char* max_field = is_chat ? "max_completion_tokens" : "max_tokens";
+  if (needed > request.max_tokens)
+    throw ApiError(400,
+                   "'" + std::string(max_field) + "' " + std::to_string(request.max_tokens) +
+                       " is too few for response_format: its shortest valid output takes " +
+                       std::to_string(needed) + " tokens",
+                   max_field);
+  const int64_t context = loaded.model->config().max_position_embeddings;
+  for (const auto& p : prompts)
+    if (static_cast<int64_t>(p.size()) + needed > context + 1)
+      throw ApiError(400,
+                     "the prompt leaves " +
+                         std::to_string(context + 1 - static_cast<int64_t>(p.size())) +
+                         " positions of the model's context, response_format's shortest output "
+                         "takes " +
+                         std::to_string(needed),
+                     is_chat ? "messages" : "prompt");
+  return constraint;
+}
+
 void Server::Impl::completion(const std::string& body, httplib::Response& res, Endpoint endpoint) {
   const bool is_chat = endpoint == Endpoint::ChatCompletions;
   CompletionRequest request;
@@ -275,6 +315,7 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
     }
     spec.stop = request.stop;
     if (is_chat) spec.stop_ids = chat_stop_ids;
+    if (request.output_grammar) spec.constraint = output_constraint(request, prompts, is_chat);
   } catch (const ApiError& e) {
     return send_error(res, e);
   }

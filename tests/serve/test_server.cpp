@@ -837,7 +837,10 @@ TEST(Server, OpenAiSurface) {
     SCOPED_TRACE("refused fields name themselves");
     for (const auto& [extra, param] : std::vector<std::pair<json, std::string>>{
              {{{"router", "smart"}}, "router"},
-             {{{"response_format", {{"type", "json_object"}}}}, "response_format"},
+             {{{"response_format",
+                {{"type", "json_schema"},
+                 {"json_schema", {{"schema", {{"type", "integer"}, {"minimum", 0}}}}}}}},
+              "response_format.json_schema.schema.minimum"},
              {{{"logit_bias", {{"5", 10}}}}, "logit_bias"},
              {{{"n", 40}}, "n"}}) {
       json body = base;
@@ -848,6 +851,74 @@ TEST(Server, OpenAiSurface) {
       EXPECT_EQ(r["error"]["param"], param) << r.dump();
       EXPECT_EQ(r["error"]["message"].get<std::string>().find("--"), std::string::npos) << r.dump();
     }
+  }
+}
+
+// response_format through HTTP, both endpoints, streamed or not: every choice parses and has
+// the schema's shape; too few max_tokens for the shortest valid output is a 400 naming it.
+TEST(Server, StructuredOutput) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  LiveServer s(model, {});
+  int status = 0;
+  const json schema = json::parse(R"({"type": "object",
+      "properties": {"name": {"type": "string", "maxLength": 12},
+                     "mood": {"enum": ["happy", "sad"]},
+                     "friends": {"type": "array", "items": {"type": "integer"}, "maxItems": 3}},
+      "required": ["name", "mood", "friends"], "additionalProperties": false})");
+  const json format = {
+      {"type", "json_schema"},
+      {"json_schema", {{"name", "character"}, {"strict", true}, {"schema", schema}}}};
+  auto check = [&](const std::string& text) {
+    json v;
+    ASSERT_NO_THROW(v = json::parse(text)) << text;
+    ASSERT_TRUE(v.is_object()) << text;
+    EXPECT_EQ(v.size(), 3u) << text;
+    EXPECT_TRUE(v["name"].is_string()) << text;
+    EXPECT_TRUE(v["mood"] == "happy" || v["mood"] == "sad") << text;
+    ASSERT_TRUE(v["friends"].is_array()) << text;
+    EXPECT_LE(v["friends"].size(), 3u) << text;
+    for (const auto& f : v["friends"]) EXPECT_TRUE(f.is_number_integer()) << text;
+  };
+  {
+    SCOPED_TRACE("completions, n = 3");
+    auto r = post_json(s, "/v1/completions",
+                       {{"prompt", "Once upon a time"},
+                        {"max_tokens", 120},
+                        {"n", 3},
+                        {"seed", 4},
+                        {"response_format", format}},
+                       &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    ASSERT_EQ(r["choices"].size(), 3u);
+    for (const auto& c : r["choices"]) {
+      check(c["text"]);
+      EXPECT_EQ(c["finish_reason"], "stop");
+    }
+  }
+  {
+    SCOPED_TRACE("chat, streamed, json_object");
+    auto r = post(s, "/v1/chat/completions",
+                  {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                   {"max_tokens", 80},
+                   {"stream", true},
+                   {"response_format", {{"type", "json_object"}}}});
+    ASSERT_EQ(r.status, 200) << r.body.dump();
+    const std::string text = r.text;
+    json v;
+    ASSERT_NO_THROW(v = json::parse(text)) << text;
+    EXPECT_TRUE(v.is_object()) << text;
+  }
+  {
+    SCOPED_TRACE("too few tokens");
+    auto r =
+        post_json(s, "/v1/completions",
+                  {{"prompt", "Once"}, {"max_tokens", 10}, {"response_format", format}}, &status);
+    EXPECT_EQ(status, 400) << r.dump();
+    EXPECT_EQ(r["error"]["param"], "max_tokens");
+    EXPECT_NE(r["error"]["message"].get<std::string>().find("shortest valid output"),
+              std::string::npos);
   }
 }
 
