@@ -25,9 +25,9 @@
 
 namespace {
 
-using nlohmann::json;
 using flextron::runtime::JsonConstraint;
 using flextron::runtime::JsonGrammar;
+using nlohmann::json;
 
 std::unique_ptr<flextron::text::Tokenizer> load(const std::string& path) {
   if (path.size() > 4 && path.substr(path.size() - 4) == ".bin")
@@ -68,7 +68,9 @@ int main(int argc, char** argv) {
   const auto grammar = JsonGrammar::from_schema(schema, "schema");
   // Each state: the output so far.
   const std::vector<std::pair<std::string, std::string>> states = {
-      {"after {", "{"}, {"in a string", R"({"name":"Bo)"}, {"in a number", R"({"name":"B","age":4)"}};
+      {"after {", "{"},
+      {"in a string", R"({"name":"Bo)"},
+      {"in a number", R"({"name":"B","age":4)"}};
 
   json results = json::array();
   std::printf("%-12s %7s  %-12s %10s %8s\n", "vocabulary", "tokens", "state", "scan us", "allowed");
@@ -101,7 +103,8 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         constraints[s].allowed(1000, allowed);
         times[s].push_back(
-            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count());
         counts[s] = std::count(allowed.begin(), allowed.end(), 1);
       }
     for (size_t s = 0; s < states.size(); ++s) {

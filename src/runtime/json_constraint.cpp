@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 
 namespace flextron::runtime {
@@ -30,14 +32,36 @@ VocabularyBytes::VocabularyBytes(const text::Tokenizer& tokenizer) {
   std::sort(sorted_.begin(), sorted_.end(), [&](int32_t a, int32_t b) {
     return bytes_[static_cast<size_t>(a)] < bytes_[static_cast<size_t>(b)];
   });
-  lcp_.assign(sorted_.size(), 0);
-  for (size_t i = 1; i < sorted_.size(); ++i) {
-    const auto& a = bytes_[static_cast<size_t>(sorted_[i - 1])];
-    const auto& b = bytes_[static_cast<size_t>(sorted_[i])];
-    size_t k = 0;
-    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
-    lcp_[i] = static_cast<int32_t>(k);
+  auto shared_prefixes = [&](const std::vector<int32_t>& order) {
+    std::vector<int32_t> lcp(order.size(), 0);
+    for (size_t i = 1; i < order.size(); ++i) {
+      const auto& a = bytes_[static_cast<size_t>(order[i - 1])];
+      const auto& b = bytes_[static_cast<size_t>(order[i])];
+      size_t k = 0;
+      while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+      lcp[i] = static_cast<int32_t>(k);
+    }
+    return lcp;
+  };
+  lcp_ = shared_prefixes(sorted_);
+  // Plain string text, told by the grammar itself: after '"' the token leaves a string that
+  // needs only its closing quote, and it has no quote or escape of its own.
+  const auto string_grammar = JsonGrammar::from_schema(nlohmann::json{{"type", "string"}}, "");
+  plain_chars_.assign(bytes_.size(), 0);
+  for (int32_t id : sorted_) {
+    const auto& b = bytes_[static_cast<size_t>(id)];
+    JsonMatcher m(string_grammar);
+    const bool plain = b.find_first_of("\"\\") == std::string::npos && m.feed('"') && m.feed(b) &&
+                       m.min_to_complete() == 1;
+    if (!plain) {
+      others_.push_back(id);
+      continue;
+    }
+    plain_.push_back(id);
+    for (char c : b)
+      plain_chars_[static_cast<size_t>(id)] += (static_cast<uint8_t>(c) & 0xc0) != 0x80;
   }
+  others_lcp_ = shared_prefixes(others_);
 }
 
 JsonConstraint::JsonConstraint(std::shared_ptr<const VocabularyBytes> vocabulary,
@@ -63,10 +87,8 @@ std::unique_ptr<TokenConstraint> JsonConstraint::clone() const {
   return copy;
 }
 
-bool JsonConstraint::allowed(int64_t tokens_after, std::vector<uint8_t>& allowed) {
-  std::fill(allowed.begin(), allowed.end(), 0);
-  const auto& order = vocabulary_->sorted();
-  const auto& lcp = vocabulary_->shared_prefix();
+void JsonConstraint::scan(const std::vector<int32_t>& order, const std::vector<int32_t>& lcp,
+                          int64_t tokens_after, std::vector<uint8_t>& allowed) {
   if (prefix_states_.size() < vocabulary_->longest() + 1)
     prefix_states_.assign(vocabulary_->longest() + 1, matcher_);
   prefix_states_[0] = matcher_;
@@ -87,6 +109,22 @@ bool JsonConstraint::allowed(int64_t tokens_after, std::vector<uint8_t>& allowed
     if (k == b.size() && id < static_cast<int32_t>(allowed.size()) &&
         prefix_states_[k].min_to_complete() <= tokens_after)
       allowed[static_cast<size_t>(id)] = 1;
+  }
+}
+
+bool JsonConstraint::allowed(int64_t tokens_after, std::vector<uint8_t>& allowed) {
+  std::fill(allowed.begin(), allowed.end(), 0);
+  int64_t room = 0;
+  if (matcher_.in_plain_string(room)) {
+    // Inside a string most of the vocabulary fits; plain text tokens are decided by their
+    // length alone, and only the rest go through the matcher.
+    if (matcher_.min_to_complete() <= tokens_after)
+      for (int32_t id : vocabulary_->plain())
+        if (vocabulary_->plain_chars(id) <= room && id < static_cast<int32_t>(allowed.size()))
+          allowed[static_cast<size_t>(id)] = 1;
+    scan(vocabulary_->others(), vocabulary_->others_shared_prefix(), tokens_after, allowed);
+  } else {
+    scan(vocabulary_->sorted(), vocabulary_->shared_prefix(), tokens_after, allowed);
   }
   return matcher_.can_finish();
 }

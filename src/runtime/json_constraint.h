@@ -29,12 +29,20 @@ class VocabularyBytes {
   const std::vector<int32_t>& sorted() const { return sorted_; }
   const std::vector<int32_t>& shared_prefix() const { return lcp_; }
   size_t longest() const { return longest_; }
+  // Plain string text: tokens with no '"', '\\' or control byte, made of whole UTF-8
+  // characters (inside a string they change nothing but its length), and their characters
+  // (0 for the others); the other tokens, sorted as above, with their shared prefixes.
+  int64_t plain_chars(int64_t id) const { return plain_chars_[static_cast<size_t>(id)]; }
+  const std::vector<int32_t>& plain() const { return plain_; }
+  const std::vector<int32_t>& others() const { return others_; }
+  const std::vector<int32_t>& others_shared_prefix() const { return others_lcp_; }
   // Whether some token writes exactly this one byte.
   bool has_byte_token(uint8_t byte) const { return (single_[byte >> 6] >> (byte & 63)) & 1; }
 
  private:
   std::vector<std::string> bytes_;
-  std::vector<int32_t> sorted_, lcp_;
+  std::vector<int32_t> sorted_, lcp_, plain_, others_, others_lcp_;
+  std::vector<int64_t> plain_chars_;
   size_t longest_ = 0;
   std::array<uint64_t, 4> single_{};
 };
@@ -57,6 +65,9 @@ class JsonConstraint final : public TokenConstraint {
  private:
   std::shared_ptr<const VocabularyBytes> vocabulary_;
   JsonMatcher matcher_;
+  // Marks the tokens of `order` (byte order, lcp its shared prefixes) that may come next.
+  void scan(const std::vector<int32_t>& order, const std::vector<int32_t>& lcp,
+            int64_t tokens_after, std::vector<uint8_t>& allowed);
   std::vector<JsonMatcher> prefix_states_;  // scratch: the state after each byte of a token
 };
 

@@ -910,6 +910,15 @@ int64_t JsonMatcher::own_bytes(size_t i, bool& skip_next) const {
   return kInf;
 }
 
+bool JsonMatcher::in_plain_string(int64_t& room) const {
+  const Frame& top = frames_[static_cast<size_t>(depth_ - 1)];
+  if (top.kind != FrameKind::String || top.phase != 1 || top.aux != 0) return false;
+  const auto& n = g_->node(top.node);
+  if (top.count < n.min_length) return false;
+  room = n.max_length - top.count;
+  return true;
+}
+
 int64_t JsonMatcher::min_to_complete() const {
   int64_t total = 0;
   for (size_t i = 0; i < static_cast<size_t>(depth_); ++i) {

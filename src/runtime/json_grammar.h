@@ -99,6 +99,10 @@ class JsonMatcher {
   bool can_finish() const;
   // The fewest bytes that make the output a whole accepted value (0 when can_finish()).
   int64_t min_to_complete() const;
+  // Whether the output is inside a string, past its minLength, between characters: any text
+  // without '"', '\\' or control bytes, whole UTF-8 characters, up to `room` characters then
+  // keeps the state but for the count, and min_to_complete() as it is.
+  bool in_plain_string(int64_t& room) const;
 
  private:
   enum class FrameKind : uint8_t { Root, Object, Array, String, Number, Literal, Key };
