@@ -169,6 +169,22 @@ void write_seeds(const fs::path& dir, const fs::path& shared_data) {
           "max_completion_tokens": 8, "stream": true, "stream_options": {"include_usage": true},
           "logprobs": true, "top_logprobs": 2})");
 
+  put(requests, "json-schema.json",
+      R"({"prompt": "A cat:", "max_tokens": 64, "response_format": {"type": "json_schema",
+          "json_schema": {"name": "cat", "strict": true, "schema": {"type": "object",
+          "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"},
+          "tags": {"type": "array", "items": {"enum": ["a", 1, null]}, "maxItems": 2},
+          "owner": {"anyOf": [{"$ref": "#/$defs/person"}, {"type": "null"}]}},
+          "required": ["name", "age"], "additionalProperties": false,
+          "$defs": {"person": {"type": "object", "properties": {"n": {"type": ["string", "null"]}}}}}}}})");
+  put(requests, "json-object.json",
+      R"({"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": "json_object"}})");
+  put(dir / "json_schema", "object.bin",
+      literal("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\"},"
+              "\"b\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},\"required\":[\"a\"]}"
+              "\0{\"a\": -1.5e3, \"b\": [\"x\\n\", \"\xc3\xa9\"]}"));
+  put(dir / "json_schema", "any.bin", literal("{}\0[1,{\"k\":[true,null,\"s\"]},2]"));
+
   const auto streams = dir / "text_stream";
   put(streams, "one-stop.bin", literal("\x01The end\0Once upon\0 a time. The e\0nd."));
   put(streams, "utf8.bin", literal("\x02\xc3\xa9t\xc3\0\n\n\0caf\xc3\0\xa9 \xe2\x96\0\x81ok"));

@@ -19,6 +19,10 @@ constexpr int64_t kInf = JsonGrammar::kUnbounded;
 // Digits a number may have per part: keeps every output finite.
 constexpr int kMaxIntDigits = 15, kMaxFracDigits = 15, kMaxExpDigits = 2;
 constexpr size_t kMaxCandidates = 64;  // properties of an object, values of an enum
+// Bounds on a schema (a request body can hold any JSON): nesting, and nodes compiled, which
+// also bounds the fixpoint in JsonGrammar::finish().
+constexpr int kMaxSchemaDepth = 64;
+constexpr size_t kMaxNodes = 4096;
 
 void set_byte(Bytes& b, uint8_t c) {
   b[c >> 6] |= uint64_t{1} << (c & 63);
@@ -59,6 +63,23 @@ class SchemaCompiler {
       : g_(g), document_(document), where_(std::move(where)) {}
 
   int32_t compile(const json& s, const std::string& path) {
+    if (++depth_ > kMaxSchemaDepth)
+      fail(path, "nests deeper than " + std::to_string(kMaxSchemaDepth) +
+                     " schemas; constrained output takes at most that");
+    const int32_t node = compile_here(s, path);
+    --depth_;
+    return node;
+  }
+
+ private:
+  int32_t add(JsonGrammar::Node n, const std::string& path) {
+    if (g_.nodes_.size() >= kMaxNodes)
+      fail(path, "makes the schema larger than " + std::to_string(kMaxNodes) +
+                     " parts; constrained output takes at most that");
+    return g_.add(std::move(n));
+  }
+
+  int32_t compile_here(const json& s, const std::string& path) {
     if (s.is_boolean()) {
       if (!s.get<bool>()) fail(path, "the schema false accepts no value");
       return g_.any_value();
@@ -114,7 +135,6 @@ class SchemaCompiler {
     return union_of(parts, path + ".type");
   }
 
- private:
   [[noreturn]] void fail(const std::string& path, const std::string& message) const {
     flextron::fail(path, message);
   }
@@ -138,11 +158,11 @@ class SchemaCompiler {
       n.min_length = count(s, "minLength", path, 0);
       n.max_length = count(s, "maxLength", path, kInf);
       if (n.min_length > n.max_length) fail(path + ".minLength", "exceeds maxLength");
-      return g_.add(std::move(n));
+      return add(std::move(n), path);
     }
     if (type == "number" || type == "integer") {
       n.kind = type == "number" ? Kind::Number : Kind::Integer;
-      return g_.add(std::move(n));
+      return add(std::move(n), path);
     }
     if (type == "boolean") return literals({true, false}, path);
     if (type == "null") return literals({nullptr}, path);
@@ -151,7 +171,7 @@ class SchemaCompiler {
       n.min_items = count(s, "minItems", path, 0);
       n.max_items = count(s, "maxItems", path, kInf);
       if (n.min_items > n.max_items) fail(path + ".minItems", "exceeds maxItems");
-      const int32_t self = g_.add(std::move(n));
+      const int32_t self = add(std::move(n), path);
       const int32_t items =
           s.contains("items") ? compile(s["items"], path + ".items") : g_.any_value();
       g_.nodes_[static_cast<size_t>(self)].items = items;
@@ -159,7 +179,7 @@ class SchemaCompiler {
     }
     if (type == "object") {
       n.kind = Kind::Object;
-      const int32_t self = g_.add(std::move(n));
+      const int32_t self = add(std::move(n), path);
       JsonGrammar::Node built;
       built.kind = Kind::Object;
       if (s.contains("properties")) {
@@ -225,7 +245,7 @@ class SchemaCompiler {
       if (std::find(n.literals.begin(), n.literals.end(), text) == n.literals.end())
         n.literals.push_back(text);
     }
-    return g_.add(std::move(n));
+    return add(std::move(n), path);
   }
 
   int32_t reference(const json& s, const std::string& path) {
@@ -253,7 +273,7 @@ class SchemaCompiler {
     // alternative the target compiles to.
     JsonGrammar::Node holder;
     holder.kind = Kind::Union;
-    const int32_t self = g_.add(std::move(holder));
+    const int32_t self = add(std::move(holder), path);
     refs_[ref] = self;
     std::string at = where_;
     for (size_t i = 1; i < ref.size(); ++i) at += ref[i] == '/' ? '.' : ref[i];
@@ -275,7 +295,7 @@ class SchemaCompiler {
       if (words < 0) {
         JsonGrammar::Node merged;
         merged.kind = Kind::Literals;
-        words = g_.add(std::move(merged));
+        words = add(std::move(merged), path);
         parts.push_back(words);
       }
       const auto texts = g_.node(p).literals;
@@ -289,7 +309,7 @@ class SchemaCompiler {
     JsonGrammar::Node n;
     n.kind = Kind::Union;
     n.alternatives = parts;
-    const int32_t self = g_.add(std::move(n));
+    const int32_t self = add(std::move(n), path);
     unions_.push_back({self, path});
     return self;
   }
@@ -300,15 +320,21 @@ class SchemaCompiler {
   void check_unions() const {
     for (const auto& [index, path] : unions_) {
       const auto& n = g_.node(index);
-      for (size_t a = 0; a < n.alternatives.size(); ++a)
-        for (size_t b = 0; b < a; ++b)
-          for (int c = 0; c < 256; ++c)
-            if (has_byte(g_.node(n.alternatives[a]).first, static_cast<uint8_t>(c)) &&
-                has_byte(g_.node(n.alternatives[b]).first, static_cast<uint8_t>(c)))
-              fail(path, "alternatives " + std::to_string(b) + " and " + std::to_string(a) +
-                             " can both begin with " + describe_byte(static_cast<uint8_t>(c)) +
-                             "; constrained output needs alternatives of different JSON types "
-                             "(e.g. a string or null)");
+      Bytes seen{};
+      for (size_t a = 0; a < n.alternatives.size(); ++a) {
+        const auto& first = g_.node(n.alternatives[a]).first;
+        for (int c = 0; c < 256; ++c) {
+          const auto byte = static_cast<uint8_t>(c);
+          if (!has_byte(first, byte) || !has_byte(seen, byte)) continue;
+          size_t b = 0;
+          while (!has_byte(g_.node(n.alternatives[b]).first, byte)) ++b;
+          fail(path, "alternatives " + std::to_string(b) + " and " + std::to_string(a) +
+                         " can both begin with " + describe_byte(byte) +
+                         "; constrained output needs alternatives of different JSON types "
+                         "(e.g. a string or null)");
+        }
+        for (size_t w = 0; w < 4; ++w) seen[w] |= first[w];
+      }
     }
   }
 
@@ -318,6 +344,7 @@ class SchemaCompiler {
   std::string where_;
   std::map<std::string, int32_t> refs_;
   std::vector<std::pair<int32_t, std::string>> unions_;
+  int depth_ = 0;
 };
 
 int32_t JsonGrammar::add(Node node) {

@@ -241,6 +241,13 @@ TEST(JsonGrammar, SchemasItCannotEnforceAreErrorsNamingTheKeyword) {
               R"({"$defs":{"n":{"type":"object","properties":{"n":{"$ref":"#/$defs/n"}},"required":["n"]}},"$ref":"#/$defs/n"})"))
           .find("no finite JSON value"),
       std::string::npos);
+  // Bounds a request body cannot get past: nesting and size.
+  json deep = {{"type", "string"}};
+  for (int i = 0; i < 100; ++i) deep = {{"type", "array"}, {"items", deep}};
+  EXPECT_NE(message(deep).find("nests deeper than 64"), std::string::npos);
+  json wide = {{"anyOf", json::array()}};
+  for (int i = 0; i < 5000; ++i) wide["anyOf"].push_back({{"type", "array"}});
+  EXPECT_NE(message(wide).find("larger than 4096 parts"), std::string::npos);
   // Literal alternatives merge, so they may begin alike.
   EXPECT_EQ(message(json::parse(R"({"anyOf":[{"const":"a"},{"const":"b"},{"type":"null"}]})")),
             "no error");
