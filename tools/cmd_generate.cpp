@@ -8,11 +8,13 @@
 #include "commands.h"
 #include "core/error.h"
 #include "device_options.h"
+#include "io/files.h"
 #include "io/model_dir.h"
 #include "number_options.h"
 #include "runtime/allocator.h"
 #include "runtime/fast_generate.h"
 #include "runtime/generate.h"
+#include "runtime/json_constraint.h"
 
 namespace flextron::cli {
 
@@ -27,7 +29,25 @@ struct GenerateArgs {
   ArchArgs arch;
   std::string runtime = "auto";
   std::string quant = "auto";
+  std::string json_schema;  // a file, or "object"
 };
+
+// --json-schema: the output constrained to a JSON Schema file's values, or to any object.
+std::shared_ptr<const runtime::TokenConstraint> output_constraint(
+    const GenerateArgs& a, const text::Tokenizer& tokenizer) {
+  std::shared_ptr<const runtime::JsonGrammar> grammar;
+  if (a.json_schema == "object") {
+    grammar = runtime::JsonGrammar::any_object();
+  } else {
+    const auto schema = nlohmann::json::parse(io::read_file(a.json_schema), nullptr, false);
+    if (schema.is_discarded()) fail(a.json_schema, "is not valid JSON");
+    grammar = runtime::JsonGrammar::from_schema(schema, a.json_schema);
+  }
+  auto constraint = std::make_shared<runtime::JsonConstraint>(
+      std::make_shared<runtime::VocabularyBytes>(tokenizer), grammar, "--json-schema");
+  constraint->check_room(a.max_tokens, "--max-tokens");
+  return constraint;
+}
 
 void run_generate(const GenerateArgs& a) {
   runtime::check_sampling_options(a.sampling);
@@ -37,6 +57,7 @@ void run_generate(const GenerateArgs& a) {
   runtime::GenerateOptions options;
   options.max_tokens = a.max_tokens;
   options.sampling = a.sampling;
+  if (!a.json_schema.empty()) options.constraint = output_constraint(a, *loaded.tokenizer);
   auto selection = a.arch.resolve(loaded, a.model);
   options.arch = selection.arch;
   options.router = selection.router();
@@ -124,6 +145,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", args->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print tokens, text and timings as JSON");
+  cmd->add_option("--json-schema", args->json_schema,
+                  "Constrain the output to this JSON Schema file's values ('object': any JSON "
+                  "object); see docs/serving.md, Structured output");
   args->device.add_to(cmd);
   args->arch.add_to(cmd);
   add_runtime_option(cmd, args->runtime);

@@ -69,6 +69,7 @@ GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokeniz
                              const std::function<void(const std::string&)>& on_text) {
   Sequence sequence(engine, tokenizer, encode_prompt(tokenizer, engine.config(), prompt),
                     options.max_tokens, options.sampling, options.arch, options.router, model);
+  if (options.constraint) sequence.constrain(options.constraint->clone());
   return run_sequence(sequence, tokenizer, on_text);
 }
 

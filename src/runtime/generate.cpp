@@ -62,6 +62,7 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
   c10::InferenceMode inference;
   Sequence sequence(model, tokenizer, encode_prompt(tokenizer, model.config(), prompt),
                     options.max_tokens, options.sampling, options.arch, options.router);
+  if (options.constraint) sequence.constrain(options.constraint->clone());
   return run_sequence(sequence, tokenizer, on_text);
 }
 

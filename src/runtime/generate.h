@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@ struct GenerateOptions {
   model::Architecture arch;  // empty = full model
   // When set, chooses widths layer by layer instead of `arch` (a dynamic router); not owned.
   model::LayerRouter* router = nullptr;
+  // Structured output (runtime/json_constraint.h): the sequence samples only what it allows.
+  std::shared_ptr<const TokenConstraint> constraint;
 };
 
 struct GenerateResult {

@@ -81,6 +81,14 @@ JsonConstraint::JsonConstraint(std::shared_ptr<const VocabularyBytes> vocabulary
   }
 }
 
+void JsonConstraint::check_room(int64_t max_tokens, const std::string& where) const {
+  const int64_t needed = min_tokens() + 1;
+  if (needed > max_tokens)
+    fail(where, std::to_string(max_tokens) +
+                    " is too few for the output format: its shortest valid output takes " +
+                    std::to_string(needed) + " tokens");
+}
+
 std::unique_ptr<TokenConstraint> JsonConstraint::clone() const {
   auto copy = std::make_unique<JsonConstraint>(*this);
   copy->prefix_states_.clear();

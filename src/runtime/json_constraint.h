@@ -60,6 +60,9 @@ class JsonConstraint final : public TokenConstraint {
 
   // The fewest tokens that still complete the output (one byte each, at worst).
   int64_t min_tokens() const { return matcher_.min_to_complete(); }
+  // Throws flextron::Error naming `where` when `max_tokens` new tokens cannot hold the shortest
+  // valid output and the end token after it.
+  void check_room(int64_t max_tokens, const std::string& where) const;
   const JsonMatcher& matcher() const { return matcher_; }
 
  private:

@@ -252,15 +252,13 @@ std::shared_ptr<const runtime::TokenConstraint> Server::Impl::output_constraint(
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "response_format");
   }
-  // The shortest valid output, plus the end token after it.
-  const int64_t needed = constraint->min_tokens() + 1;
   const char* max_field = is_chat ? "max_completion_tokens" : "max_tokens";
-  if (needed > request.max_tokens)
-    throw ApiError(400,
-                   "'" + std::string(max_field) + "' " + std::to_string(request.max_tokens) +
-                       " is too few for response_format: its shortest valid output takes " +
-                       std::to_string(needed) + " tokens",
-                   max_field);
+  try {
+    constraint->check_room(request.max_tokens, "'" + std::string(max_field) + "'");
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), max_field);
+  }
+  const int64_t needed = constraint->min_tokens() + 1;
   const int64_t context = loaded.model->config().max_position_embeddings;
   for (const auto& p : prompts)
     if (static_cast<int64_t>(p.size()) + needed > context + 1)

@@ -1,5 +1,7 @@
 // The fast runtime from the CLI: generate picks it (and --runtime chooses), bench measures every
 // budget and runtime and times a reference command beside them. No timing is asserted.
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -9,6 +11,39 @@ namespace {
 
 using flextron::testing::import_stories;
 using flextron::testing::run_cli;
+
+// --json-schema constrains generate's output on both runtimes: it parses and has the schema's
+// shape; too few --max-tokens and a schema keyword it cannot enforce are errors naming them.
+TEST(RuntimeCli, GenerateWithAJsonSchema) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = import_stories(dir);
+  const auto schema = dir / "schema.json";
+  std::ofstream(schema) << R"({"type": "object", "properties": {"hero": {"type": "string"},
+      "friends": {"type": "array", "items": {"type": "integer"}, "maxItems": 2}},
+      "required": ["hero", "friends"]})";
+  for (const std::string runtime : {"fast", "torch"}) {
+    auto r = run_cli("generate --model '" + model.string() + "' --prompt 'Once' --json-schema '" +
+                     schema.string() + "' --max-tokens 60 --seed 2 --json --runtime " + runtime);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto out = nlohmann::json::parse(r.out);
+    EXPECT_EQ(out["stop_reason"], "eos");
+    nlohmann::json value;
+    ASSERT_NO_THROW(value = nlohmann::json::parse(out["text"].get<std::string>())) << out["text"];
+    EXPECT_TRUE(value["hero"].is_string()) << value;
+    ASSERT_TRUE(value["friends"].is_array()) << value;
+    EXPECT_LE(value["friends"].size(), 2u);
+  }
+  auto few = run_cli("generate --model '" + model.string() + "' --json-schema '" + schema.string() +
+                     "' --max-tokens 5");
+  EXPECT_EQ(few.exit_code, 1);
+  EXPECT_NE(few.err.find("--max-tokens: 5 is too few"), std::string::npos) << few.err;
+  std::ofstream(schema) << R"({"type": "string", "pattern": "a+"})";
+  auto bad = run_cli("generate --model '" + model.string() + "' --json-schema '" + schema.string() +
+                     "' --max-tokens 20");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("schema.json.pattern: is not supported"), std::string::npos) << bad.err;
+}
 
 // Greedy and sampled generation give the same tokens on both runtimes.
 TEST(RuntimeCli, GenerateRuntimesAgree) {
