@@ -368,14 +368,24 @@ TEST(JsonConstraint, ScanEqualsFeedingEveryTokenAlone) {
   EXPECT_GT(checked, 20);
 }
 
+// stories260K on the fast runtime with its tokenizer's vocabulary, for sampling under a
+// constraint.
+struct Stories {
+  flextron::model::Transformer model = flextron::testing::load_stories260k();
+  std::unique_ptr<flextron::text::Tokenizer> tokenizer = flextron::text::load_llama2c_tokenizer(
+      flextron::testing::shared_data() / "stories260K/tok512.bin", 512);
+  std::shared_ptr<flextron::runtime::VocabularyBytes> vocab =
+      std::make_shared<flextron::runtime::VocabularyBytes>(*tokenizer);
+  flextron::runtime::FastDecoder engine{*model};
+};
+
 // 50 random schemas, sampled at temperature 1 from stories260K (which knows nothing of JSON):
 // every output parses, validates, and ends with the end-of-sequence token within max_tokens.
 TEST(JsonConstraint, SampledOutputAlwaysParsesAndValidates) {
-  auto model = flextron::testing::load_stories260k();
-  const auto tokenizer = flextron::text::load_llama2c_tokenizer(
-      flextron::testing::shared_data() / "stories260K/tok512.bin", 512);
-  auto vocab = std::make_shared<flextron::runtime::VocabularyBytes>(*tokenizer);
-  flextron::runtime::FastDecoder engine(*model);
+  Stories stories;
+  auto& tokenizer = stories.tokenizer;
+  auto& vocab = stories.vocab;
+  auto& engine = stories.engine;
   std::mt19937 rng(5);
   int tight = 0;
   for (int trial = 0; trial < 50; ++trial) {
@@ -406,11 +416,10 @@ TEST(JsonConstraint, SampledOutputAlwaysParsesAndValidates) {
 
 // Forked choices keep the constraint: each starts from the state before the first token.
 TEST(JsonConstraint, ForkedChoicesAreConstrainedToo) {
-  auto model = flextron::testing::load_stories260k();
-  const auto tokenizer = flextron::text::load_llama2c_tokenizer(
-      flextron::testing::shared_data() / "stories260K/tok512.bin", 512);
-  auto vocab = std::make_shared<flextron::runtime::VocabularyBytes>(*tokenizer);
-  flextron::runtime::FastDecoder engine(*model);
+  Stories stories;
+  auto& tokenizer = stories.tokenizer;
+  auto& vocab = stories.vocab;
+  auto& engine = stories.engine;
   const json schema =
       json::parse(R"({"type":"object","properties":{"w":{"type":"string"}},"required":["w"]})");
   flextron::runtime::SamplingOptions sampling;
