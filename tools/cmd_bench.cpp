@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_speculative.h"
 #include "commands.h"
 #include "core/error.h"
 #include "core/parse.h"
@@ -56,6 +57,10 @@ struct BenchArgs {
   std::string quant = "auto";
   std::string ppl_data;
   int64_t ppl_tokens = 4096;
+  // --speculative: speculative beside plain decoding of real prompts instead of the table.
+  SpeculativeArgs speculative;
+  std::string prompts;
+  runtime::SamplingOptions sampling{0.0, 1.0, 42};
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -473,7 +478,30 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--ppl-tokens", a->ppl_tokens, "Tokens of --ppl-data scored")
       ->check(positive())
       ->capture_default_str();
-  cmd->callback([a] { run_bench(*a); });
+  a->speculative.add_to(cmd);
+  cmd->add_option("--prompts", a->prompts,
+                  "--speculative: a file of prompts, one a line (default: eight story openings)");
+  cmd->add_option("--temperature", a->sampling.temperature,
+                  "--speculative: sampling temperature (0 = greedy, whose texts are also compared)")
+      ->check(non_negative())
+      ->capture_default_str();
+  cmd->add_option("--seed", a->sampling.seed, "--speculative: sampling seed")
+      ->capture_default_str();
+  cmd->callback([a] {
+    if (!a->speculative.on) return run_bench(*a);
+    SpeculativeBenchArgs s;
+    s.model = a->model;
+    s.speculative = a->speculative;
+    s.prompts = a->prompts;
+    s.tokens = a->gen_tokens > 0 ? a->gen_tokens : 256;
+    s.repeat = a->repeat;
+    s.sampling = a->sampling;
+    s.threads = a->threads;
+    s.quant = a->quant;
+    s.json = a->json;
+    s.json_out = a->json_out;
+    run_speculative_bench(s);
+  });
 }
 
 }  // namespace flextron::cli

@@ -1,6 +1,7 @@
 // flextron generate: stream a completion to stdout, or print tokens, text and timings as JSON.
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 #include "runtime/fast_generate.h"
 #include "runtime/generate.h"
 #include "runtime/json_constraint.h"
+#include "speculative_options.h"
 
 namespace flextron::cli {
 
@@ -30,6 +32,7 @@ struct GenerateArgs {
   std::string runtime = "auto";
   std::string quant = "auto";
   std::string json_schema;  // a file, or "object"
+  SpeculativeArgs speculative;
 };
 
 // --json-schema: the output constrained to a JSON Schema file's values, or to any object.
@@ -81,11 +84,29 @@ void run_generate(const GenerateArgs& a) {
   if (format != runtime::qk::WeightFormat::F32 && !fast)
     fail("--quant", std::string(runtime::qk::format_name(format)) +
                         " weights run on the fast runtime only (this run is on the torch runtime)");
+  if (a.speculative.on && !fast)
+    fail("--speculative", "runs on the fast runtime (this run is on the torch runtime)");
   runtime::GenerateResult r;
+  std::optional<route::DraftChoice> draft;
   if (fast) {
     runtime::EngineOptions engine_options;
     engine_options.format = format;
     runtime::FastDecoder engine(*loaded.model, engine_options);
+    if (a.speculative.on) {
+      if (options.router != nullptr)
+        fail("--speculative", "needs one architecture to verify with, not a dynamic router");
+      draft = route::pick_draft(a.speculative.draft, a.model, *loaded.model, loaded.space, engine,
+                                *loaded.tokenizer, options.arch, a.speculative.draft_tokens);
+      options.speculative = {draft->chosen.arch, a.speculative.draft_tokens};
+      if (!a.json) {
+        std::fprintf(stderr, "draft: %s (%s)", draft->chosen.label.c_str(),
+                     model::describe_architecture(draft->chosen.arch, config).c_str());
+        if (!draft->trials.empty())
+          std::fprintf(stderr, ", the fastest of %zu measured in %.1f s", draft->trials.size(),
+                       draft->seconds);
+        std::fprintf(stderr, "\n");
+      }
+    }
     // The engine holds every weight it reads; the model's own o and down would stay resident
     // beside their transposed copies, and the heap would keep the load's file buffers. A
     // dynamic router's prompt is prefilled by the model's forward, so it stays then.
@@ -114,9 +135,17 @@ void run_generate(const GenerateArgs& a) {
     j["timings"] = {{"prefill_tokens", r.prompt_tokens.size()},
                     {"prefill_seconds", r.prefill_seconds},
                     {"prefill_tokens_per_second", r.prefill_tokens_per_second()},
-                    {"decode_tokens", r.decode_steps},
+                    {"decode_tokens", r.decode_tokens},
                     {"decode_seconds", r.decode_seconds},
                     {"decode_tokens_per_second", r.decode_tokens_per_second()}};
+    j["timings"]["decode_passes"] = r.decode_steps;
+    if (draft && r.speculative) {
+      j["speculative"] = draft->to_json(config);
+      j["speculative"]["acceptance_rate"] = r.speculative->acceptance_rate();
+      j["speculative"]["tokens_per_round"] = r.speculative->tokens_per_round();
+      j["speculative"]["rounds"] = r.speculative->rounds;
+      j["speculative"]["draft_tokens"] = a.speculative.draft_tokens;
+    }
     // Invalid UTF-8 (a byte piece cut mid-character) is replaced rather than aborting the dump.
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
@@ -124,8 +153,15 @@ void run_generate(const GenerateArgs& a) {
   std::cout << "\n" << std::flush;  // the text before the timing line on a shared terminal
   std::fprintf(
       stderr, "prefill: %zu tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s (%s runtime)\n%s\n",
-      r.prompt_tokens.size(), r.prefill_tokens_per_second(), static_cast<long long>(r.decode_steps),
-      r.decode_tokens_per_second(), fast ? "fast" : "torch", r.stop_description.c_str());
+      r.prompt_tokens.size(), r.prefill_tokens_per_second(),
+      static_cast<long long>(r.decode_tokens), r.decode_tokens_per_second(),
+      fast ? "fast" : "torch", r.stop_description.c_str());
+  if (r.speculative)
+    std::fprintf(
+        stderr,
+        "speculative: %lld rounds, %.0f%% of drafted tokens accepted, %.2f tokens a round\n",
+        static_cast<long long>(r.speculative->rounds), 100.0 * r.speculative->acceptance_rate(),
+        r.speculative->tokens_per_round());
 }
 }  // namespace
 
@@ -152,6 +188,7 @@ void register_generate(CLI::App& app) {
   args->arch.add_to(cmd);
   add_runtime_option(cmd, args->runtime);
   add_quant_option(cmd, args->quant);
+  args->speculative.add_to(cmd);
   cmd->callback([args] { run_generate(*args); });
 }
 

@@ -14,6 +14,7 @@
 #include "number_options.h"
 #include "runtime/fast_generate.h"
 #include "serve/server.h"
+#include "speculative_options.h"
 #include "text/chat_template.h"
 
 namespace flextron::cli {
@@ -35,6 +36,7 @@ struct ServeArgs {
   int64_t timeout_seconds = 10, idle_timeout_seconds = 5;
   bool quiet = false;
   DeviceArgs device;
+  SpeculativeArgs speculative;
 };
 
 void run_serve(ServeArgs& a) {
@@ -49,6 +51,9 @@ void run_serve(ServeArgs& a) {
     a.server.engine.quant = runtime::use_fast_runtime(a.server.engine.runtime, *loaded.model)
                                 ? loaded.stored_weights
                                 : "f32";
+  a.server.speculative = a.speculative.on;
+  a.server.draft = a.speculative.draft;
+  a.server.draft_tokens = a.speculative.draft_tokens;
   serve::Server server(a.model, loaded, a.server);
   const int port = server.bind();
   std::fprintf(
@@ -146,6 +151,7 @@ void register_serve(CLI::App& app) {
   add_runtime_option(cmd, args->server.engine.runtime);
   args->server.engine.quant = "auto";
   add_quant_option(cmd, args->server.engine.quant);
+  args->speculative.add_to(cmd);
   cmd->callback([args] { run_serve(*args); });
 }
 

@@ -67,7 +67,16 @@ struct QuantProducts {
   qk::WeightFormat format = qk::WeightFormat::F32;
   bool exact = false;  // dequantize the weights and run float products instead
   float* deq = nullptr;
+  // Each row by itself, as a pass of one row runs it (FastDecoder::verify): a matrix-matrix
+  // product sums in another order than a matrix-vector one, which changes the last bits.
+  bool per_row = false;
 };
+
+// Activation row r's blocks (a view of one row of `x`; empty stays empty).
+qk::QuantizedActivations row_of(const qk::QuantizedActivations& x, int64_t r) {
+  if (x.q == nullptr) return x;
+  return {x.q + r * x.ld_blocks * qk::kBlock, x.d + r * x.ld_blocks, x.ld_blocks};
+}
 
 // y[r, :rows] = x[r, :in] W[row0 : row0 + rows, :in]^T for r < n, W a row matrix (q, k, v,
 // gate, up, LM head): fp32 through BLAS; quantized as block products with xq (x's blocks), or
@@ -76,6 +85,11 @@ void product(const MatrixView& W, int64_t row0, int64_t rows, int64_t in, const 
              int64_t ldx, int64_t n, float* y, int64_t ldy, const QuantProducts& qp,
              const qk::QuantizedActivations& xq) {
   if (rows <= 0 || n <= 0) return;
+  if (qp.per_row && n > 1) {
+    for (int64_t r = 0; r < n; ++r)
+      product(W, row0, rows, in, x + r * ldx, ldx, 1, y + r * ldy, ldy, qp, row_of(xq, r));
+    return;
+  }
   if (W.blocks == nullptr)
     return matmul(x, ldx, n, in, W.data + row0 * W.ld, W.ld, rows, y, ldy, 0.0f);
   const uint8_t* w = W.blocks + row0 * W.row_bytes;
@@ -98,6 +112,11 @@ void product_t(const MatrixView& W, int64_t in0, int64_t count, const float* x, 
                int64_t n, float* y, int64_t ldy, const QuantProducts& qp,
                const qk::QuantizedActivations& xq) {
   const int64_t hidden = W.blocks == nullptr ? W.cols : W.rows;
+  if (qp.per_row && n > 1 && count > 0) {
+    for (int64_t r = 0; r < n; ++r)
+      product_t(W, in0, count, x + r * ldx, ldx, 1, y + r * ldy, ldy, qp, row_of(xq, r));
+    return;
+  }
   if (count <= 0) {
     for (int64_t r = 0; r < n; ++r) std::fill(y + r * ldy, y + r * ldy + hidden, 0.0f);
     return;
@@ -334,6 +353,20 @@ void EngineCache::truncate(int64_t length) {
   length_ = length;
 }
 
+std::vector<float> EngineCache::stored() const {
+  std::vector<float> out;
+  for (size_t l = 0; l < kv_.size(); ++l)
+    for (int64_t g = 0; g < kv_[l]; ++g) {
+      // keys [hd, capacity] (transposed), values [capacity, hd].
+      const float* k = data_.data() + offset_[l] + g * capacity_ * head_dim_;
+      const float* v = data_.data() + offset_[l] + (kv_[l] + g) * capacity_ * head_dim_;
+      for (int64_t i = 0; i < head_dim_; ++i)
+        out.insert(out.end(), k + i * capacity_, k + i * capacity_ + length_);
+      out.insert(out.end(), v, v + length_ * head_dim_);
+    }
+  return out;
+}
+
 EngineCache FastDecoder::make_cache(int64_t capacity, const model::Architecture& arch) const {
   const auto& c = config();
   if (capacity < 1 || capacity > c.max_position_embeddings)
@@ -392,6 +425,21 @@ const float* FastDecoder::prefill(const int64_t* tokens, int64_t count, EngineCa
     done += n;
   }
   return all_logits ? all_logits + (count - 1) * vocab : logits_.data();
+}
+
+const float* FastDecoder::verify(const int64_t* tokens, int64_t count, EngineCache& cache,
+                                 const model::Architecture& arch, float* all_logits) {
+  if (count < 1 || count > max_rows_)
+    fail(kWhere, "a verifying pass takes 1 to " + std::to_string(max_rows_) + " tokens, got " +
+                     std::to_string(count));
+  const auto& widths = resolve(arch);
+  check_cache(cache, widths, count);
+  for (int64_t r = 0; r < count; ++r) rows_[r] = Row{tokens[r], &cache, cache.length_ + r};
+  run(count, 0, widths, nullptr, /*per_row=*/true);
+  cache.length_ += count;
+  std::memcpy(all_logits, logits_.data(),
+              static_cast<size_t>(count * config().vocab_size) * sizeof(float));
+  return all_logits;
 }
 
 const float* FastDecoder::decode(int64_t token, EngineCache& cache, const model::Architecture& arch,
@@ -465,7 +513,7 @@ EngineCache FastDecoder::cache_from(const model::KVCache& from, int64_t capacity
 }
 
 void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& widths,
-                      model::LayerRouter* router) {
+                      model::LayerRouter* router, bool per_row) {
   const auto& c = config();
   const int64_t hidden = c.hidden_size, hd = c.head_dim(), half = hd / 2;
   const int64_t group = c.group_size(), vocab = c.vocab_size;
@@ -500,6 +548,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     QuantProducts qp;
     qp.format = weights_.format();
     qp.exact = exact_;
+    qp.per_row = per_row;
     qp.deq =
         deq_.empty() ? nullptr : deq_.data() + static_cast<size_t>(t) * (deq_.size() / threads_);
     // This thread's blocks of xb, and the shared blocks of att / the MLP activations.

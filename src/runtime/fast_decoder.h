@@ -43,6 +43,8 @@ class EngineCache {
   int64_t capacity() const { return capacity_; }
   int64_t kv_groups(int64_t layer) const { return kv_[static_cast<size_t>(layer)]; }
   int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
+  // Keys and values of positions [0, length()), layer after layer: for checks and tests.
+  std::vector<float> stored() const;
   // Starts a new sequence in the same memory.
   void reset() { length_ = 0; }
   // Forgets every position from `length` on (0 <= length <= length()), so that the next token
@@ -100,6 +102,14 @@ class FastDecoder {
                        const model::Architecture& arch = {}, float* all_logits = nullptr) {
     return prefill(tokens.data(), static_cast<int64_t>(tokens.size()), cache, arch, all_logits);
   }
+  // As prefill() with all_logits for 1..max_rows() tokens, but every row's products are run as
+  // a pass of that row alone runs them (matrix-vector, not matrix-matrix, whose other order of
+  // summation changes the last bits): row i's logits are bit for bit what decode() gives after
+  // the tokens before it, so a speculative verifier's greedy choices are plain decoding's. The
+  // weights are re-read per row (from the CPU's caches for all rows but the first). Returns
+  // all_logits ([count, vocab]).
+  const float* verify(const int64_t* tokens, int64_t count, EngineCache& cache,
+                      const model::Architecture& arch, float* all_logits);
   // One token at position cache.length(): logits [vocab]. With a router (routes_on_host(), see
   // model::LayerRouter), it picks each layer's MLP width from the hidden state entering the
   // layer, as the torch forward would; `arch` then gives the KV widths (the cache's).
@@ -126,8 +136,9 @@ class FastDecoder {
                    int64_t steps) const;
   // One pass over rows_[0, n); logits of rows [head_from, n) into logits_. A router (n == 1)
   // picks the MLP widths instead of `widths`.
+  // per_row: each row's products alone (see verify).
   void run(int64_t n, int64_t head_from, const model::Architecture& widths,
-           model::LayerRouter* router = nullptr);
+           model::LayerRouter* router = nullptr, bool per_row = false);
 
   SingleThreadedBlas single_threaded_blas_;  // for the engine's lifetime
   EngineWeights weights_;

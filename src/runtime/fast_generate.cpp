@@ -70,6 +70,7 @@ GenerateResult generate_fast(FastDecoder& engine, const text::Tokenizer& tokeniz
   Sequence sequence(engine, tokenizer, encode_prompt(tokenizer, engine.config(), prompt),
                     options.max_tokens, options.sampling, options.arch, options.router, model);
   if (options.constraint) sequence.constrain(options.constraint->clone());
+  if (!options.speculative.draft.empty()) sequence.speculate(options.speculative);
   return run_sequence(sequence, tokenizer, on_text);
 }
 

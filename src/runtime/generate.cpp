@@ -19,7 +19,7 @@ double GenerateResult::prefill_tokens_per_second() const {
 }
 
 double GenerateResult::decode_tokens_per_second() const {
-  return decode_seconds > 0 ? static_cast<double>(decode_steps) / decode_seconds : 0.0;
+  return decode_seconds > 0 ? static_cast<double>(decode_tokens) / decode_seconds : 0.0;
 }
 
 GenerateResult run_sequence(Sequence& sequence, const text::Tokenizer& tokenizer,
@@ -50,6 +50,8 @@ GenerateResult run_sequence(Sequence& sequence, const text::Tokenizer& tokenizer
     emit();
   }
   result.decode_seconds = seconds_since(start);
+  result.decode_tokens = sequence.decoded();
+  if (const auto* stats = sequence.speculative_stats()) result.speculative = *stats;
   result.tokens = sequence.tokens();
   result.stop_reason = sequence.stop_reason();
   result.stop_description = sequence.stop_description();
@@ -63,6 +65,7 @@ GenerateResult generate(model::TransformerImpl& model, const text::Tokenizer& to
   Sequence sequence(model, tokenizer, encode_prompt(tokenizer, model.config(), prompt),
                     options.max_tokens, options.sampling, options.arch, options.router);
   if (options.constraint) sequence.constrain(options.constraint->clone());
+  if (!options.speculative.draft.empty()) sequence.speculate(options.speculative);  // throws
   return run_sequence(sequence, tokenizer, on_text);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct GenerateOptions {
   model::LayerRouter* router = nullptr;
   // Structured output (runtime/json_constraint.h): the sequence samples only what it allows.
   std::shared_ptr<const TokenConstraint> constraint;
+  // Self-speculative decoding (runtime/speculative.h) when speculative.draft is not empty: the
+  // fast runtime only.
+  SpeculativeOptions speculative;
 };
 
 struct GenerateResult {
@@ -33,7 +37,9 @@ struct GenerateResult {
   std::string stop_description;        // the reason in words (describe_stop_reason)
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
-  int64_t decode_steps = 0;  // forwards after the prefill
+  int64_t decode_steps = 0;   // decode steps after the prefill (speculative: rounds)
+  int64_t decode_tokens = 0;  // positions they decoded (plain: one a step)
+  std::optional<SpeculativeStats> speculative;  // the rounds, when speculating
 
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;

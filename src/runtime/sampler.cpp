@@ -58,6 +58,60 @@ int64_t Sampler::sample(const torch::Tensor& logits) {
   return ids.defined() ? ids[pick].item<int64_t>() : pick;
 }
 
+void Sampler::distribution(const float* logits, int64_t vocab, std::vector<double>& p) const {
+  p.assign(static_cast<size_t>(vocab), 0.0);
+  if (vocab <= 0) return;
+  const int64_t top = std::max_element(logits, logits + vocab) - logits;
+  if (options_.temperature == 0.0) {
+    p[static_cast<size_t>(top)] = 1.0;
+    return;
+  }
+  // p_i = exp((l_i - l_max) / T) / Z.
+  double total = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double e =
+        std::exp((static_cast<double>(logits[i]) - logits[top]) / options_.temperature);
+    p[static_cast<size_t>(i)] = e;
+    total += e;
+  }
+  for (auto& v : p) v /= total;
+  if (options_.top_p >= 1.0) return;
+  // The nucleus as sample() keeps it: descending, tokens while the mass before them < top_p.
+  std::vector<int64_t> order(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) order[static_cast<size_t>(i)] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)];
+  });
+  double mass = 0.0, kept = 0.0;
+  size_t keep = 0;
+  while (keep < order.size() && (keep == 0 || mass < options_.top_p)) {
+    mass += p[static_cast<size_t>(order[keep])];
+    ++keep;
+  }
+  for (size_t k = keep; k < order.size(); ++k) p[static_cast<size_t>(order[k])] = 0.0;
+  for (size_t k = 0; k < keep; ++k) kept += p[static_cast<size_t>(order[k])];
+  for (auto& v : p) v /= kept;
+}
+
+int64_t Sampler::draw(const std::vector<double>& p) {
+  double total = 0.0;
+  for (double v : p) total += v;
+  const double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  double acc = 0.0;
+  int64_t last = -1;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] <= 0.0) continue;
+    acc += p[i];
+    last = static_cast<int64_t>(i);
+    if (r < acc) return last;
+  }
+  return last;  // rounding can leave r just above the last partial sum
+}
+
+double Sampler::uniform() {
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+}
+
 TokenLogprobs token_logprobs(const float* logits, int64_t vocab, int64_t id, int64_t top) {
   // log p_i = l_i - (m + log sum_j exp(l_j - m)), m = max_j l_j.
   const double m = *std::max_element(logits, logits + vocab);

@@ -25,6 +25,14 @@ class Sampler {
   int64_t sample(const torch::Tensor& logits);
   // logits: [vocab] on the host (the fast runtime's); greedy picks without making a tensor.
   int64_t sample(const float* logits, int64_t vocab);
+  // The distribution sample() draws from, in double: softmax(logits / temperature) cut to the
+  // top-p nucleus and renormalised; greedy, all of it on the first maximum. p gets `vocab` entries.
+  void distribution(const float* logits, int64_t vocab, std::vector<double>& p) const;
+  // One draw from p (non-negative, any positive total) with this sampler's generator.
+  int64_t draw(const std::vector<double>& p);
+  // A uniform number in [0, 1) from this sampler's generator.
+  double uniform();
+  bool greedy() const { return options_.temperature == 0.0; }
 
  private:
   SamplingOptions options_;

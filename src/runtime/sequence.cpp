@@ -136,6 +136,7 @@ std::unique_ptr<Sequence> Sequence::fork(uint64_t seed) const {
     for (auto& t : *tensors)
       if (t.defined()) t = t.clone();
   copy->tokens_.clear();
+  copy->decoded_ = 0;
   copy->text_.clear();
   copy->logprobs_.clear();
   copy->stop_reason_.clear();
@@ -143,6 +144,10 @@ std::unique_ptr<Sequence> Sequence::fork(uint64_t seed) const {
   copy->sampling_.seed = seed;
   copy->sampler_ = Sampler(copy->sampling_);
   if (first_constraint_) copy->constraint_ = first_constraint_->clone();
+  if (copy->drafting_) {  // the draft has seen nothing yet (it catches up in the first round)
+    copy->drafting_->cache.reset();
+    copy->drafting_->stats = {};
+  }
   copy->pick(prefill_logits_.data(), static_cast<int64_t>(prefill_logits_.size()));
   return copy;
 }
@@ -182,6 +187,10 @@ bool Sequence::mask(const float* logits, int64_t vocab) {
 void Sequence::pick(const float* logits, int64_t vocab) {
   next_ =
       mask(logits, vocab) ? sampler_.sample(masked_.data(), vocab) : sampler_.sample(logits, vocab);
+  settle(logits, vocab);
+}
+
+void Sequence::settle(const float* logits, int64_t vocab) {
   if (logprobs_top_ >= 0) pending_ = token_logprobs(logits, vocab, next_, logprobs_top_);
   take_sampled();
 }
@@ -198,6 +207,8 @@ void Sequence::accept(const float* logits) {
 }
 
 void Sequence::decode_step() {
+  if (drafting_) return speculative_step();
+  ++decoded_;
   if (engine_ != nullptr) return accept(engine_->decode(next_, engine_cache_, arch_, router_));
   c10::InferenceMode inference;
   auto input = torch::full({1, 1}, next_,
@@ -226,8 +237,10 @@ void Sequence::take_sampled() {
   }
   prev_ = next_;
   if (static_cast<int64_t>(tokens_.size()) == max_tokens_) return finish("length");
-  const bool full = engine_ != nullptr ? engine_cache_.length() >= engine_cache_.capacity()
-                                       : cache_.length >= cache_.capacity;
+  const int64_t stored = stored_override_ >= 0 ? stored_override_
+                         : engine_ != nullptr  ? engine_cache_.length()
+                                               : cache_.length;
+  const bool full = stored >= (engine_ != nullptr ? engine_cache_.capacity() : cache_.capacity);
   if (full) return finish("context");
 }
 

@@ -13,12 +13,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "model/transformer.h"
 #include "runtime/fast_decoder.h"
 #include "runtime/sampler.h"
+#include "runtime/speculative.h"
 #include "runtime/token_constraint.h"
 #include "text/tokenizer.h"
 
@@ -78,6 +80,17 @@ class Sequence {
   void constrain(std::unique_ptr<TokenConstraint> constraint) {
     constraint_ = std::shared_ptr<TokenConstraint>(std::move(constraint));
   }
+  // Self-speculative decoding (runtime/speculative.h; fast runtime, no router): each decode
+  // step drafts with options.draft and verifies with the sequence's own architecture, accepting
+  // 1 to k+1 tokens: greedy, plain decoding's tokens; sampling, its distribution. Call before
+  // prefill(). Throws flextron::Error for a draft outside the model or a torch-path sequence.
+  void speculate(const SpeculativeOptions& options);
+  // Positions decode_step() has decoded (one a step; a speculative round, those it accepted).
+  int64_t decoded() const { return decoded_; }
+  // The draft's cache (null when not speculating): it holds a prefix of the accepted tokens.
+  const EngineCache* draft_cache() const { return drafting_ ? &drafting_->cache : nullptr; }
+  // The rounds so far (null when not speculating).
+  const SpeculativeStats* speculative_stats() const;
   // One forward over the prompt, then the first token.
   void prefill();
   // A copy of this sequence just after its prefill() (before any decode step) that samples its
@@ -93,7 +106,8 @@ class Sequence {
   // Samples from logits [vocab] of the last decode step.
   void accept(const torch::Tensor& logits);
   void accept(const float* logits);
-  // One decode step of this sequence alone: the forward of next_input(), then accept().
+  // One decode step of this sequence alone: the forward of next_input(), then accept(); a
+  // speculative sequence runs a round instead, which may accept several tokens.
   void decode_step();
   // Ends the sequence early (a stop string matched, or the client went away).
   void finish(const std::string& reason);
@@ -113,10 +127,12 @@ class Sequence {
 
  private:
   Sequence(const Sequence&) = default;  // fork()
-  // Samples next_ from logits [vocab] (keeping its log-probabilities when recorded), then
-  // take_sampled().
+  // Samples next_ from logits [vocab], then settle().
   void pick(const float* logits, int64_t vocab);
-  void take_sampled();  // appends next_ or ends the sequence
+  // Keeps next_'s log-probabilities under logits when recorded, then take_sampled().
+  void settle(const float* logits, int64_t vocab);
+  void speculative_step();  // one round (runtime/speculative.cpp)
+  void take_sampled();      // appends next_ or ends the sequence
   // logits with what the constraint forbids set to -inf (into masked_); true when constrained.
   bool mask(const float* logits, int64_t vocab);
   bool is_end(int64_t id) const;
@@ -152,6 +168,22 @@ class Sequence {
   std::string text_;
   int64_t prev_ = 0, next_ = 0;
   std::string stop_reason_;
+  // Speculative decoding: the draft's architecture, cache and the round's buffers.
+  struct Drafting {
+    model::Architecture arch;
+    EngineCache cache;
+    DraftLength length;
+    SpeculativeStats stats;
+    std::vector<int64_t> proposal;
+    std::vector<std::vector<double>> q;  // the draft's distribution per proposal (sampling)
+    std::vector<double> p;               // the verifier's, at the row being judged
+    std::vector<float> rows;             // the verifying pass's logits
+  };
+  std::optional<Drafting> drafting_;
+  // While a round takes its verified rows: the positions plain decoding would have stored
+  // (the verifier's cache already holds them all); -1 otherwise.
+  int64_t stored_override_ = -1;
+  int64_t decoded_ = 0;
 };
 
 }  // namespace flextron::runtime

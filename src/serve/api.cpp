@@ -332,6 +332,7 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
     if (!std::isfinite(b) || b <= 0.0) bad("budget", "must be a positive number");
     r.budget = b;
   }
+  if (field(body, "speculative") != nullptr) r.speculative = boolean(body, "speculative", false);
   r.budget_kind = text(body, "budget_kind", r.budget_kind);
   r.router = text(body, "router", r.router);
   try {

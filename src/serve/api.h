@@ -71,6 +71,7 @@ struct CompletionRequest {
   std::optional<double> budget;  // absent: the server's default
   std::string budget_kind = "latency";
   std::string router = "static";
+  std::optional<bool> speculative;  // absent: the server's default (--speculative)
 };
 
 // How chat messages become a prompt: the model's template family (text/chat_template.h) and the

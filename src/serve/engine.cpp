@@ -107,13 +107,18 @@ std::vector<std::shared_ptr<Job>> Engine::submit_choices(JobSpec spec, int64_t n
   // Jobs that decode together share a key: their architecture. A dynamic router picks widths
   // per token, so its job is a batch of its own.
   std::string key;
-  if (router_of(job->spec()) != nullptr) {
+  if (spec.speculative) {
+    for (auto& choice : jobs)  // a round at a time, each alone
+      choice->batch_key_ =
+          "speculative:" + std::to_string(reinterpret_cast<uintptr_t>(choice.get()));
+  } else if (router_of(job->spec()) != nullptr) {
     key = "dynamic:" + std::to_string(reinterpret_cast<uintptr_t>(job.get()));
   } else {
     const auto& arch = architecture_of(job->spec());
     key = arch.empty() ? "full" : model::architecture_to_json(arch).dump();
   }
-  for (auto& choice : jobs) choice->batch_key_ = key;
+  if (!spec.speculative)
+    for (auto& choice : jobs) choice->batch_key_ = key;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) throw ApiError(503, "the server is shutting down", "", "server_error");
@@ -192,6 +197,10 @@ void Engine::admit() {
       if (spec.logprobs >= 0) job->sequence_->record_logprobs(spec.logprobs);
       job->sequence_->stop_at(spec.stop_ids);
       if (spec.constraint) job->sequence_->constrain(spec.constraint->clone());
+      if (spec.speculative) {
+        if (!draft_) fail("speculative", "this server has no draft (start it with --speculative)");
+        job->sequence_->speculate(*draft_);
+      }
     } catch (const std::exception& e) {
       finish(*job, "error", e.what());
       continue;
@@ -307,6 +316,10 @@ void Engine::finish(Job& job, const std::string& reason, const std::string& erro
   job.progress_.error = error;
   job.progress_.finished = Clock::now();
   if (job.progress_.started == Clock::time_point()) job.progress_.started = job.progress_.finished;
+  if (job.sequence_) {
+    job.progress_.decoded_tokens = job.sequence_->decoded();
+    if (const auto* stats = job.sequence_->speculative_stats()) job.progress_.speculative = *stats;
+  }
   job.sequence_.reset();  // frees the KV cache; the engine drops the job from active_
   Metrics::Generation g;
   g.budget = job.spec().budget_label;

@@ -23,6 +23,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "runtime/fast_decoder.h"
 #include "runtime/sampler.h"
 #include "runtime/sequence.h"
+#include "runtime/speculative.h"
 #include "runtime/token_constraint.h"
 #include "serve/metrics.h"
 #include "serve/text_stream.h"
@@ -54,6 +56,9 @@ struct JobSpec {
   int64_t logprobs = -1;  // >= 0: record each token's log-probability and this many alternatives
   // Structured output: every choice's sequence gets a clone of it (null: free text).
   std::shared_ptr<const runtime::TokenConstraint> constraint;
+  // Self-speculative decoding with the engine's draft (Engine::set_draft); each choice then
+  // decodes alone, a round at a time.
+  bool speculative = false;
 };
 
 // How a job ended, with its timings (filled by the engine; read after finished).
@@ -68,6 +73,8 @@ struct JobOutcome {
   // Engine time charged to this job (a batched step's time split between its rows).
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
+  int64_t decoded_tokens = 0;  // positions the decode steps decoded (speculative: > steps)
+  std::optional<runtime::SpeculativeStats> speculative;  // its rounds, when it speculated
 };
 
 class Job {
@@ -133,6 +140,12 @@ class Engine {
 
   // "fast" when jobs without a dynamic router run on the fast runtime, else "torch".
   const char* runtime() const { return fast_ ? "fast" : "torch"; }
+  // The fast runtime's engine (null on the torch runtime), for calibrating a draft before the
+  // first job.
+  runtime::FastDecoder* fast_engine() { return fast_.get(); }
+  // The draft speculative jobs use (JobSpec::speculative); call before the first submit.
+  void set_draft(const runtime::SpeculativeOptions& draft) { draft_ = draft; }
+  bool has_draft() const { return draft_.has_value(); }
 
   // Queues a job. Throws ApiError(503) when the queue is full or the engine is shutting down.
   std::shared_ptr<Job> submit(JobSpec spec);
@@ -158,6 +171,7 @@ class Engine {
   const text::Tokenizer& tokenizer_;
   EngineOptions options_;
   std::unique_ptr<runtime::FastDecoder> fast_;  // null: every job on the torch forward
+  std::optional<runtime::SpeculativeOptions> draft_;
   Metrics& metrics_;
 
   std::mutex mutex_;

@@ -84,6 +84,7 @@ struct Server::Impl {
   Metrics metrics;
   Engine engine;
   std::shared_ptr<const runtime::VocabularyBytes> vocabulary;  // structured output's
+  std::string draft_label;  // --speculative: the draft chosen at start
   httplib::Server http;
   std::mutex mutex;                                                 // plans, seeds
   std::map<std::string, std::shared_ptr<route::BudgetPlan>> plans;  // static and uniform
@@ -171,7 +172,8 @@ json Server::Impl::flextron_object(const JobSpec& spec, const JobOutcome& o) con
          {"predicted_latency_fraction", 1.0}};
   }
   const double decode_wall = seconds(o.finished - o.first_token);
-  const double steps = static_cast<double>(o.decode_steps);
+  // Per token decoded (a speculative step decodes several).
+  const double steps = static_cast<double>(std::max(o.decode_steps, o.decoded_tokens));
   j["measured"] = {
       {"queue_ms", 1e3 * seconds(o.started - o.submitted)},
       {"time_to_first_token_ms",
@@ -179,7 +181,12 @@ json Server::Impl::flextron_object(const JobSpec& spec, const JobOutcome& o) con
       {"decode_ms_per_token", o.decode_steps > 0 ? 1e3 * decode_wall / steps : 0.0},
       {"tokens_per_second", o.decode_steps > 0 && decode_wall > 0 ? steps / decode_wall : 0.0},
       {"engine_ms_per_token", o.decode_steps > 0 ? 1e3 * o.decode_seconds / steps : 0.0},
-      {"mean_batch_size", o.decode_steps > 0 ? o.batch_rows / steps : 0.0}};
+      {"mean_batch_size", o.decode_steps > 0 ? o.batch_rows / o.decode_steps : 0.0}};
+  if (o.speculative)
+    j["speculative"] = {{"draft", draft_label},
+                        {"rounds", o.speculative->rounds},
+                        {"acceptance_rate", o.speculative->acceptance_rate()},
+                        {"tokens_per_round", o.speculative->tokens_per_round()}};
   return j;
 }
 
@@ -314,6 +321,14 @@ void Server::Impl::completion(const std::string& body, httplib::Response& res, E
     spec.stop = request.stop;
     if (is_chat) spec.stop_ids = chat_stop_ids;
     if (request.output_grammar) spec.constraint = output_constraint(request, prompts, is_chat);
+    spec.speculative = request.speculative.value_or(options.speculative) && !dynamic;
+    if (request.speculative.value_or(false)) {
+      if (!engine.has_draft())
+        throw ApiError(400, "this server was started without --speculative", "speculative");
+      if (dynamic)
+        throw ApiError(400, "a dynamic router's widths change per token: no draft verifies them",
+                       "speculative");
+    }
   } catch (const ApiError& e) {
     return send_error(res, e);
   }
@@ -672,6 +687,16 @@ Server::Server(const std::filesystem::path& model_dir, io::LoadedModel& loaded,
     opts.model_name = std::filesystem::absolute(model_dir).lexically_normal().filename().string();
   if (opts.model_name.empty()) opts.model_name = "flextron";
   impl_ = std::make_unique<Impl>(model_dir, loaded, opts);
+  if (opts.speculative) {
+    auto* fast = impl_->engine.fast_engine();
+    if (fast == nullptr) fail("--speculative", "runs on the fast runtime (this server runs torch)");
+    const auto draft = route::pick_draft(opts.draft, model_dir, *loaded.model, loaded.space, *fast,
+                                         *loaded.tokenizer, {}, opts.draft_tokens);
+    impl_->engine.set_draft({draft.chosen.arch, opts.draft_tokens});
+    impl_->draft_label = draft.chosen.label;
+    std::fprintf(stderr, "speculative decoding: draft %s (%s)\n", draft.chosen.label.c_str(),
+                 model::describe_architecture(draft.chosen.arch, loaded.model->config()).c_str());
+  }
   // The chat template: the tokenizer's (tokenizer_config.json, GGUF) or the directory's
   // chat_template.jinja, recognised; ours when there is none.
   std::string jinja = loaded.tokenizer->chat_template();

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "io/model_dir.h"
+#include "route/draft.h"
 #include "serve/engine.h"
 #include "serve/metrics.h"
 
@@ -36,6 +37,11 @@ struct ServerOptions {
   // The chat template: "auto" (the model's own, recognised; ours when it has none) or a family
   // name (text/chat_template.h).
   std::string chat_template = "auto";
+  // Self-speculative decoding (runtime/speculative.h) for every request that does not say
+  // "speculative": false; the draft is chosen at start (route/draft.h). Fast runtime only.
+  bool speculative = false;
+  route::DraftRequest draft;
+  int64_t draft_tokens = 0;  // 0: adaptive
 };
 
 class Server {

@@ -1002,3 +1002,101 @@ TEST(Server, ChatTemplateFromTheModelOrNamed) {
 }
 
 }  // namespace chat_templates
+
+namespace speculative {
+
+using openai_surface::post_json;
+
+// Self-speculative serving: a server started with a draft gives greedy requests exactly the
+// plain server's text and log-probabilities (streamed or not, with "speculative" on or off per
+// request) and reports its rounds; seeded sampling with n choices works; a server without a
+// draft refuses "speculative": true and a non-boolean is named.
+TEST(Server, SpeculativeDecoding) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto model = flextron::testing::import_stories(dir);
+  flextron::serve::ServerOptions options;
+  options.speculative = true;  // no draft named: calibrated at start
+  LiveServer spec(model, options);
+  LiveServer plain(model, {});
+  int status = 0;
+  const json greedy = {{"prompt", "Once upon a time, there was a"},
+                       {"max_tokens", 48},
+                       {"temperature", 0},
+                       {"logprobs", 2}};
+  const auto reference = post_json(plain, "/v1/completions", greedy, &status);
+  ASSERT_EQ(status, 200) << reference.dump();
+  EXPECT_FALSE(reference["flextron"].contains("speculative"));
+  {
+    SCOPED_TRACE("greedy, speculative by the server's default");
+    auto r = post_json(spec, "/v1/completions", greedy, &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    EXPECT_EQ(r["choices"][0]["text"], reference["choices"][0]["text"]);
+    EXPECT_EQ(r["usage"]["completion_tokens"], reference["usage"]["completion_tokens"]);
+    const auto& got = r["choices"][0]["logprobs"]["token_logprobs"];
+    const auto& want = reference["choices"][0]["logprobs"]["token_logprobs"];
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i].get<double>(), want[i].get<double>(), 1e-5) << "token " << i;
+    ASSERT_TRUE(r["flextron"].contains("speculative")) << r["flextron"].dump();
+    const auto& s = r["flextron"]["speculative"];
+    EXPECT_FALSE(s["draft"].get<std::string>().empty());
+    EXPECT_GT(s["rounds"].get<int64_t>(), 0);
+    EXPECT_GE(s["tokens_per_round"].get<double>(), 1.0);
+    EXPECT_LE(s["acceptance_rate"].get<double>(), 1.0);
+  }
+  {
+    SCOPED_TRACE("greedy, streamed chat, against the plain server");
+    const json chat = {{"messages", json::array({{{"role", "user"}, {"content", "Tell a story"}}})},
+                       {"max_tokens", 40},
+                       {"temperature", 0},
+                       {"stream", true}};
+    auto a = post(spec, "/v1/chat/completions", chat);
+    auto b = post(plain, "/v1/chat/completions", chat);
+    ASSERT_EQ(a.status, 200) << a.body.dump();
+    ASSERT_EQ(b.status, 200) << b.body.dump();
+    EXPECT_EQ(a.text, b.text);
+    EXPECT_FALSE(a.text.empty());
+  }
+  {
+    SCOPED_TRACE("turned off per request");
+    json off = greedy;
+    off["speculative"] = false;
+    auto r = post_json(spec, "/v1/completions", off, &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    EXPECT_EQ(r["choices"][0]["text"], reference["choices"][0]["text"]);
+    EXPECT_FALSE(r["flextron"].contains("speculative")) << r["flextron"].dump();
+  }
+  {
+    SCOPED_TRACE("seeded sampling, n = 3");
+    const json sampled = {{"prompt", "The little dog"},
+                          {"max_tokens", 30},
+                          {"temperature", 0.8},
+                          {"seed", 11},
+                          {"n", 3}};
+    auto a = post_json(spec, "/v1/completions", sampled, &status);
+    ASSERT_EQ(status, 200) << a.dump();
+    ASSERT_EQ(a["choices"].size(), 3u);
+    for (const auto& c : a["choices"]) EXPECT_FALSE(c["text"].get<std::string>().empty());
+    // The same seed on the same server and draft repeats the text.
+    auto again = post_json(spec, "/v1/completions", sampled, &status);
+    ASSERT_EQ(status, 200);
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_EQ(again["choices"][i]["text"], a["choices"][i]["text"]) << "choice " << i;
+  }
+  {
+    SCOPED_TRACE("bad requests");
+    json on = greedy;
+    on["speculative"] = true;
+    auto r = post_json(plain, "/v1/completions", on, &status);
+    EXPECT_EQ(status, 400) << r.dump();
+    EXPECT_EQ(r["error"]["param"], "speculative");
+    EXPECT_NE(r["error"]["message"].get<std::string>().find("--speculative"), std::string::npos);
+    on["speculative"] = "yes";
+    r = post_json(spec, "/v1/completions", on, &status);
+    EXPECT_EQ(status, 400) << r.dump();
+    EXPECT_EQ(r["error"]["param"], "speculative");
+  }
+}
+
+}  // namespace speculative

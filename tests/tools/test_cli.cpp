@@ -70,6 +70,42 @@ TEST(Cli, SampledGenerationIsReproducibleFromSeed) {
   EXPECT_NE(a["tokens"], c["tokens"]);
 }
 
+// --speculative gives plain greedy decoding's tokens, at a named draft and at the one chosen by
+// calibration, and reports its rounds; the draft options' mistakes are one-line errors.
+TEST(Cli, SpeculativeGenerationIsPlainGreedyDecoding) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto model = import_stories(flextron::testing::scratch_dir());
+  const std::string cmd = "generate --model '" + model.string() +
+                          "' --prompt 'Once upon a time' --max-tokens 120 --temperature 0 --json";
+  auto plain = run_cli(cmd);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const auto want = nlohmann::json::parse(plain.out)["tokens"];
+  for (const std::string draft :
+       {" --draft-arch mlp=0.25,attn=0.5", " --draft-arch mlp=0.5 --draft-tokens 3", ""}) {
+    SCOPED_TRACE(draft);
+    auto r = run_cli(cmd + " --speculative" + draft);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["tokens"], want);
+    ASSERT_TRUE(j.contains("speculative")) << r.out;
+    EXPECT_GT(j["speculative"]["rounds"].get<int64_t>(), 0);
+    EXPECT_FALSE(j["speculative"]["draft"].get<std::string>().empty()) << r.out;
+    if (draft.empty()) {
+      EXPECT_EQ(j["speculative"]["trials"].size(), 3u) << r.out;  // calibrated
+    }
+  }
+  auto shown = run_cli(cmd.substr(0, cmd.size() - 7) + " --speculative --draft-arch mlp=0.5");
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.err.find("draft: mlp=0.5"), std::string::npos) << shown.err;
+  EXPECT_NE(shown.err.find("speculative:"), std::string::npos) << shown.err;
+  expect_one_line_error(run_cli(cmd + " --draft-arch mlp=0.5"), "--draft-arch", "--speculative");
+  expect_one_line_error(run_cli(cmd + " --speculative --draft-tokens 17"), "--draft-tokens", "16");
+  expect_one_line_error(run_cli(cmd + " --speculative --draft-arch mlp=1.5"), "--draft-arch",
+                        "mlp");
+  expect_one_line_error(run_cli(cmd + " --speculative --draft-budget 0.4"), "--draft-budget",
+                        "latency");
+}
+
 TEST(Cli, RoundTripsThroughHfAndLlama2cAreLossless) {
   FLEXTRON_REQUIRE_SHARED_DATA();
   const auto dir = flextron::testing::scratch_dir();
