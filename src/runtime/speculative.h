@@ -58,12 +58,14 @@ double draft_cost_fraction(const model::ModelConfig& config, const model::Archit
 // a round of k then yields E(k) = (1 - a^(k+1)) / (1 - a) tokens for k draft steps and one
 // verifying pass of k+1 rows, and k maximises E(k) / (k c + 1 + k r), c the draft's cost
 // fraction and r a verified row's extra cost. k = 0 (plain decoding, rate 1) wins when the
-// draft is too often wrong; every kProbeAfter plain steps a round of 1 measures it again. It
-// depends on the accepted tokens only, never on timings, so a seed gives the same text on every
-// run.
+// draft is too often wrong; after kProbeAfter plain steps a round of 1 measures it again, and
+// each probe that leaves k at 0 makes the next wait 4 times longer, until after kMaxProbes
+// there are none (each probe costs the draft's catch-up on the tokens it skipped). It depends
+// on the accepted tokens only, never on timings, so a seed gives the same text on every run.
 class DraftLength {
  public:
   static constexpr int64_t kProbeAfter = 16;
+  static constexpr int kMaxProbes = 3;
   DraftLength() : DraftLength(0, 0.5) {}
   DraftLength(int64_t fixed, double draft_cost);
   int64_t next() const { return next_; }
@@ -78,6 +80,9 @@ class DraftLength {
   double kept_ = 3.0, tried_ = 4.0;  // a prior of 0.75
   int64_t next_ = 4;
   int64_t plain_steps_ = 0;
+  int64_t probe_after_ = kProbeAfter;
+  int probes_ = 0;  // probes since k was last above 0
+  bool probing_ = false;
 };
 
 // The sampling rule for one drafted token: `draft` was drawn from q; it is kept when

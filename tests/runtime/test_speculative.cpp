@@ -314,10 +314,20 @@ TEST(Speculative, DraftLengthFollowsTheAcceptance) {
   const int64_t high = adaptive.next();
   for (int i = 0; i < 30; ++i) adaptive.update(adaptive.next(), 0);
   EXPECT_GT(high, 4);
-  // A draft that is never right: plain decoding, with a round of 1 every kProbeAfter steps.
+  // A draft that is never right: plain decoding, with a round of 1 after kProbeAfter steps,
+  // then after 4 and 16 times as many, then none.
   EXPECT_EQ(adaptive.next(), 0);
-  for (int64_t i = 0; i < DraftLength::kProbeAfter; ++i) adaptive.skipped();
-  EXPECT_EQ(adaptive.next(), 1);
+  int64_t wait = DraftLength::kProbeAfter;
+  for (int probe = 0; probe < DraftLength::kMaxProbes; ++probe, wait *= 4) {
+    for (int64_t i = 0; i + 1 < wait; ++i) adaptive.skipped();
+    EXPECT_EQ(adaptive.next(), 0) << "probe " << probe;
+    adaptive.skipped();
+    EXPECT_EQ(adaptive.next(), 1) << "probe " << probe;
+    adaptive.update(1, 0);
+    EXPECT_EQ(adaptive.next(), 0);
+  }
+  for (int64_t i = 0; i < 100 * wait; ++i) adaptive.skipped();
+  EXPECT_EQ(adaptive.next(), 0);
   EXPECT_THROW(DraftLength(17, 0.3), flextron::Error);
   EXPECT_THROW(DraftLength(-1, 0.3), flextron::Error);
 }
