@@ -102,9 +102,13 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--port", args->server.port, "Port (0: any free port, printed at start)")
       ->check(in_range(0, 65535))
       ->capture_default_str();
-  cmd->add_option("--max-batch", args->server.engine.max_batch,
-                  "Sequences at one architecture decoded in one step")
+  cmd->add_option("--max-batch", args->server.engine.max_batch, "Sequences decoded in one step")
       ->check(positive())
+      ->capture_default_str();
+  cmd->add_flag("--batch-across-budgets,!--no-batch-across-budgets",
+                args->server.engine.batch_across_budgets,
+                "Fast runtime: decode sequences at different static budgets in one step (the "
+                "widths they share once for all); off: only those of one architecture")
       ->capture_default_str();
   cmd->add_option("--max-active", args->server.engine.max_active,
                   "Sequences generating at once (each holds a KV cache)")

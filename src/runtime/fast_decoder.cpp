@@ -108,36 +108,40 @@ void product(const MatrixView& W, int64_t row0, int64_t rows, int64_t in, const 
 // sum_j x[r, j] W[:, j] for r < n (so a thread holding a contiguous block of inputs contributes
 // its share of every output; count == 0 gives 0). fp32: W is stored transposed ([in, hidden]);
 // quantized: in panels, in0 a multiple of 32, xq holding x's blocks of those inputs.
+// accumulate: y += the partial product instead (count == 0 leaves y as it is).
 void product_t(const MatrixView& W, int64_t in0, int64_t count, const float* x, int64_t ldx,
                int64_t n, float* y, int64_t ldy, const QuantProducts& qp,
-               const qk::QuantizedActivations& xq) {
+               const qk::QuantizedActivations& xq, bool accumulate = false) {
   const int64_t hidden = W.blocks == nullptr ? W.cols : W.rows;
   if (qp.per_row && n > 1 && count > 0) {
     for (int64_t r = 0; r < n; ++r)
-      product_t(W, in0, count, x + r * ldx, ldx, 1, y + r * ldy, ldy, qp, row_of(xq, r));
+      product_t(W, in0, count, x + r * ldx, ldx, 1, y + r * ldy, ldy, qp, row_of(xq, r),
+                accumulate);
     return;
   }
   if (count <= 0) {
+    if (accumulate) return;
     for (int64_t r = 0; r < n; ++r) std::fill(y + r * ldy, y + r * ldy + hidden, 0.0f);
     return;
   }
   const auto i = [](int64_t v) {
     return static_cast<blasint>(v);
   };
+  const float beta = accumulate ? 1.0f : 0.0f;
   if (W.blocks == nullptr) {
     const float* w = W.data + in0 * W.ld;
     if (n == 1) {
       cblas_sgemv(CblasRowMajor, CblasTrans, i(count), i(hidden), 1.0f, w, i(W.ld), x + in0, 1,
-                  0.0f, y, 1);
+                  beta, y, 1);
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(n), i(hidden), i(count), 1.0f,
-                  x + in0, i(ldx), w, i(W.ld), 0.0f, y, i(ldy));
+                  x + in0, i(ldx), w, i(W.ld), beta, y, i(ldy));
     }
     return;
   }
   const int64_t b0 = in0 / qk::kBlock, b1 = qk::blocks_for(in0 + count);
   if (!qp.exact)
-    return qk::gemm_panels(qp.format, W.blocks, W.rows, W.nb, b0, b1, xq, n, y, ldy, false);
+    return qk::gemm_panels(qp.format, W.blocks, W.rows, W.nb, b0, b1, xq, n, y, ldy, accumulate);
   // Exact: each panel's blocks of a group of output rows dequantized, then one sgemm over the
   // inputs that are really there (the last block's padding is not read from x).
   for (int64_t p = b0 / qk::kPanelBlocks; p * qk::kPanelBlocks < b1; ++p) {
@@ -152,9 +156,58 @@ void product_t(const MatrixView& W, int64_t in0, int64_t count, const float* x, 
                                W.blocks + qk::panel_offset(qp.format, W.rows, W.nb, r0 + r, lo),
                                hi - lo, qp.deq + r * ld);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i(n), i(m), i(k), 1.0f, x + k0, i(ldx),
-                  qp.deq, i(ld), lo == b0 ? 0.0f : 1.0f, y + r0, i(ldy));
+                  qp.deq, i(ld), lo == b0 ? beta : 1.0f, y + r0, i(ldy));
     }
   }
+}
+
+int64_t round_up(int64_t v, int64_t align) {
+  return (v + align - 1) / align * align;
+}
+
+// The pieces of a product over rows of several architectures (FastDecoder::decode_batch): row r
+// uses the first reach[r] columns of the product (heads, KV groups, neurons or inputs). The
+// range [begin, end) splits at every row's reach (rounded up to `align`: quantized inputs go by
+// whole blocks); fn(p, q, r0, m) computes piece [p, q) for rows [r0, r0 + m), a run of
+// consecutive rows that reach q. Nested widths make a narrower row's columns a prefix of a
+// wider row's, so the columns every row shares are one piece over all rows and each weight is
+// read once; rows of one architecture make one call over the whole range.
+template <class Fn>
+void for_each_piece(const Range& range, const int64_t* reach, int64_t n, int64_t align, Fn&& fn) {
+  for (int64_t p = range.begin; p < range.end;) {
+    int64_t q = range.end;
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t e = round_up(reach[r], align);
+      if (e > p && e < q) q = e;
+    }
+    for (int64_t r = 0; r < n;) {
+      if (round_up(reach[r], align) <= p) {
+        ++r;
+        continue;
+      }
+      int64_t r1 = r + 1;
+      while (r1 < n && round_up(reach[r1], align) > p) ++r1;
+      fn(p, q, r, r1 - r);
+      r = r1;
+    }
+    p = q;
+  }
+}
+
+// product_t over inputs `in` for rows that each sum only their first reach[r] inputs (rounded
+// up to `align`; the caller zeroed x past each reach inside that block): the first piece writes
+// y, later ones add to it, and rows that reach none of `in` get 0.
+void product_t_pieces(const MatrixView& W, const Range& in, const int64_t* reach, int64_t align,
+                      const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+                      const QuantProducts& qp, const qk::QuantizedActivations& xq) {
+  const int64_t hidden = W.blocks == nullptr ? W.cols : W.rows;
+  for (int64_t r = 0; r < n; ++r)
+    if (in.size() <= 0 || round_up(reach[r], align) <= in.begin)
+      std::fill(y + r * ldy, y + r * ldy + hidden, 0.0f);
+  for_each_piece(in, reach, n, align, [&](int64_t p, int64_t q, int64_t r0, int64_t m) {
+    product_t(W, p, q - p, x + r0 * ldx, ldx, m, y + r0 * ldy, ldy, qp, row_of(xq, r0),
+              /*accumulate=*/p != in.begin);
+  });
 }
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for r < n, rows of `dim`.
@@ -322,6 +375,7 @@ FastDecoder::FastDecoder(const model::TransformerImpl& model, const EngineOption
   up_.resize(rows * mlp);
   logits_.resize(rows * c.vocab_size);
   xb_.resize(static_cast<size_t>(threads_) * rows * c.hidden_size);
+  reach_.resize(static_cast<size_t>(threads_) * 4 * rows);
   scores_.resize(static_cast<size_t>(threads_) * c.max_position_embeddings);
   if (weights_.quantized()) {
     // Per thread: the blocks of its copy of xb; shared: the blocks of att / the MLP activations
@@ -413,11 +467,12 @@ const float* FastDecoder::prefill(const int64_t* tokens, int64_t count, EngineCa
   const int64_t vocab = config().vocab_size;
   for (int64_t done = 0; done < count;) {
     const int64_t n = std::min(max_rows_, count - done);
-    for (int64_t r = 0; r < n; ++r) rows_[r] = Row{tokens[done + r], &cache, cache.length_ + r};
+    for (int64_t r = 0; r < n; ++r)
+      rows_[r] = Row{tokens[done + r], &cache, cache.length_ + r, &widths};
     const bool last = done + n == count;
     // Only the last token's logits are needed, unless the caller wants every row's.
     const int64_t head_from = all_logits ? 0 : (last ? n - 1 : n);
-    run(n, head_from, widths);
+    run(n, head_from);
     cache.length_ += n;
     if (all_logits)
       std::memcpy(all_logits + done * vocab, logits_.data(),
@@ -434,8 +489,8 @@ const float* FastDecoder::verify(const int64_t* tokens, int64_t count, EngineCac
                      std::to_string(count));
   const auto& widths = resolve(arch);
   check_cache(cache, widths, count);
-  for (int64_t r = 0; r < count; ++r) rows_[r] = Row{tokens[r], &cache, cache.length_ + r};
-  run(count, 0, widths, nullptr, /*per_row=*/true);
+  for (int64_t r = 0; r < count; ++r) rows_[r] = Row{tokens[r], &cache, cache.length_ + r, &widths};
+  run(count, 0, nullptr, /*per_row=*/true);
   cache.length_ += count;
   std::memcpy(all_logits, logits_.data(),
               static_cast<size_t>(count * config().vocab_size) * sizeof(float));
@@ -448,8 +503,8 @@ const float* FastDecoder::decode(int64_t token, EngineCache& cache, const model:
   check_cache(cache, widths, 1);
   if (router != nullptr && !router->routes_on_host())
     fail(kWhere, "this router cannot route on the fast runtime (see LayerRouter::routes_on_host)");
-  rows_[0] = Row{token, &cache, cache.length_};
-  run(1, 0, widths, router);
+  rows_[0] = Row{token, &cache, cache.length_, &widths};
+  run(1, 0, router);
   cache.length_ += 1;
   return logits_.data();
 }
@@ -457,21 +512,28 @@ const float* FastDecoder::decode(int64_t token, EngineCache& cache, const model:
 const float* FastDecoder::decode_batch(const std::vector<int64_t>& tokens,
                                        const std::vector<EngineCache*>& caches,
                                        const model::Architecture& arch) {
+  return decode_batch(tokens, caches,
+                      std::vector<const model::Architecture*>(tokens.size(), &arch));
+}
+
+const float* FastDecoder::decode_batch(const std::vector<int64_t>& tokens,
+                                       const std::vector<EngineCache*>& caches,
+                                       const std::vector<const model::Architecture*>& archs) {
   const auto n = static_cast<int64_t>(tokens.size());
-  if (n == 0 || caches.size() != tokens.size())
+  if (n == 0 || caches.size() != tokens.size() || archs.size() != tokens.size())
     fail(kWhere, std::to_string(tokens.size()) + " tokens for " + std::to_string(caches.size()) +
-                     " caches");
+                     " caches and " + std::to_string(archs.size()) + " architectures");
   if (n > max_rows_)
     fail(kWhere, std::to_string(n) + " sequences in one step, the engine was made for at most " +
                      std::to_string(max_rows_));
-  const auto& widths = resolve(arch);
   for (int64_t b = 0; b < n; ++b) {
+    const auto& widths = archs[b] == nullptr ? full_ : resolve(*archs[b]);
     check_cache(*caches[b], widths, 1);
     for (int64_t a = 0; a < b; ++a)
       if (caches[a] == caches[b]) fail(kWhere, "one cache given for two sequences of a batch");
-    rows_[b] = Row{tokens[b], caches[b], caches[b]->length_};
+    rows_[b] = Row{tokens[b], caches[b], caches[b]->length_, &widths};
   }
-  run(n, 0, widths);
+  run(n, 0);
   for (auto* cache : caches) cache->length_ += 1;
   return logits_.data();
 }
@@ -512,8 +574,7 @@ EngineCache FastDecoder::cache_from(const model::KVCache& from, int64_t capacity
   return cache;
 }
 
-void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& widths,
-                      model::LayerRouter* router, bool per_row) {
+void FastDecoder::run(int64_t n, int64_t head_from, model::LayerRouter* router, bool per_row) {
   const auto& c = config();
   const int64_t hidden = c.hidden_size, hd = c.head_dim(), half = hd / 2;
   const int64_t group = c.group_size(), vocab = c.vocab_size;
@@ -541,6 +602,11 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
   std::mutex router_error_mutex;
   std::exception_ptr router_error;
   if (router != nullptr) routed_mlp_.assign(static_cast<size_t>(c.num_hidden_layers), 0);
+  // Rows of several architectures (decode_batch): each product runs in pieces (for_each_piece).
+  const model::Architecture& widths = *rows_[0].widths;
+  bool mixed = false;
+  for (int64_t r = 1; r < n; ++r) mixed = mixed || *rows_[r].widths != widths;
+  const int64_t in_align = quantized ? qk::kBlock : 1;
   team_->run([&](int t) {
     const int nt = team_->size();
     float* xb = xb_.data() + static_cast<size_t>(t) * max_rows_ * hidden;
@@ -560,6 +626,31 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
     }
     auto quantize_xb = [&](const float* rows, int64_t count) {
       if (quantize_x) qk::quantize_activations(rows, hidden, count, 0, hidden, xq);
+    };
+    // Per row at this layer: its query heads, KV groups, MLP neurons, and the inputs of o.
+    int64_t* heads_of = reach_.data() + static_cast<size_t>(t) * 4 * max_rows_;
+    int64_t* kv_of = heads_of + max_rows_;
+    int64_t* mlp_of = kv_of + max_rows_;
+    int64_t* o_reach = mlp_of + max_rows_;
+    // Zeroes row r's activations x[r, reach_r : its block's end) inside `range` (quantized rows
+    // of several widths: a product reads whole blocks) and quantizes each row's inputs in
+    // `range` up to that end.
+    auto quantize_inputs = [&](float* x, int64_t ldx, const Range& range, const int64_t* reach,
+                               const qk::QuantizedActivations& out) {
+      if (!quantized) return;
+      if (!mixed) {
+        if (quantize_x) qk::quantize_activations(x, ldx, n, range.begin, range.size(), out);
+        return;
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t e = std::min(range.end, round_up(reach[r], qk::kBlock));
+        if (e <= range.begin) continue;
+        const int64_t z = std::max(range.begin, reach[r]);
+        if (z < e) std::fill(x + r * ldx + z, x + r * ldx + e, 0.0f);
+        if (quantize_x)
+          qk::quantize_activations(x + r * ldx, ldx, 1, range.begin, e - range.begin,
+                                   row_of(out, r));
+      }
     };
     float* my_po = po_.data() + t * part_stride;
     float* my_pm = pm_.data() + t * part_stride;
@@ -584,7 +675,14 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
 
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const EngineLayer& L = weights_.layer(l);
-      const int64_t kv = widths[l].kv_groups, heads = kv * group;
+      int64_t kv = 0;  // the widest row's
+      for (int64_t r = 0; r < n; ++r) {
+        kv_of[r] = (*rows_[r].widths)[l].kv_groups;
+        heads_of[r] = kv_of[r] * group;
+        o_reach[r] = heads_of[r] * hd;
+        kv = std::max(kv, kv_of[r]);
+      }
+      const int64_t heads = kv * group;
 
       // h = residual + the previous MLP's output; attention's input xb = rmsnorm(h).
       if (l == 0) {
@@ -619,32 +717,36 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       const Range qh = clip(units, 0, heads), kg = clip(units, heads, kv),
                   vg = clip(units, heads + kv, kv);
       quantize_xb(xb, n);
-      product(L.q, qh.begin * hd, qh.size() * hd, hidden, xb, hidden, n, q_.data() + qh.begin * hd,
-              q_ld, qp, xq);
-      product(L.k, kg.begin * hd, kg.size() * hd, hidden, xb, hidden, n, k_.data() + kg.begin * hd,
-              kv_ld, qp, xq);
-      product(L.v, vg.begin * hd, vg.size() * hd, hidden, xb, hidden, n, v_.data() + vg.begin * hd,
-              kv_ld, qp, xq);
-      if (L.q_bias != nullptr) {
-        add_bias(q_.data() + qh.begin * hd, q_ld, n, L.q_bias + qh.begin * hd, qh.size() * hd);
-        add_bias(k_.data() + kg.begin * hd, kv_ld, n, L.k_bias + kg.begin * hd, kg.size() * hd);
-        add_bias(v_.data() + vg.begin * hd, kv_ld, n, L.v_bias + vg.begin * hd, vg.size() * hd);
-      }
+      // Each of q, k, v over this thread's heads (groups), every row its own up to its widths.
+      auto project = [&](const MatrixView& W, const Range& units, const int64_t* reach, float* y,
+                         int64_t ldy, const float* bias) {
+        for_each_piece(units, reach, n, 1, [&](int64_t p, int64_t q, int64_t r0, int64_t m) {
+          product(W, p * hd, (q - p) * hd, hidden, xb + r0 * hidden, hidden, m,
+                  y + r0 * ldy + p * hd, ldy, qp, row_of(xq, r0));
+          add_bias(y + r0 * ldy + p * hd, ldy, m, bias == nullptr ? nullptr : bias + p * hd,
+                   (q - p) * hd);
+        });
+      };
+      project(L.q, qh, heads_of, q_.data(), q_ld, L.q_bias);
+      project(L.k, kg, kv_of, k_.data(), kv_ld, L.k_bias);
+      project(L.v, vg, kv_of, v_.data(), kv_ld, L.v_bias);
       for (int64_t r = 0; r < n; ++r) {
         const Row& row = rows_[r];
+        const Range qr = clip(qh, 0, heads_of[r]), kr = clip(kg, 0, kv_of[r]),
+                    vr = clip(vg, 0, kv_of[r]);
         // RoPE (Llama); the GPT family's positions were added to the embeddings.
         const float* cos = cos_table != nullptr ? cos_table + row.position * half : nullptr;
         const float* sin = sin_table != nullptr ? sin_table + row.position * half : nullptr;
         if (cos != nullptr)
-          for (int64_t h = qh.begin; h < qh.end; ++h)
+          for (int64_t h = qr.begin; h < qr.end; ++h)
             rotate(q_.data() + r * q_ld + h * hd, cos, sin, half);
-        for (int64_t g = kg.begin; g < kg.end; ++g) {
+        for (int64_t g = kr.begin; g < kr.end; ++g) {
           float* k = k_.data() + r * kv_ld + g * hd;
           if (cos != nullptr) rotate(k, cos, sin, half);
           float* keys = row.cache->keys(l, g) + row.position;  // transposed: [hd, capacity]
           for (int64_t i = 0; i < hd; ++i) keys[i * row.cache->capacity_] = k[i];
         }
-        for (int64_t g = vg.begin; g < vg.end; ++g)
+        for (int64_t g = vr.begin; g < vr.end; ++g)
           std::memcpy(row.cache->values(l, g) + row.position * hd, v_.data() + r * kv_ld + g * hd,
                       static_cast<size_t>(hd) * sizeof(float));
       }
@@ -654,7 +756,7 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       const Range mine = split(heads, nt, t);
       for (int64_t r = 0; r < n; ++r) {
         Row& row = rows_[r];
-        for (int64_t h = mine.begin; h < mine.end; ++h)
+        for (int64_t h = mine.begin; h < std::min(mine.end, heads_of[r]); ++h)
           attend(q_.data() + r * q_ld + h * hd, row.cache->keys(l, h / group), row.cache->capacity_,
                  row.cache->values(l, h / group), row.position + 1, hd, scale, scores,
                  att_.data() + r * q_ld + h * hd);
@@ -666,8 +768,8 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
         team_->barrier();
         o_in = split(heads * hd, nt, t, qk::kBlock);
       }
-      if (quantize_x) qk::quantize_activations(att_.data(), q_ld, n, o_in.begin, o_in.size(), aq);
-      product_t(L.o_t, o_in.begin, o_in.size(), att_.data(), q_ld, n, my_po, hidden, qp, aq);
+      quantize_inputs(att_.data(), q_ld, o_in, o_reach, aq);
+      product_t_pieces(L.o_t, o_in, o_reach, in_align, att_.data(), q_ld, n, my_po, hidden, qp, aq);
       if (t == 0) add_bias(my_po, hidden, n, L.o_bias, hidden);  // once, in thread 0's part
       team_->barrier();
 
@@ -675,26 +777,32 @@ void FastDecoder::run(int64_t n, int64_t head_from, const model::Architecture& w
       // its part of down from rows j0.. of down^T.
       gather(resid_mid, hidden, po_.data(), resid_in);
       normalize(xb, n, hidden, L.mlp_norm, L.mlp_norm_bias, eps, xb);
-      const int64_t width = router != nullptr ? routed_mlp_[static_cast<size_t>(l)] : widths[l].mlp;
+      int64_t width = 0;  // the widest row's
+      for (int64_t r = 0; r < n; ++r) {
+        mlp_of[r] =
+            router != nullptr ? routed_mlp_[static_cast<size_t>(l)] : (*rows_[r].widths)[l].mlp;
+        width = std::max(width, mlp_of[r]);
+      }
       const Range nj = split(width, nt, t, quantized ? qk::kBlock : 16);
       quantize_xb(xb, n);
-      product(L.up, nj.begin, nj.size(), hidden, xb, hidden, n, up_.data() + nj.begin, mlp_ld, qp,
-              xq);
       float* act = up_.data();  // the activations down reads: gelu(up) or silu(gate) * up
-      if (gpt) {
-        add_bias(up_.data() + nj.begin, mlp_ld, n, L.up_bias + nj.begin, nj.size());
-        for (int64_t r = 0; r < n; ++r)
-          gelu(up_.data() + r * mlp_ld + nj.begin, nj.size(), gelu_tanh);
-      } else {
-        product(L.gate, nj.begin, nj.size(), hidden, xb, hidden, n, gate_.data() + nj.begin, mlp_ld,
-                qp, xq);
-        for (int64_t r = 0; r < n; ++r)
-          swiglu(gate_.data() + r * mlp_ld + nj.begin, up_.data() + r * mlp_ld + nj.begin,
-                 nj.size());
-        act = gate_.data();
-      }
-      if (quantize_x) qk::quantize_activations(act, mlp_ld, n, nj.begin, nj.size(), aq);
-      product_t(L.down_t, nj.begin, nj.size(), act, mlp_ld, n, my_pm, hidden, qp, aq);
+      for_each_piece(nj, mlp_of, n, 1, [&](int64_t p, int64_t q, int64_t r0, int64_t m) {
+        const int64_t ld = mlp_ld;
+        product(L.up, p, q - p, hidden, xb + r0 * hidden, hidden, m, up_.data() + r0 * ld + p, ld,
+                qp, row_of(xq, r0));
+        if (gpt) {
+          add_bias(up_.data() + r0 * ld + p, ld, m, L.up_bias + p, q - p);
+          for (int64_t r = r0; r < r0 + m; ++r) gelu(up_.data() + r * ld + p, q - p, gelu_tanh);
+        } else {
+          product(L.gate, p, q - p, hidden, xb + r0 * hidden, hidden, m, gate_.data() + r0 * ld + p,
+                  ld, qp, row_of(xq, r0));
+          for (int64_t r = r0; r < r0 + m; ++r)
+            swiglu(gate_.data() + r * ld + p, up_.data() + r * ld + p, q - p);
+        }
+      });
+      if (!gpt) act = gate_.data();
+      quantize_inputs(act, mlp_ld, nj, mlp_of, aq);
+      product_t_pieces(L.down_t, nj, mlp_of, in_align, act, mlp_ld, n, my_pm, hidden, qp, aq);
       if (t == 0) add_bias(my_pm, hidden, n, L.down_bias, hidden);
       team_->barrier();
     }

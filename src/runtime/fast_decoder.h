@@ -124,21 +124,30 @@ class FastDecoder {
   const float* decode_batch(const std::vector<int64_t>& tokens,
                             const std::vector<EngineCache*>& caches,
                             const model::Architecture& arch = {});
+  // As decode_batch, each sequence at its own architecture (archs[b]; nullptr = full), its cache
+  // made for that architecture's KV widths. Nested widths make a narrower row's weights a prefix
+  // of a wider row's: every product runs once over the columns all rows share, then over each
+  // further piece for the rows that reach it, so a mixed batch reads every weight once and each
+  // row computes what it computes alone (in another order of summation: equal to 1e-5).
+  const float* decode_batch(const std::vector<int64_t>& tokens,
+                            const std::vector<EngineCache*>& caches,
+                            const std::vector<const model::Architecture*>& archs);
 
  private:
   struct Row {
     int64_t token = 0;
     EngineCache* cache = nullptr;
     int64_t position = 0;
+    const model::Architecture* widths = nullptr;  // resolved: one entry per layer
   };
   const model::Architecture& resolve(const model::Architecture& arch) const;
   void check_cache(const EngineCache& cache, const model::Architecture& widths,
                    int64_t steps) const;
-  // One pass over rows_[0, n); logits of rows [head_from, n) into logits_. A router (n == 1)
-  // picks the MLP widths instead of `widths`.
+  // One pass over rows_[0, n), each at its own widths; logits of rows [head_from, n) into
+  // logits_. A router (n == 1) picks the MLP widths instead of the row's.
   // per_row: each row's products alone (see verify).
-  void run(int64_t n, int64_t head_from, const model::Architecture& widths,
-           model::LayerRouter* router = nullptr, bool per_row = false);
+  void run(int64_t n, int64_t head_from, model::LayerRouter* router = nullptr,
+           bool per_row = false);
 
   SingleThreadedBlas single_threaded_blas_;  // for the engine's lifetime
   EngineWeights weights_;
@@ -157,6 +166,7 @@ class FastDecoder {
   std::vector<int8_t> xq_, aq_;
   std::vector<float> xd_, ad_, deq_;
   std::vector<int64_t> routed_mlp_;  // per layer: the router's MLP width in this pass
+  std::vector<int64_t> reach_;       // per thread: each row's widths at the current layer
 };
 
 }  // namespace flextron::runtime

@@ -8,6 +8,7 @@
 #include "model/elastic_space.h"
 #include "runtime/fast_generate.h"
 #include "serve/api.h"
+#include "serve/schedule.h"
 
 namespace flextron::serve {
 
@@ -113,6 +114,8 @@ std::vector<std::shared_ptr<Job>> Engine::submit_choices(JobSpec spec, int64_t n
           "speculative:" + std::to_string(reinterpret_cast<uintptr_t>(choice.get()));
   } else if (router_of(job->spec()) != nullptr) {
     key = "dynamic:" + std::to_string(reinterpret_cast<uintptr_t>(job.get()));
+  } else if (fast_ && options_.batch_across_budgets) {
+    key = "static";  // every static architecture decodes in one batch on the fast runtime
   } else {
     const auto& arch = architecture_of(job->spec());
     key = arch.empty() ? "full" : model::architecture_to_json(arch).dump();
@@ -206,6 +209,8 @@ void Engine::admit() {
       continue;
     }
     job->charge_ = least;
+    if (job->sequence_->engine() != nullptr && router_of(spec) == nullptr)
+      job->weight_ = decode_weight(model_.config(), architecture_of(spec));
     active_.push_back(job);
   }
 }
@@ -230,20 +235,39 @@ void Engine::step() {
       rows = {&first};
       for (Job* follower : prefill(first)) rows.push_back(follower);
     } else {
+      std::vector<Job*> candidates;
+      std::vector<ScheduleCandidate> numbers;
       for (Job* job : running)
-        if (job->batch_key_ == first.batch_key_ && job->progress_.started != Clock::time_point() &&
-            static_cast<int64_t>(rows.size()) < options_.max_batch)
-          rows.push_back(job);
+        if (job->batch_key_ == first.batch_key_ && job->progress_.started != Clock::time_point()) {
+          candidates.push_back(job);
+          numbers.push_back({job->charge_, job->weight_});
+        }
+      for (size_t j : select_step_rows(numbers, seconds_per_weight_, options_.max_batch))
+        rows.push_back(candidates[j]);
+      // Widest first: rows that share a piece of a product are then one run (decode_batch).
+      std::stable_sort(rows.begin(), rows.end(),
+                       [](const Job* a, const Job* b) { return a->weight_ > b->weight_; });
       decode(rows);
     }
   } catch (const std::exception& e) {
     for (Job* job : rows) finish(*job, "error", e.what());
     return;
   }
-  const double share = seconds(Clock::now() - started) / static_cast<double>(rows.size());
-  for (Job* job : rows) {
-    job->charge_ += share;
-    (prefilling ? job->progress_.prefill_seconds : job->progress_.decode_seconds) += share;
+  const double took = seconds(Clock::now() - started);
+  std::vector<double> weights;
+  for (Job* job : rows) weights.push_back(prefilling ? 1.0 : job->weight_);
+  const auto shares = step_shares(weights, took);
+  if (!prefilling) {
+    double total = 0.0;
+    for (double w : weights) total += w;
+    const double per_weight = took / total;
+    seconds_per_weight_ =
+        seconds_per_weight_ == 0.0 ? per_weight : 0.8 * seconds_per_weight_ + 0.2 * per_weight;
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Job* job = rows[i];
+    job->charge_ += shares[i];
+    (prefilling ? job->progress_.prefill_seconds : job->progress_.decode_seconds) += shares[i];
     deliver(*job);
   }
 }
@@ -256,6 +280,7 @@ std::vector<Job*> Engine::prefill(Job& job) {
     follower->progress_.started = job.progress_.started;
     follower->sequence_ = job.sequence_->fork(follower->spec().sampling.seed);
     follower->charge_ = job.charge_;
+    follower->weight_ = job.weight_;
     active_.push_back(follower);
     forked.push_back(follower.get());
   }
@@ -269,14 +294,19 @@ void Engine::decode(const std::vector<Job*>& rows) {
     // `flextron generate`.
     rows.front()->sequence_->decode_step();
   } else {
-    // Rows share a batch key, hence an architecture and (no router) a runtime.
+    // Rows share a batch key, hence (no router) a runtime, and on the torch forward an
+    // architecture; the fast runtime's rows may be at several.
     std::vector<int64_t> tokens;
     for (Job* job : rows) tokens.push_back(job->sequence_->next_input());
     const auto& arch = architecture_of(rows.front()->spec());
     if (auto* engine = rows.front()->sequence_->engine()) {
       std::vector<runtime::EngineCache*> caches;
-      for (Job* job : rows) caches.push_back(job->sequence_->engine_cache());
-      const float* logits = engine->decode_batch(tokens, caches, arch);
+      std::vector<const model::Architecture*> archs;
+      for (Job* job : rows) {
+        caches.push_back(job->sequence_->engine_cache());
+        archs.push_back(&architecture_of(job->spec()));
+      }
+      const float* logits = engine->decode_batch(tokens, caches, archs);
       const int64_t vocab = engine->config().vocab_size;
       for (size_t b = 0; b < rows.size(); ++b)
         rows[b]->sequence_->accept(logits + static_cast<int64_t>(b) * vocab);

@@ -1,19 +1,22 @@
 // The generation engine: one thread owns the model and runs every forward; HTTP handlers submit
 // jobs and wait for their text.
 //
-// Scheduling is processor sharing. Every active sequence is charged the engine time of the
-// steps it takes part in (a batched step's time split evenly between its rows). Each step serves
-// the least-charged sequence, together with the other active sequences that share its
-// architecture (up to max_batch, least charged first), in one batched decode step. So every
-// request gets an equal share of the engine's time whatever its budget, a cheaper architecture
-// turns that share into proportionally more tokens, and requests at the same architecture share
-// the cost of reading the weights. A sequence joins at the least charge of those running: it
-// neither waits for them nor overtakes them. Dynamic-router sequences choose widths per token,
-// so each decodes alone. Jobs run on the fast CPU runtime where it applies (runtime/fast_decoder.h:
-// its batched step reads each weight once for all rows; a dynamic router's prompt is prefilled by
-// the torch forward, its decode steps on the engine) and on the torch forward otherwise (a GPU,
-// fp16/bf16 weights). At most max_active sequences hold KV caches; up to
-// max_queue more wait, and beyond that submit() answers 503.
+// Scheduling is processor sharing (serve/schedule.h). Every active sequence is charged the
+// engine time of the steps it takes part in (a batched step's time split between its rows in
+// proportion to what each row costs). Each step serves the least-charged sequence, together with
+// the other active sequences it can batch with that would not get ahead of it (up to max_batch,
+// least charged first), in one batched decode step. So every request gets an equal share of the
+// engine's time whatever its budget, a cheaper architecture turns that share into
+// proportionally more tokens, and batched rows share the cost of reading the weights. On the
+// fast runtime, sequences at different static budgets batch together (FastDecoder::decode_batch
+// over several architectures: the widths all rows share run once for all of them); on the torch
+// forward only those of one architecture do. A sequence joins at the least charge of those
+// running: it neither waits for them nor overtakes them. Dynamic-router sequences choose widths
+// per token, so each decodes alone. Jobs run on the fast CPU runtime where it applies
+// (runtime/fast_decoder.h: its batched step reads each weight once for all rows; a dynamic
+// router's prompt is prefilled by the torch forward, its decode steps on the engine) and on the
+// torch forward otherwise (a GPU, // fp16/bf16 weights). At most max_active sequences hold KV
+// caches; up to max_queue more wait, and beyond that submit() answers 503.
 #pragma once
 
 #include <atomic>
@@ -114,6 +117,7 @@ class Job {
   TextStream stream_;
   std::string batch_key_;
   double charge_ = 0.0;
+  double weight_ = 1.0;  // one decode step's cost relative to the full model's (decode_weight)
   // The other choices of the same prompt (submit_choices): forked from this job's sequence once
   // its prefill has run; empty after that.
   std::vector<std::shared_ptr<Job>> followers_;
@@ -128,6 +132,9 @@ struct EngineOptions {
   std::string runtime = "auto";
   // The fast runtime's weight format: f32, q8_0 or q4_0 (runtime/quant_kernels.h).
   std::string quant = "f32";  // (the CLI resolves "auto" to the directory's own format)
+  // Fast runtime: sequences at different static budgets share a decode step (off: only those
+  // of one architecture, as on the torch forward).
+  bool batch_across_budgets = true;
 };
 
 class Engine {
@@ -181,6 +188,7 @@ class Engine {
   bool stopping_ = false;
   Clock::time_point deadline_ = Clock::time_point::max();  // cancel everything after it
   std::vector<std::shared_ptr<Job>> active_;               // engine thread only
+  double seconds_per_weight_ = 0.0;  // a batched decode step's time per unit of row weight
   std::thread thread_;
 };
 

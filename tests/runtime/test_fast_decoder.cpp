@@ -458,4 +458,119 @@ TEST(RuntimeFastDecoder, Gpt2BatchDecodingEqualsSeparateSteps) {
   }
 }
 
+// ---- One decode step over rows of several architectures (decode_batch with archs) ----
+
+// Each row of a mixed batch computes what it computes decoded alone. Six sequences at the full
+// model, a uniform half-width architecture, random per-layer ones (so the rows that reach a
+// piece are not always consecutive) and one architecture twice, in no particular order, stepped
+// four times together and alone; `check(mixed, alone, row)` compares their logits.
+template <class Check>
+void expect_mixed_batch_equals_rows_alone(flextron::model::TransformerImpl& m,
+                                          const EngineOptions& options, Check check) {
+  const auto& config = m.config();
+  const int64_t vocab = config.vocab_size;
+  FastDecoder engine(m, options);
+  std::mt19937 rng(29);
+  Architecture half;
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l)
+    half.push_back({std::max<int64_t>(1, config.layer_mlp(l) / 2),
+                    std::max<int64_t>(1, config.layer_kv_heads(l) / 2)});
+  const Architecture a = random_architecture(config, rng), b = random_architecture(config, rng);
+  const std::vector<Architecture> archs{a, {}, half, b, a, random_architecture(config, rng)};
+  std::vector<flextron::runtime::EngineCache> together, alone;
+  std::vector<const Architecture*> arch_of;
+  std::vector<int64_t> next;
+  for (size_t s = 0; s < archs.size(); ++s) {
+    const auto prompt = random_tokens(2 + 3 * static_cast<int64_t>(s), vocab, 40 + s);
+    together.push_back(engine.make_cache(32, archs[s]));
+    alone.push_back(engine.make_cache(32, archs[s]));
+    engine.prefill(prompt, together.back(), archs[s]);
+    const float* logits = engine.prefill(prompt, alone.back(), archs[s]);
+    next.push_back(static_cast<int64_t>(std::max_element(logits, logits + vocab) - logits));
+    arch_of.push_back(&archs[s]);
+  }
+  const auto rows = static_cast<int64_t>(archs.size());
+  for (int step = 0; step < 4; ++step) {
+    std::vector<flextron::runtime::EngineCache*> caches;
+    for (auto& c : together) caches.push_back(&c);
+    auto mixed = as_tensor(engine.decode_batch(next, caches, arch_of), rows, vocab);
+    for (int64_t s = 0; s < rows; ++s) {
+      const auto i = static_cast<size_t>(s);
+      auto one = as_tensor(engine.decode(next[i], alone[i], archs[i]), 1, vocab)[0];
+      check(mixed[s], one, s);
+      EXPECT_EQ(together[i].length(), alone[i].length());
+      next[i] = one.argmax().item<int64_t>();
+    }
+  }
+}
+
+TEST(RuntimeFastDecoder, MixedArchitectureBatchEqualsEachRowAlone) {
+  auto m = preset_model("tiny", /*tied=*/false);
+  auto gpt = gpt2_model(/*gelu_tanh=*/true, /*tied=*/false, 9);
+  for (auto* model : {m.get(), gpt.get()})
+    for (int threads : {1, 2})
+      expect_mixed_batch_equals_rows_alone(
+          *model, EngineOptions{threads, 8},
+          [&](const torch::Tensor& mixed, const torch::Tensor& one, int64_t row) {
+            EXPECT_LT(max_diff(mixed, one), 1e-5) << "row " << row << ", " << threads << " threads";
+          });
+}
+
+// Quantized: the exact path (fp32 activations on dequantized weights) within 1e-5; the block
+// path within a tenth of the quantization's own error (the integer block sums are the same, the
+// float epilogue sums pieces in another order). On stories260K too: head_dim 8, so a row's
+// attention inputs end inside a block, which the step zeroes past the row's heads.
+TEST(RuntimeFastDecoder, QuantizedMixedArchitectureBatchEqualsEachRowAlone) {
+  std::vector<Transformer> models{preset_model("tiny", /*tied=*/false)};
+  if (std::filesystem::exists(flextron::testing::shared_data() / "README.md"))
+    models.push_back(flextron::testing::load_stories260k());
+  for (auto& m : models)
+    for (auto f : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+      expect_mixed_batch_equals_rows_alone(
+          *m, quantized_options(f, /*exact=*/true, 8),
+          [&](const torch::Tensor& mixed, const torch::Tensor& one, int64_t row) {
+            EXPECT_LT(max_diff(mixed, one), 1e-5) << "exact, row " << row;
+          });
+      // The quantization's error on these logits: the block path against the exact one.
+      FastDecoder blocks(*m, quantized_options(f, false, 8));
+      FastDecoder exact(*m, quantized_options(f, true, 8));
+      const auto tokens = random_tokens(12, m->config().vocab_size, 3);
+      auto cb = blocks.make_cache(12), ce = exact.make_cache(12);
+      const double error =
+          max_diff(as_tensor(blocks.prefill(tokens, cb), 1, m->config().vocab_size),
+                   as_tensor(exact.prefill(tokens, ce), 1, m->config().vocab_size));
+      ASSERT_GT(error, 1e-4);
+      expect_mixed_batch_equals_rows_alone(
+          *m, quantized_options(f, /*exact=*/false, 8),
+          [&](const torch::Tensor& mixed, const torch::Tensor& one, int64_t row) {
+            EXPECT_LT(max_diff(mixed, one), 0.1 * error) << "blocks, row " << row;
+          });
+    }
+}
+
+// A mixed batch refuses a cache made for another row's KV widths, naming the mismatch.
+TEST(RuntimeFastDecoder, MixedBatchRefusesACacheOfAnotherArchitecture) {
+  auto m = preset_model("tiny", /*tied=*/true);
+  FastDecoder engine(*m);
+  std::mt19937 rng(2);
+  Architecture narrow = random_architecture(m->config(), rng);
+  for (auto& w : narrow) w.kv_groups = 1;
+  auto full = engine.make_cache(8), small = engine.make_cache(8, narrow);
+  engine.prefill({1, 5}, full);
+  engine.prefill({1, 6}, small, narrow);
+  std::vector<flextron::runtime::EngineCache*> caches{&full, &small};
+  const auto message = [&](const std::vector<const Architecture*>& archs) {
+    try {
+      engine.decode_batch({7, 8}, caches, archs);
+    } catch (const flextron::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({&narrow, nullptr}).find("KV cache was made for"), std::string::npos);
+  EXPECT_NE(message({nullptr}).find("1 architectures"), std::string::npos);
+  const float* ok = engine.decode_batch({7, 8}, caches, {nullptr, &narrow});
+  EXPECT_TRUE(std::isfinite(ok[0]));
+}
+
 }  // namespace
