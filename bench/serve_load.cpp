@@ -70,6 +70,7 @@ Sample run_request(const std::string& host, int port, const std::string& key, do
                    {"max_tokens", max_tokens},
                    {"temperature", 0.8},
                    {"stream", true},
+                   {"stream_options", {{"include_usage", true}}},  // usage in a last chunk
                    {"budget", budget}})
                  .dump();
   Sample s{budget, false, 0.0, 0.0, 0};
@@ -88,11 +89,13 @@ Sample run_request(const std::string& host, int port, const std::string& key, do
       }
       auto chunk = json::parse(payload, nullptr, false);
       if (chunk.is_discarded() || chunk.contains("error")) return false;
-      if (first && !chunk["choices"][0].value("text", "").empty()) {
+      const auto& choices = chunk["choices"];
+      if (first && choices.is_array() && !choices.empty() &&
+          !choices[0].value("text", "").empty()) {
         s.first_token_seconds = std::chrono::duration<double>(Clock::now() - start).count();
         first = false;
       }
-      if (chunk.contains("usage")) s.tokens = chunk["usage"]["completion_tokens"].get<int64_t>();
+      if (chunk.contains("usage") && chunk["usage"].is_object()) s.tokens = chunk["usage"]["completion_tokens"].get<int64_t>();
     }
     return true;
   };
