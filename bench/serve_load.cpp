@@ -89,13 +89,15 @@ Sample run_request(const std::string& host, int port, const std::string& key, do
       }
       auto chunk = json::parse(payload, nullptr, false);
       if (chunk.is_discarded() || chunk.contains("error")) return false;
-      const auto& choices = chunk["choices"];
-      if (first && choices.is_array() && !choices.empty() &&
-          !choices[0].value("text", "").empty()) {
+      const auto choices = chunk.find("choices");  // empty in the usage chunk
+      if (first && choices != chunk.end() && choices->is_array() && !choices->empty() &&
+          !(*choices)[0].value("text", "").empty()) {
         s.first_token_seconds = std::chrono::duration<double>(Clock::now() - start).count();
         first = false;
       }
-      if (chunk.contains("usage") && chunk["usage"].is_object()) s.tokens = chunk["usage"]["completion_tokens"].get<int64_t>();
+      const auto usage = chunk.find("usage");  // null until the last chunk
+      if (usage != chunk.end() && usage->is_object())
+        s.tokens = usage->value("completion_tokens", s.tokens);
     }
     return true;
   };
