@@ -33,9 +33,10 @@ void ArchArgs::add_to(CLI::App* cmd, bool with_dynamic) {
                                  "Per-layer widths: \"mlp:F1,F2,...;attn:F1,F2,...\"");
   auto* budget_opt = cmd->add_option(
       "--budget", budget,
-      "Run at a budget instead: a fraction of full latency (default kind), see --budget-kind");
+      "Run at a budget instead: a fraction of full latency (default kind), or a quality target "
+      "(ppl+2%, loss+0.05, ppl<=250: the fastest sub-network predicted to meet it)");
   cmd->add_option("--budget-kind", budget_kind,
-                  "latency (fraction), ms (per token), params (fraction) or memory (MiB)")
+                  "latency (fraction), ms (per token), params (fraction), memory (MiB) or quality")
       ->capture_default_str();
   cmd->add_option("--router", router,
                   with_dynamic ? "How a budget picks widths: static, dynamic or uniform"
@@ -52,7 +53,13 @@ Selection ArchArgs::resolve(io::LoadedModel& loaded, const std::filesystem::path
   if (!budget.empty()) {
     route::Budget b;
     b.kind = route::parse_budget_kind(budget_kind);
-    b.value = parse_double(budget, "--budget");
+    // "ppl+2%" is a quality target whatever the default kind says.
+    if (route::looks_like_quality_target(budget) && b.kind == route::BudgetKind::Latency)
+      b.kind = route::BudgetKind::Quality;
+    if (b.kind == route::BudgetKind::Quality)
+      b.quality = route::parse_quality_target(budget, "--budget");
+    else
+      b.value = parse_double(budget, "--budget");
     const auto kind = route::parse_router_kind(router);
     if (kind == route::RouterKind::Dynamic && !with_dynamic_)
       fail("--router",

@@ -1,6 +1,7 @@
 // flextron convert: rank -> elastic training -> profile -> routers -> joint fine-tune, each stage
 // cached in --out (see pipeline/convert.h).
 #include "commands.h"
+#include "corpus_options.h"
 #include "core/parse.h"
 #include "number_options.h"
 #include "pipeline/convert.h"
@@ -21,9 +22,16 @@ void register_convert(CLI::App& app) {
       "Trained LLM -> Flextron model: rank, elastic training, profile, routers, joint fine-tune "
       "(each stage cached in --out; rerun to resume)");
   cmd->add_option("--model", *model, "Trained base model directory")->required();
-  cmd->add_option("--data", *data, "Training text files (the first is also the calibration text)")
-      ->required()
+  auto prompts = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--data", *data,
+                  "Training text files (the first is also the calibration text); with "
+                  "--self-distill, text to mix with the sampled corpus")
       ->expected(1, -1);
+  cmd->add_option("--self-distill", o->self_distill.tokens,
+                  "Sample this many tokens of the base's own text and distill from the base on "
+                  "them (KL): conversion without the original training data")
+      ->check(positive());
+  add_corpus_sampling_options(cmd, o->self_distill, *prompts, "sample-");
   cmd->add_option("--val", *val, "Held-out text files (default: 5% of --data's blocks)")
       ->expected(1, -1);
   cmd->add_option("--out", *out, "Output directory: the Flextron model, stages/ and convert.json")
@@ -89,6 +97,7 @@ void register_convert(CLI::App& app) {
     if (*budgets != "auto") o->budgets = route::parse_budget_list(*budgets, "--budgets");
     o->profile.contexts = parse_int_list(*contexts, "--contexts");
     o->data.assign(data->begin(), data->end());
+    o->self_distill.prompts.assign(prompts->begin(), prompts->end());
     o->val.assign(val->begin(), val->end());
     pipeline::convert(*o);
   });

@@ -25,5 +25,6 @@ void register_make_task(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_sample_corpus(CLI::App& app);
 
 }  // namespace flextron::cli

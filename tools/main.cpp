@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   flextron::cli::register_serve(app);
   flextron::cli::register_bench(app);
   flextron::cli::register_quantize(app);
+  flextron::cli::register_sample_corpus(app);
   flextron::cli::check_every_number(app);
   // The first word that is not an option names the command; CLI11 alone would report a typo as
   // "A subcommand is required".

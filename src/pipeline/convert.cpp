@@ -63,7 +63,9 @@ void publish(const fs::path& stage_dir, const fs::path& out) {
 
 nlohmann::json convert(const ConvertOptions& o) {
   if (o.out.empty()) fail("--out", "an output directory is required");
-  if (o.data.empty()) fail("--data", "at least one training text file is required");
+  const bool self_distill = o.self_distill.tokens > 0;
+  if (o.data.empty() && !self_distill)
+    fail("--data", "at least one training text file is required (or --self-distill N)");
   if (!fs::is_directory(o.model)) fail(o.model.string(), "not a model directory (--model)");
   if (fs::exists(o.out) && fs::equivalent(o.out, o.model))
     fail("--out", "must differ from --model (the base model is read, not modified)");
@@ -95,13 +97,17 @@ nlohmann::json convert(const ConvertOptions& o) {
                          std::to_string(o.batch * o.seq_len));
 
   const fs::path stages_dir = o.out / "stages";
+  // Every stage after sampling trains and measures on `data`: the given files, then the corpus.
+  const fs::path corpus = stages_dir / "sample" / "corpus.txt";
+  std::vector<fs::path> data = o.data;
+  if (self_distill) data.push_back(corpus);
   const fs::path ranked = stages_dir / "rank", elastic = stages_dir / "elastic",
                  routed = stages_dir / "routers";
   auto router_options = [&](const fs::path& model, const fs::path& out) {
     route::RouterPipelineOptions r;
     r.model = model;
     r.out = out;
-    r.data = o.data;
+    r.data = data;
     r.val = o.val;
     r.budgets = o.budgets;
     r.router_steps = o.router_steps;
@@ -120,16 +126,41 @@ nlohmann::json convert(const ConvertOptions& o) {
   };
 
   std::vector<Stage> stages;
+  SampleCorpusOptions sampling = o.self_distill;
+  sampling.model = o.model;
+  sampling.out = corpus;
+  sampling.seed = o.seed;
+  sampling.threads = o.threads;
+  if (self_distill)
+    stages.push_back({"sample",
+                      "self-distillation corpus",
+                      {{"tokens", sampling.tokens},
+                       {"temperature", sampling.temperature},
+                       {"top_p", sampling.top_p},
+                       {"prompts", path_strings(sampling.prompts)},
+                       {"max_length", sampling.max_length},
+                       {"batch", sampling.batch},
+                       {"seed", sampling.seed}},
+                      [&](const fs::path& dir) {
+                        fs::create_directories(dir);
+                        const auto r = sample_corpus(sampling);
+                        if (!r.completed) fail("convert", "corpus sampling stopped early");
+                        StageOutcome outcome;
+                        outcome.tokens_read = r.tokens;  // generated: forward passes only
+                        outcome.details = r.provenance;
+                        outcome.details["tokens_per_second"] = r.tokens_per_second;
+                        return outcome;
+                      }});
   stages.push_back({"rank",
                     "importance ranking",
                     {{"model", fs::absolute(o.model).string()},
-                     {"calibration", o.data.front().string()},
+                     {"calibration", data.front().string()},
                      {"samples", o.rank_samples},
                      {"seq_len", o.seq_len}},
                     [&](const fs::path& dir) {
                       train::RankModelOptions r;
                       r.model = o.model;
-                      r.data = o.data.front();
+                      r.data = data.front();
                       r.out = dir;
                       r.samples = o.rank_samples;
                       r.seq_len = o.seq_len;
@@ -141,8 +172,9 @@ nlohmann::json convert(const ConvertOptions& o) {
                     }});
   stages.push_back({"elastic",
                     "elastic continued training",
-                    {{"data", path_strings(o.data)},
+                    {{"data", path_strings(data)},
                      {"val", path_strings(o.val)},
+                     {"distill", self_distill ? "kl from the base" : "none"},
                      {"tokens", elastic_tokens},
                      {"seq_len", o.seq_len},
                      {"batch", o.batch},
@@ -151,7 +183,12 @@ nlohmann::json convert(const ConvertOptions& o) {
                     [&](const fs::path& dir) {
                       train::ElasticTrainOptions e;
                       e.model = ranked;
-                      e.data = o.data;
+                      e.data = data;
+                      // On the base's own samples the target is its whole distribution, not
+                      // the one token drawn from it: KL only (the teacher is the ranked base,
+                      // the same function as the base).
+                      e.distill = self_distill;
+                      e.distill_weight = 1.0;
                       e.val = o.val;
                       e.out = dir;
                       e.tokens = elastic_tokens;
@@ -238,6 +275,13 @@ nlohmann::json convert(const ConvertOptions& o) {
   record["base_pretraining_tokens"] = base_tokens;
   record["token_budget"] = budget;
   if (!record.contains("stages")) record["stages"] = nlohmann::json::object();
+  record["data"] = path_strings(o.data);
+  if (self_distill) {
+    record["self_distill_tokens"] = o.self_distill.tokens;
+  } else {
+    record.erase("self_distill_tokens");
+    record["stages"].erase("sample");
+  }
   auto save_record = [&] {
     io::write_text_atomically(record_file, record.dump(2) + "\n");
   };

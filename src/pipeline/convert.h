@@ -1,4 +1,7 @@
 // flextron convert: one command from a trained LLM to a Flextron model (FLEXTRON.md sections 2-5).
+//   0. sample    with self_distill.tokens > 0: the base's own text (pipeline/sample_corpus.h),
+//                added to `data` (or all of it), and elastic training distills from the frozen
+//                base (KL over the whole distribution) instead of fitting the sampled tokens
 //   1. rank      importance ranking and permutation (train/rank_model.h)
 //   2. elastic   elastic continued training on (1 - joint_share) of the token budget
 //   3. profile   the latency lookup table of the elastic model on this machine
@@ -18,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pipeline/sample_corpus.h"
 #include "route/latency.h"
 
 namespace flextron::pipeline {
@@ -26,7 +30,10 @@ inline constexpr const char* kConvertFile = "convert.json";
 
 struct ConvertOptions {
   std::filesystem::path model;  // trained base model directory
-  std::vector<std::filesystem::path> data;
+  std::vector<std::filesystem::path> data;  // may be empty with self_distill
+  // Self-distillation: tokens > 0 samples that many tokens of the base's text first (model, out
+  // and seed are set by convert); the other fields are the sampling settings.
+  SampleCorpusOptions self_distill;
   std::vector<std::filesystem::path> val;  // empty: 5% of data's blocks
   std::filesystem::path out;
   int64_t tokens = 0;              // training token budget (elastic + joint); or

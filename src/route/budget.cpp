@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "model/extract.h"
@@ -13,7 +14,84 @@ BudgetKind parse_budget_kind(const std::string& name) {
   if (name == "ms") return BudgetKind::Milliseconds;
   if (name == "params") return BudgetKind::Params;
   if (name == "memory") return BudgetKind::Memory;
-  fail("--budget-kind", "unknown kind \"" + name + "\" (use latency, ms, params or memory)");
+  if (name == "quality") return BudgetKind::Quality;
+  fail("--budget-kind",
+       "unknown kind \"" + name + "\" (use latency, ms, params, memory or quality)");
+}
+
+namespace {
+
+const char* const kQualityForms =
+    "use ppl+P% (perplexity within P percent of the full model's), ppl+X, loss+X (nats), "
+    "ppl<=X or loss<=X";
+
+}  // namespace
+
+bool looks_like_quality_target(const std::string& text) {
+  return text.rfind("ppl", 0) == 0 || text.rfind("loss", 0) == 0;
+}
+
+QualityTarget parse_quality_target(const std::string& text, const std::string& where) {
+  QualityTarget t;
+  t.text = text;
+  std::string rest;
+  bool ppl = false;
+  if (text.rfind("ppl", 0) == 0) {
+    ppl = true;
+    rest = text.substr(3);
+  } else if (text.rfind("loss", 0) == 0) {
+    rest = text.substr(4);
+  } else {
+    fail(where, "quality target \"" + text + "\" is not one of its forms: " + kQualityForms);
+  }
+  bool relative = false, percent = false;
+  if (rest.rfind("+", 0) == 0) {
+    relative = true;
+    rest = rest.substr(1);
+  } else if (rest.rfind("<=", 0) == 0) {
+    rest = rest.substr(2);
+  } else if (rest.rfind("=", 0) == 0) {
+    rest = rest.substr(1);
+  } else {
+    fail(where, "quality target \"" + text + "\" is not one of its forms: " + kQualityForms);
+  }
+  if (relative && ppl && !rest.empty() && rest.back() == '%') {
+    percent = true;
+    rest.pop_back();
+  }
+  // The whole rest must be a number: strtod's end pointer at the end, and finite.
+  char* end = nullptr;
+  const double amount = rest.empty() ? NAN : std::strtod(rest.c_str(), &end);
+  if (rest.empty() || end != rest.c_str() + rest.size() || !std::isfinite(amount))
+    fail(where, "quality target \"" + text + "\": \"" + rest + "\" is not a number; " +
+                    kQualityForms);
+  if (relative ? amount < 0.0 : amount <= 0.0)
+    fail(where, "quality target \"" + text + "\": the amount must be " +
+                    (relative ? "0 or more" : "positive"));
+  if (!relative && ppl && amount < 1.0)
+    fail(where, "quality target \"" + text + "\": a perplexity is at least 1");
+  t.amount = amount;
+  using F = QualityTarget::Form;
+  t.form = relative ? (ppl ? (percent ? F::PerplexityPercent : F::PerplexityDelta) : F::LossDelta)
+                    : (ppl ? F::Perplexity : F::Loss);
+  return t;
+}
+
+double quality_max_loss(const QualityTarget& t, double full_loss) {
+  using F = QualityTarget::Form;
+  switch (t.form) {
+    case F::PerplexityPercent:
+      return full_loss + std::log1p(t.amount / 100.0);
+    case F::PerplexityDelta:
+      return std::log(std::exp(full_loss) + t.amount);
+    case F::LossDelta:
+      return full_loss + t.amount;
+    case F::Perplexity:
+      return std::log(t.amount);
+    case F::Loss:
+      return t.amount;
+  }
+  return full_loss;
 }
 
 std::string budget_kind_name(BudgetKind kind) {
@@ -26,6 +104,8 @@ std::string budget_kind_name(BudgetKind kind) {
       return "params";
     case BudgetKind::Memory:
       return "memory";
+    case BudgetKind::Quality:
+      return "quality";
   }
   return "latency";
 }
@@ -35,6 +115,10 @@ bool is_fraction(BudgetKind kind) {
 }
 
 void check_budget(const Budget& budget, const std::string& where) {
+  if (budget.kind == BudgetKind::Quality) {
+    parse_quality_target(budget.quality.text, where);  // the one place its rules live
+    return;
+  }
   const std::string kind = budget_kind_name(budget.kind);
   if (!std::isfinite(budget.value))
     fail(where, "budget must be a finite number, got " + std::to_string(budget.value));
@@ -68,6 +152,8 @@ double architecture_cost(BudgetKind kind, const model::ModelConfig& config,
                               static_cast<double>(kv * config.max_position_embeddings);
       return elements * static_cast<double>(torch::elementSize(dtype)) / (1024.0 * 1024.0);
     }
+    case BudgetKind::Quality:
+      fail("budget", "a quality target is met from the router's budget table (static router)");
   }
   return 0.0;
 }
@@ -81,6 +167,8 @@ std::string describe_budget(const Budget& budget) {
     case BudgetKind::Memory:
       std::snprintf(buf, sizeof buf, "%.1f MiB", budget.value);
       break;
+    case BudgetKind::Quality:
+      return "quality " + budget.quality.text;
     default:
       std::snprintf(buf, sizeof buf, "%s %.3f", budget_kind_name(budget.kind).c_str(),
                     budget.value);

@@ -21,6 +21,8 @@ double BudgetEntry::cost(BudgetKind kind) const {
       return params_fraction;
     case BudgetKind::Memory:
       return memory_mib;
+    case BudgetKind::Quality:
+      return predicted_loss;
   }
   return latency_fraction;
 }
@@ -160,9 +162,46 @@ std::vector<BudgetEntry> build_budget_table(StaticRouterImpl& router, SurrogateI
   return out;
 }
 
+const BudgetEntry& widest_entry(const std::vector<BudgetEntry>& table) {
+  if (table.empty()) fail("budget", "the router has no budget table (run flextron train-router)");
+  const BudgetEntry* full = &table.front();
+  for (const auto& e : table)
+    if (e.latency_fraction > full->latency_fraction) full = &e;
+  return *full;
+}
+
+const BudgetEntry& lookup_quality(const std::vector<BudgetEntry>& table,
+                                  const QualityTarget& target) {
+  // The reference of relative targets is the widest entry's prediction, in the surrogate's own
+  // scale, so the surrogate's offset from a measurement cancels.
+  const BudgetEntry* full = &widest_entry(table);
+  const double reference = full->predicted_loss;
+  const double max_loss = quality_max_loss(target, reference);
+  if (max_loss < reference - kSlack) {
+    char buf[240];
+    std::snprintf(buf, sizeof buf,
+                  "quality target \"%s\" asks for loss %.4f (ppl %.4g), below the full model's "
+                  "predicted %.4f (ppl %.4g): the best achievable is the full model (ppl+0%%)",
+                  target.text.c_str(), max_loss, std::exp(max_loss), reference,
+                  std::exp(reference));
+    fail("budget", buf);
+  }
+  // A sub-network is never predicted better than the model it is part of, and only the full
+  // model meets a target at the full model's own loss: the surrogate's small errors below the
+  // full model's prediction must not pick a narrower network for a "no loss" target.
+  const BudgetEntry* best = full;
+  if (max_loss > reference + kSlack)
+    for (const auto& e : table)
+      if (std::max(e.predicted_loss, reference) <= max_loss + kSlack &&
+          e.latency_fraction < best->latency_fraction)
+        best = &e;
+  return *best;
+}
+
 const BudgetEntry& lookup_budget(const std::vector<BudgetEntry>& table, const Budget& budget) {
   check_budget(budget, "budget");
   if (table.empty()) fail("budget", "the router has no budget table (run flextron train-router)");
+  if (budget.kind == BudgetKind::Quality) return lookup_quality(table, budget.quality);
   const BudgetEntry* best = nullptr;
   double smallest = std::numeric_limits<double>::infinity();
   for (const auto& e : table) {
@@ -179,6 +218,8 @@ model::Architecture uniform_architecture(const ChoiceLayout& layout, const Laten
                                          const model::ModelConfig& config, torch::Dtype dtype,
                                          const Budget& budget) {
   check_budget(budget, "budget");
+  if (budget.kind == BudgetKind::Quality)
+    fail("--router", "a quality target is met by the static router's predictions (use static)");
   // Candidates: every MLP width of the grid as a fraction f of the full width, with the KV-group
   // choice nearest the same fraction, in every layer ("mlp=f,attn=f").
   const auto& space = layout.space();

@@ -49,7 +49,18 @@ std::vector<BudgetEntry> build_budget_table(StaticRouterImpl& router, SurrogateI
 
 // The entry with the largest latency among those whose cost in budget.kind's unit is within the
 // budget. Throws flextron::Error naming the smallest achievable budget when none fits.
+// A quality budget is lookup_quality's.
 const BudgetEntry& lookup_budget(const std::vector<BudgetEntry>& table, const Budget& budget);
+
+// The entry of the largest latency: the full model (the table's budget 1.0).
+const BudgetEntry& widest_entry(const std::vector<BudgetEntry>& table);
+
+// The fastest entry whose predicted loss meets `target` relative to the widest entry's (the full
+// model's) prediction; every entry counts as at least as lossy as the full model, so a target at
+// the full model's own loss returns the full model. Throws flextron::Error naming the full
+// model's predicted loss and perplexity for a target below it.
+const BudgetEntry& lookup_quality(const std::vector<BudgetEntry>& table,
+                                  const QualityTarget& target);
 
 // The uniform baseline: the same widths in every layer, attention at the KV-group fraction
 // nearest the MLP's ("mlp=f,attn=f"); the largest such architecture that fits the budget.

@@ -1,6 +1,7 @@
 #include "route/select.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include <torch/torch.h>
@@ -41,6 +42,15 @@ nlohmann::json BudgetPlan::to_json(const model::ModelConfig& config) const {
                       {"predicted_latency_fraction", predicted_latency_fraction},
                       {"predicted_decode_ms", predicted_decode_ms},
                       {"full_decode_ms", full_decode_ms}};
+  if (budget.kind == BudgetKind::Quality) {
+    j["budget"] = budget.quality.text;
+    j["target_loss"] = target_loss;
+    j["target_perplexity"] = std::exp(target_loss);
+  }
+  if (predicted_loss > 0.0) {
+    j["predicted_loss"] = predicted_loss;
+    j["predicted_perplexity"] = std::exp(predicted_loss);
+  }
   if (dynamic && dynamic->forwards() > 0) {
     j["dynamic_mean_mlp_widths"] = dynamic->mean_mlp_widths();
     const double ms = table.fixed_ms() +
@@ -86,8 +96,16 @@ BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl&
     ChoiceLayout layout(space);
     plan.arch = uniform_architecture(layout, plan.table, config, model.dtype(), budget);
   } else {
+    if (budget.kind == BudgetKind::Quality && kind == RouterKind::Dynamic)
+      fail("--router",
+           "a quality target is met by the static router's predictions (use --router static)");
     auto routers = load_routers(dir, config, space);
-    plan.arch = lookup_budget(routers.table, budget).arch;
+    const auto& entry = lookup_budget(routers.table, budget);
+    plan.arch = entry.arch;
+    plan.predicted_loss = entry.predicted_loss;
+    if (budget.kind == BudgetKind::Quality)
+      plan.target_loss =
+          quality_max_loss(budget.quality, widest_entry(routers.table).predicted_loss);
     if (kind == RouterKind::Dynamic) {
       if (!routers.dynamic)
         fail(dir / kRouterFile, "has no dynamic router (train-router --dynamic)");

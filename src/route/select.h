@@ -32,6 +32,10 @@ struct BudgetPlan {
   double predicted_latency_fraction = 1.0;  // of arch, by the latency table
   double predicted_decode_ms = 0.0;
   double full_decode_ms = 0.0;
+  // Static: the surrogate's predicted held-out loss of arch (nats; 0 when not known), and for a
+  // quality budget the largest loss its target allows in the same scale.
+  double predicted_loss = 0.0;
+  double target_loss = 0.0;
   LatencyTable table;
   DynamicRouter dynamic{nullptr};  // dynamic only: ready to route at this budget
 

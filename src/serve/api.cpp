@@ -327,13 +327,32 @@ CompletionRequest parse_completion_request(const std::string& body_text, Endpoin
     r.include_usage = usage != nullptr && usage->get<bool>();
   }
   r.output_grammar = output_grammar(body);
-  if (field(body, "budget") != nullptr) {
-    const double b = number(body, "budget", 1.0);
-    if (!std::isfinite(b) || b <= 0.0) bad("budget", "must be a positive number");
-    r.budget = b;
+  r.budget_kind = text(body, "budget_kind", r.budget_kind);
+  if (const auto* b = field(body, "budget")) {
+    if (b->is_string()) {
+      // A quality target ("ppl+2%"): budget_kind may say so or be left out.
+      const auto target = b->get<std::string>();
+      if (field(body, "budget_kind") == nullptr && route::looks_like_quality_target(target))
+        r.budget_kind = "quality";
+      if (r.budget_kind != "quality")
+        bad("budget", "a " + r.budget_kind + " budget must be a number");
+      try {
+        r.quality_target = route::parse_quality_target(target, "budget").text;
+      } catch (const Error& e) {
+        bad("budget", what_part(e));
+      }
+    } else {
+      if (r.budget_kind == "quality")
+        bad("budget", "a quality budget is a target such as \"ppl+2%\", \"loss+0.05\" or "
+                      "\"ppl<=250\"");
+      const double v = number(body, "budget", 1.0);
+      if (!std::isfinite(v) || v <= 0.0) bad("budget", "must be a positive number");
+      r.budget = v;
+    }
+  } else if (r.budget_kind == "quality") {
+    bad("budget", "budget_kind \"quality\" needs a target such as \"ppl+2%\"");
   }
   if (field(body, "speculative") != nullptr) r.speculative = boolean(body, "speculative", false);
-  r.budget_kind = text(body, "budget_kind", r.budget_kind);
   r.router = text(body, "router", r.router);
   try {
     route::parse_budget_kind(r.budget_kind);

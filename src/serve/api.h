@@ -70,6 +70,7 @@ struct CompletionRequest {
   bool stream = false;
   std::optional<double> budget;  // absent: the server's default
   std::string budget_kind = "latency";
+  std::string quality_target;  // budget_kind "quality": "budget" as written ("ppl+2%")
   std::string router = "static";
   std::optional<bool> speculative;  // absent: the server's default (--speculative)
 };

@@ -64,6 +64,7 @@ std::string path_label(const std::string& path) {
 std::string budget_label(const route::Budget& b) {
   char buf[48];
   std::snprintf(buf, sizeof buf, "%g", b.value);
+  if (b.kind == route::BudgetKind::Quality) return "quality:" + b.quality.text;
   return b.kind == route::BudgetKind::Latency ? buf : route::budget_kind_name(b.kind) + ":" + buf;
 }
 
@@ -138,6 +139,8 @@ std::shared_ptr<route::BudgetPlan> Server::Impl::plan_for(const CompletionReques
                                                           route::Budget* budget) {
   budget->kind = route::parse_budget_kind(r.budget_kind);
   budget->value = r.budget.value_or(options.default_budget);
+  if (budget->kind == route::BudgetKind::Quality)
+    budget->quality = route::parse_quality_target(r.quality_target, "budget");
   const auto kind = route::parse_router_kind(r.router);
   route::check_budget(*budget, "budget");
   const bool full_width = budget->kind == route::BudgetKind::Latency && budget->value == 1.0 &&

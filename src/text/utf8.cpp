@@ -37,6 +37,22 @@ std::optional<size_t> find_invalid_utf8(std::string_view data) {
   return std::nullopt;
 }
 
+std::string valid_utf8(std::string_view data) {
+  std::string out;
+  out.reserve(data.size());
+  while (!data.empty()) {
+    const auto bad = find_invalid_utf8(data);
+    if (!bad) {
+      out.append(data);
+      break;
+    }
+    out.append(data.substr(0, *bad));
+    out.append("\xEF\xBF\xBD");
+    data.remove_prefix(*bad + 1);
+  }
+  return out;
+}
+
 void check_utf8(std::string_view data, const std::string& where, size_t base_offset) {
   if (auto bad = find_invalid_utf8(data))
     fail(where, "invalid UTF-8 at byte offset " + std::to_string(base_offset + *bad));
