@@ -24,6 +24,7 @@ struct EvalArgs {
   std::string budgets;  // empty: the budgets the routers were trained for
   std::string kinds;    // empty: uniform, static, and dynamic when the model has one
   std::string ppl;
+  std::string quality_targets;
   std::vector<std::string> tasks;
   std::vector<std::string> baselines;
   std::string report;
@@ -57,6 +58,7 @@ void run_eval(EvalArgs& a) {
     for (const auto& kind : split_list(a.kinds)) o.kinds.push_back(route::parse_router_kind(kind));
   }
   o.ppl = a.ppl;
+  if (!a.quality_targets.empty()) o.quality_targets = split_list(a.quality_targets);
   o.tasks.assign(a.tasks.begin(), a.tasks.end());
   for (const auto& b : a.baselines) {
     // LABEL=DIR, or DIR labelled by its last path component.
@@ -95,6 +97,9 @@ void register_eval(CLI::App& app) {
                   "for)");
   cmd->add_option("--kinds", a->kinds,
                   "Router kinds: uniform, static, dynamic (default: every one the model has)");
+  cmd->add_option("--quality-targets", a->quality_targets,
+                  "Quality targets, comma-separated (ppl+2%,loss+0.05,ppl<=250): a static row "
+                  "each, its measured perplexity checked against the target");
   cmd->add_option("--ppl", a->ppl, "Held-out text for perplexity (llama.cpp convention)");
   cmd->add_option("--ctx", a->options.ppl_ctx, "Perplexity window")
       ->check(in_range(int64_t{2}, int64_t{1} << 20))

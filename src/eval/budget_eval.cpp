@@ -1,6 +1,7 @@
 #include "eval/budget_eval.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -38,6 +39,7 @@ struct Subject {
   std::string model_label;
   std::string kind;
   double budget = 0.0;  // 0: not a budget row
+  std::optional<route::QualityTarget> target;
   model::TransformerImpl* model = nullptr;
   const text::Tokenizer* tokenizer = nullptr;
   std::optional<route::BudgetPlan> plan;
@@ -111,6 +113,16 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
       s.arch = s.plan->arch;
       subjects.push_back(std::move(s));
     }
+  for (const auto& text : o.quality_targets) {
+    auto s = subject(label, "quality", 0.0, loaded);
+    route::Budget b;
+    b.kind = route::BudgetKind::Quality;
+    b.quality = route::parse_quality_target(text, "--quality-targets");
+    s.target = b.quality;
+    s.plan = route::plan_budget(o.model, *loaded.model, loaded.space, b, route::RouterKind::Static);
+    s.arch = s.plan->arch;
+    subjects.push_back(std::move(s));
+  }
   for (size_t i = 0; i < baselines.size(); ++i)
     subjects.push_back(subject(o.baselines[i].first, "baseline", 0.0, baselines[i]));
 
@@ -143,6 +155,12 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
                           {"architecture", model::describe_architecture(s.arch, cfg)}};
     if (s.budget > 0.0) row["budget"] = s.budget;
     if (s.plan) row["predicted_latency_fraction"] = s.plan->predicted_latency_fraction;
+    if (s.plan && s.plan->predicted_loss > 0.0)
+      row["predicted_perplexity"] = std::exp(s.plan->predicted_loss);
+    if (s.target) {
+      row["quality_target"] = s.target->text;
+      row["target_perplexity_predicted_scale"] = std::exp(s.plan->target_loss);
+    }
     if (!ppl_text.empty()) {
       auto& tokens = ppl_tokens[s.tokenizer];
       if (tokens.empty()) {
@@ -158,6 +176,17 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
       row["perplexity"] = r.perplexity();
       row["bits_per_byte"] = r.bits_per_byte();
       row["tokens_scored"] = r.tokens_scored;
+      if (s.target) {
+        // Rows run in order, the full model's first: its measured loss is the reference of a
+        // relative target, as its predicted loss is for choosing the row.
+        const double full_loss = std::log(rows[0]["perplexity"].get<double>());
+        const double allowed = route::quality_max_loss(*s.target, full_loss);
+        row["measured_target_perplexity"] = std::exp(allowed);
+        row["target_met"] = std::log(r.perplexity()) <= allowed + 1e-9;
+        // How the prediction fared: the predicted and measured loss over the full model's.
+        row["predicted_loss_increase"] = s.plan->predicted_loss - s.plan->full_predicted_loss;
+        row["measured_loss_increase"] = std::log(r.perplexity()) - full_loss;
+      }
     }
     row["tasks"] = nlohmann::json::object();
     std::string summary;
@@ -241,6 +270,7 @@ nlohmann::json evaluate_budgets(const BudgetEvalOptions& o) {
   }
 
   nlohmann::json settings = {{"budgets", o.budgets},
+                             {"quality_targets", o.quality_targets},
                              {"ppl", o.ppl.string()},
                              {"ppl_ctx", o.ppl_ctx},
                              {"ppl_max_tokens", o.ppl_max_tokens},

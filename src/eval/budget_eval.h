@@ -25,6 +25,9 @@ struct BudgetEvalOptions {
   std::vector<double> budgets{0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};  // latency fractions
   std::vector<route::RouterKind> kinds{route::RouterKind::Uniform, route::RouterKind::Static,
                                        route::RouterKind::Dynamic};
+  // Quality targets ("ppl+2%", ...): a static-router row each, whose measured perplexity is set
+  // against the target (relative forms against the full model's measured perplexity).
+  std::vector<std::string> quality_targets;
   std::filesystem::path ppl;  // held-out text; empty: no perplexity
   int64_t ppl_ctx = 256;
   int64_t ppl_max_tokens = 0;  // 0: the whole file

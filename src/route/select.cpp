@@ -103,9 +103,9 @@ BudgetPlan plan_budget(const std::filesystem::path& dir, model::TransformerImpl&
     const auto& entry = lookup_budget(routers.table, budget);
     plan.arch = entry.arch;
     plan.predicted_loss = entry.predicted_loss;
+    plan.full_predicted_loss = widest_entry(routers.table).predicted_loss;
     if (budget.kind == BudgetKind::Quality)
-      plan.target_loss =
-          quality_max_loss(budget.quality, widest_entry(routers.table).predicted_loss);
+      plan.target_loss = quality_max_loss(budget.quality, plan.full_predicted_loss);
     if (kind == RouterKind::Dynamic) {
       if (!routers.dynamic)
         fail(dir / kRouterFile, "has no dynamic router (train-router --dynamic)");

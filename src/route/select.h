@@ -35,6 +35,7 @@ struct BudgetPlan {
   // Static: the surrogate's predicted held-out loss of arch (nats; 0 when not known), and for a
   // quality budget the largest loss its target allows in the same scale.
   double predicted_loss = 0.0;
+  double full_predicted_loss = 0.0;  // the full model's, in the same scale
   double target_loss = 0.0;
   LatencyTable table;
   DynamicRouter dynamic{nullptr};  // dynamic only: ready to route at this budget
