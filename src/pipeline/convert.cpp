@@ -101,6 +101,11 @@ nlohmann::json convert(const ConvertOptions& o) {
   const fs::path corpus = stages_dir / "sample" / "corpus.txt";
   std::vector<fs::path> data = o.data;
   if (self_distill) data.push_back(corpus);
+  // Held out from the base's own distribution too: a second sample with another seed (a split of
+  // a small corpus would leave no validation window), unless --val is given.
+  const fs::path heldout = stages_dir / "sample" / "heldout.txt";
+  std::vector<fs::path> val = o.val;
+  if (self_distill && val.empty()) val.push_back(heldout);
   const fs::path ranked = stages_dir / "rank", elastic = stages_dir / "elastic",
                  routed = stages_dir / "routers";
   auto router_options = [&](const fs::path& model, const fs::path& out) {
@@ -108,7 +113,7 @@ nlohmann::json convert(const ConvertOptions& o) {
     r.model = model;
     r.out = out;
     r.data = data;
-    r.val = o.val;
+    r.val = val;
     r.budgets = o.budgets;
     r.router_steps = o.router_steps;
     r.surrogate_samples = o.surrogate_samples;
@@ -131,6 +136,11 @@ nlohmann::json convert(const ConvertOptions& o) {
   sampling.out = corpus;
   sampling.seed = o.seed;
   sampling.threads = o.threads;
+  // 1/20 of the corpus, and at least 16 validation windows.
+  SampleCorpusOptions heldout_sampling = sampling;
+  heldout_sampling.out = heldout;
+  heldout_sampling.seed = sampling.seed ^ 0x5eed0ffULL;
+  heldout_sampling.tokens = std::max<int64_t>(sampling.tokens / 20, 16 * (o.seq_len + 1));
   if (self_distill)
     stages.push_back({"sample",
                       "self-distillation corpus",
@@ -140,7 +150,8 @@ nlohmann::json convert(const ConvertOptions& o) {
                        {"prompts", path_strings(sampling.prompts)},
                        {"max_length", sampling.max_length},
                        {"batch", sampling.batch},
-                       {"seed", sampling.seed}},
+                       {"seed", sampling.seed},
+                       {"heldout", o.val.empty() ? heldout_sampling.tokens : 0}},
                       [&](const fs::path& dir) {
                         fs::create_directories(dir);
                         const auto r = sample_corpus(sampling);
@@ -149,6 +160,13 @@ nlohmann::json convert(const ConvertOptions& o) {
                         outcome.tokens_read = r.tokens;  // generated: forward passes only
                         outcome.details = r.provenance;
                         outcome.details["tokens_per_second"] = r.tokens_per_second;
+                        if (o.val.empty()) {
+                          const auto h = sample_corpus(heldout_sampling);
+                          if (!h.completed) fail("convert", "held-out sampling stopped early");
+                          outcome.tokens_read += h.tokens;
+                          outcome.details["heldout"] = h.provenance;
+                          outcome.details["heldout_tokens"] = h.tokens;
+                        }
                         return outcome;
                       }});
   stages.push_back({"rank",
@@ -173,7 +191,7 @@ nlohmann::json convert(const ConvertOptions& o) {
   stages.push_back({"elastic",
                     "elastic continued training",
                     {{"data", path_strings(data)},
-                     {"val", path_strings(o.val)},
+                     {"val", path_strings(val)},
                      {"distill", self_distill ? "kl from the base" : "none"},
                      {"tokens", elastic_tokens},
                      {"seq_len", o.seq_len},
@@ -189,7 +207,7 @@ nlohmann::json convert(const ConvertOptions& o) {
                       // the same function as the base).
                       e.distill = self_distill;
                       e.distill_weight = 1.0;
-                      e.val = o.val;
+                      e.val = val;
                       e.out = dir;
                       e.tokens = elastic_tokens;
                       e.sampling = train::parse_arch_sampling(o.sampling);

@@ -29,12 +29,14 @@ namespace flextron::pipeline {
 inline constexpr const char* kConvertFile = "convert.json";
 
 struct ConvertOptions {
-  std::filesystem::path model;  // trained base model directory
+  std::filesystem::path model;              // trained base model directory
   std::vector<std::filesystem::path> data;  // may be empty with self_distill
   // Self-distillation: tokens > 0 samples that many tokens of the base's text first (model, out
   // and seed are set by convert); the other fields are the sampling settings.
   SampleCorpusOptions self_distill;
-  std::vector<std::filesystem::path> val;  // empty: 5% of data's blocks
+  // Held-out text. Empty: 5% of data's blocks; with self_distill, a second sample of the base
+  // (another seed, 1/20 of the corpus, at least 16 windows) in stages/sample/heldout.txt.
+  std::vector<std::filesystem::path> val;
   std::filesystem::path out;
   int64_t tokens = 0;              // training token budget (elastic + joint); or
   double token_fraction = 0.0763;  // of the base's pretraining tokens (its training.json)

@@ -326,3 +326,62 @@ TEST_F(StoriesRouter, JointFineTuneTrainsModelAndRouters) {
       torch::equal(stories_.model->state().at("model.layers.0.mlp.up_proj.weight"), weight_before));
   EXPECT_FALSE(torch::equal(bundle.router->parameters()[0], router_before));
 }
+
+// Quality targets on a hand-made budget table: loss falls as latency grows, the full model last.
+TEST(QualityBudget, FastestEntryWithinTheTarget) {
+  std::vector<fr::BudgetEntry> table;
+  const std::vector<std::pair<double, double>> latency_loss{
+      {0.40, 2.60}, {0.50, 2.30}, {0.60, 2.12}, {0.80, 2.03}, {1.00, 2.00}};
+  for (const auto& [latency, loss] : latency_loss) {
+    fr::BudgetEntry e;
+    e.budget = latency;
+    e.latency_fraction = latency;
+    e.predicted_loss = loss;
+    table.push_back(e);
+  }
+  auto pick = [&](const std::string& text) {
+    fr::Budget b;
+    b.kind = fr::BudgetKind::Quality;
+    b.quality = fr::parse_quality_target(text, "--budget");
+    return fr::lookup_budget(table, b).latency_fraction;
+  };
+  // The full model's own loss: the full model, whatever the order of the table.
+  EXPECT_DOUBLE_EQ(pick("ppl+0%"), 1.0);
+  EXPECT_DOUBLE_EQ(pick("loss+0"), 1.0);
+  EXPECT_DOUBLE_EQ(pick("loss<=2"), 1.0);
+  // exp(0.03) - 1 = 3.05%: 0.8 is within 4% of the full model's perplexity, 0.6 (12.7%) is not.
+  EXPECT_DOUBLE_EQ(pick("ppl+4%"), 0.8);
+  EXPECT_DOUBLE_EQ(pick("ppl+13%"), 0.6);
+  EXPECT_DOUBLE_EQ(pick("loss+0.31"), 0.5);
+  EXPECT_DOUBLE_EQ(pick("loss+5"), 0.4);
+  // exp(2) = 7.389; +0.9 perplexity allows loss log(8.289) = 2.115: not 0.6 (2.12).
+  EXPECT_DOUBLE_EQ(pick("ppl+0.9"), 0.8);
+  EXPECT_DOUBLE_EQ(pick("ppl<=10"), 0.5);  // log 10 = 2.303 > 2.30
+  // An entry predicted better than the full model does not meet a no-loss target.
+  table[2].predicted_loss = 1.99;
+  EXPECT_DOUBLE_EQ(pick("ppl+0%"), 1.0);
+  EXPECT_DOUBLE_EQ(pick("ppl+1%"), 0.6);
+
+  // Below the full model: an error naming the best achievable.
+  try {
+    pick("ppl<=7");
+    FAIL() << "expected an error";
+  } catch (const flextron::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("best achievable is the full model"), std::string::npos) << what;
+    EXPECT_NE(what.find("ppl 7.389"), std::string::npos) << what;
+  }
+  // Malformed targets name the option and the forms.
+  for (const char* bad : {"ppl", "ppl+", "ppl+x", "ppl+-2%", "loss<=0", "ppl<=0.5", "ppl+nan",
+                          "loss+2%", "pplx2", "loss+1e999"}) {
+    try {
+      fr::parse_quality_target(bad, "--budget");
+      FAIL() << bad;
+    } catch (const flextron::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--budget"), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(fr::looks_like_quality_target("ppl+2%"));
+  EXPECT_FALSE(fr::looks_like_quality_target("0.5"));
+}

@@ -274,6 +274,24 @@ TEST(Server, BudgetsConcurrencyErrorsAndShutdown) {
                  "smallest achievable");
     expect_error(post(s, "/v1/completions", {{"prompt", "x"}, {"router", "psychic"}}), 400,
                  "static");
+    // Quality targets: the full model's own loss is the full model; bad targets are 400s.
+    auto q = post(
+        s, "/v1/completions",
+        {{"prompt", prompt}, {"max_tokens", kTokens}, {"temperature", 0}, {"budget", "ppl+0%"}});
+    ASSERT_EQ(q.status, 200) << q.body.dump();
+    EXPECT_EQ(q.text, expected.at(1.0));
+    EXPECT_EQ(q.flextron["budget_kind"], "quality");
+    EXPECT_EQ(q.flextron["budget"], "ppl+0%");
+    expect_error(post(s, "/v1/completions", {{"prompt", "x"}, {"budget", "ppl+x"}}), 400,
+                 "is not a number");
+    expect_error(post(s, "/v1/completions", {{"prompt", "x"}, {"budget", "ppl<=1.01"}}), 400,
+                 "best achievable is the full model");
+    expect_error(
+        post(s, "/v1/completions", {{"prompt", "x"}, {"budget", 0.5}, {"budget_kind", "quality"}}),
+        400, "a quality budget is a target");
+    expect_error(post(s, "/v1/completions",
+                      {{"prompt", "x"}, {"budget", "ppl+2%"}, {"budget_kind", "latency"}}),
+                 400, "must be a number");
     std::string long_prompt;
     for (int i = 0; i < 300; ++i) long_prompt += "Once upon a time ";
     expect_error(post(s, "/v1/completions", {{"prompt", long_prompt}}), 400,

@@ -186,4 +186,54 @@ TEST(CliConvert, StagesAreCachedAndTheReportCoversEveryBudgetAndRouter) {
   expect_one_line_error(r, "--joint-share", "outside [0, 1)");
 }
 
+// A downloaded model without its corpus: stories260K converted from its own samples alone, the
+// sampled corpus recorded in convert.json and distilled from (KL) by elastic training.
+TEST(CliConvert, SelfDistillConvertsFromTheWeightsAlone) {
+  FLEXTRON_REQUIRE_SHARED_DATA();
+  const auto dir = flextron::testing::scratch_dir();
+  const auto base = flextron::testing::import_stories(dir);
+  const auto out = dir / "flex";
+  const std::string common = "convert --model " + quote(base) + " --out " + quote(out) +
+                             " --tokens 4096 --seq-len 64 --batch 4 --rank-samples 16 "
+                             "--threads 1 --stop-after-stage 3";
+  expect_one_line_error(
+      run_cli("convert --model " + quote(base) + " --out " + quote(out) + " --tokens 4096"),
+      "--data", "--self-distill");
+  auto r = run_cli(common + " --self-distill 1500 --sample-max-length 128");
+  ASSERT_EQ(r.exit_code, 0) << tail_of(r.err, 2000);
+  EXPECT_NE(r.err.find("[convert 1/6] self-distillation corpus ->"), std::string::npos) << r.err;
+  const auto corpus = out / "stages/sample/corpus.txt";
+  ASSERT_TRUE(fs::exists(corpus));
+  const auto text = flextron::testing::read_file(corpus);
+  EXPECT_GT(text.size(), 3000u);
+  // Validation on a second sample of the base, with another seed.
+  const auto heldout = flextron::testing::read_file(out / "stages/sample/heldout.txt");
+  EXPECT_GT(heldout.size(), 1000u);
+  EXPECT_EQ(text.find(heldout.substr(0, 200)), std::string::npos);
+  auto record = flextron::io::read_json_file(out / "convert.json");
+  EXPECT_EQ(record["self_distill_tokens"], 1500);
+  EXPECT_TRUE(record["data"].empty());
+  const auto& sample = record["stages"]["sample"];
+  EXPECT_TRUE(sample["done"].get<bool>());
+  EXPECT_EQ(sample["settings"]["temperature"], 1.0);
+  EXPECT_EQ(sample["settings"]["max_length"], 128);
+  EXPECT_TRUE(record["stages"]["elastic"]["done"].get<bool>());
+  const auto training = flextron::io::read_json_file(out / "stages/elastic/training.json");
+  EXPECT_TRUE(training["distill"].get<bool>()) << training.dump();
+  EXPECT_EQ(training["distill_weight"], 1.0);
+  EXPECT_NE(record["stages"]["elastic"]["settings"]["val"].dump().find("heldout.txt"),
+            std::string::npos)
+      << record.dump();
+
+  // Rerun: every stage cached, the corpus untouched.
+  const auto corpus_time = fs::last_write_time(corpus);
+  r = run_cli(common + " --self-distill 1500 --sample-max-length 128");
+  ASSERT_EQ(r.exit_code, 0) << tail_of(r.err, 2000);
+  EXPECT_NE(r.err.find("[convert 1/6] self-distillation corpus: cached"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(fs::last_write_time(corpus), corpus_time);
+  expect_one_line_error(run_cli(common + " --self-distill 1500 --sample-top-p 2"), "--sample-top-p",
+                        "(0, 1]");
+}
+
 }  // namespace

@@ -42,6 +42,7 @@ struct RoutedStories {
   void budget_picks_one_architecture_for_generate_and_extract();
   void dynamic_and_uniform_routing();
   void bad_budgets_are_one_line_errors();
+  void quality_targets_pick_the_fastest_predicted_within();
   void profile_writes_a_checked_table();
 };
 
@@ -60,6 +61,10 @@ TEST(CliRoute, BudgetsEndToEnd) {
   {
     SCOPED_TRACE("dynamic and uniform");
     t.dynamic_and_uniform_routing();
+  }
+  {
+    SCOPED_TRACE("quality targets");
+    t.quality_targets_pick_the_fastest_predicted_within();
   }
   {
     SCOPED_TRACE("bad input");
@@ -134,7 +139,7 @@ void RoutedStories::bad_budgets_are_one_line_errors() {
   expect_one_line_error(run_cli(gen + "--budget fast"), "--budget", "not a number");
   expect_one_line_error(run_cli(gen + "--budget 0.3"), "budget", "smallest achievable 0.3987");
   expect_one_line_error(run_cli(gen + "--budget 0.5 --budget-kind speed"), "--budget-kind",
-                        "latency, ms, params or memory");
+                        "latency, ms, params, memory or quality");
   expect_one_line_error(run_cli(gen + "--budget 0.5 --router psychic"), "--router", "static");
   expect_one_line_error(run_cli(gen + "--budget 0.5 --budget-kind memory --router dynamic"),
                         "--budget-kind", "dynamic routing");
@@ -160,6 +165,48 @@ void RoutedStories::bad_budgets_are_one_line_errors() {
       run_cli("train-router --model " + quote(dir_ / "ranked") + " --data " + quote(text_) +
               " --out " + quote(dir_ / "r2") + " --budgets 0.2,1.0"),
       "--budgets", "smallest achievable");
+}
+
+void RoutedStories::quality_targets_pick_the_fastest_predicted_within() {
+  const auto routed = dir_ / "routed";
+  // The full model's own loss: the full model.
+  auto none = generate(routed, "--budget ppl+0%");
+  const auto& s0 = none["selection"];
+  EXPECT_EQ(s0["budget_kind"], "quality");
+  EXPECT_DOUBLE_EQ(s0["predicted_latency_fraction"].get<double>(), 1.0);
+  EXPECT_NEAR(s0["predicted_loss"].get<double>(), s0["target_loss"].get<double>(), 1e-6);
+  // Looser targets: no slower, and each within its target by the prediction.
+  double previous = 1.0;
+  for (const char* target : {"ppl+2%", "ppl+10%", "loss+0.5", "loss+100"}) {
+    auto j = generate(routed, std::string("--budget ") + target);
+    const auto& s = j["selection"];
+    EXPECT_LE(s["predicted_latency_fraction"].get<double>(), previous + 1e-9) << target;
+    EXPECT_LE(s["predicted_loss"].get<double>(), s["target_loss"].get<double>() + 1e-9) << target;
+    previous = s["predicted_latency_fraction"].get<double>();
+  }
+  // Anything goes: the fastest entry of the table.
+  double fastest = 1.0;
+  const auto router = flextron::io::read_json_file(routed / "router.json");
+  for (const auto& e : router["budget_table"])
+    fastest = std::min(fastest, e["latency_fraction"].get<double>());
+  EXPECT_DOUBLE_EQ(previous, fastest);
+  // --budget-kind quality says the same; perplexity takes the target too.
+  EXPECT_EQ(generate(routed, "--budget ppl+10% --budget-kind quality")["tokens"],
+            generate(routed, "--budget ppl+10%")["tokens"]);
+  auto r = run_cli("perplexity --model " + quote(routed) + " --data " + quote(text_) +
+                   " --ctx 64 --budget loss+0.5 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["selection"]["budget_kind"], "quality");
+
+  const std::string gen = "generate --model " + quote(routed) + " --prompt hi ";
+  expect_one_line_error(run_cli(gen + "--budget 'ppl<=1.01'"), "budget",
+                        "the best achievable is the full model");
+  expect_one_line_error(run_cli(gen + "--budget ppl+x"), "--budget", "is not a number");
+  expect_one_line_error(run_cli(gen + "--budget loss"), "--budget", "not one of its forms");
+  expect_one_line_error(run_cli(gen + "--budget 'ppl<=0.5'"), "--budget", "at least 1");
+  expect_one_line_error(run_cli(gen + "--budget 0.5 --budget-kind quality"), "--budget",
+                        "not one of its forms");
+  expect_one_line_error(run_cli(gen + "--budget ppl+2% --router uniform"), "--router", "static");
 }
 
 void RoutedStories::profile_writes_a_checked_table() {
