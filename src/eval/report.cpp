@@ -105,7 +105,10 @@ std::string report_markdown(const nlohmann::json& report) {
   md += "architecture |\n" + rule + "---|\n";
   for (const auto& r : report.at("rows")) {
     md += "| " + r.value("model", "") + " | " + r.value("router", "") + " | ";
-    md += (r.contains("budget") ? format("%.2f", r["budget"].get<double>()) : "") + " | ";
+    md += (r.contains("budget")           ? format("%.2f", r["budget"].get<double>())
+           : r.contains("quality_target") ? r["quality_target"].get<std::string>()
+                                          : "") +
+          " | ";
     md += format("%.3f", r.value("latency_fraction", 0.0)) + " | ";
     md += (r.contains("predicted_latency_fraction")
                ? format("%.3f", r["predicted_latency_fraction"].get<double>())
@@ -125,6 +128,26 @@ std::string report_markdown(const nlohmann::json& report) {
     }
     md += r.value("architecture", "") + " |\n";
   }
+  // Quality targets: the prediction that chose each row against the measurement. A relative
+  // target's allowed perplexity is taken from the full model's measured perplexity.
+  std::string quality;
+  for (const auto& r : report.at("rows")) {
+    if (!r.contains("measured_target_perplexity")) continue;
+    quality += "| " + r.value("quality_target", "") + " | " +
+               format("%.3f", r.value("latency_fraction", 0.0)) + " | " +
+               format("%.2f", r.value("predicted_perplexity", 0.0)) + " | " +
+               format("%+.4f", r.value("predicted_loss_increase", 0.0)) + " | " +
+               format("%.2f", r.value("perplexity", 0.0)) + " | " +
+               format("%+.4f", r.value("measured_loss_increase", 0.0)) + " | " +
+               format("%.2f", r.value("measured_target_perplexity", 0.0)) + " | " +
+               (r.value("target_met", false) ? "yes" : "**no**") + " |\n";
+  }
+  if (!quality.empty())
+    md +=
+        "\n| quality target | latency (measured) | predicted ppl | predicted loss over full | "
+        "measured ppl | measured loss over full | allowed ppl | met |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---|\n" +
+        quality;
   return md;
 }
 

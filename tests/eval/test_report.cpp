@@ -1,8 +1,10 @@
 // The evaluation report's Markdown table and SVG plots, from a hand-made report: every row in the
 // table, a line per router kind through its points in latency order, a marker per baseline, and
 // nothing drawn for a metric a row lacks.
+#include <cmath>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -50,6 +52,32 @@ TEST(Report, MarkdownHasOneLinePerRowAndEveryColumn) {
   EXPECT_NE(md.find("| flextron | static | 0.50 | 0.500 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| scratch-0.5 | baseline |"), std::string::npos);
   EXPECT_NE(md.find("| 260.00 |"), std::string::npos);
+}
+
+TEST(Report, QualityTargetsGetTheirOwnTable) {
+  auto report = sample_report();
+  for (const auto& [target, ppl, allowed] : std::vector<std::tuple<std::string, double, double>>{
+           {"ppl+10%", 215.0, 220.0}, {"loss+0.01", 205.0, 202.01}}) {
+    auto r = row("flextron", "quality", 0.8, ppl, 0.4);
+    r.erase("budget");
+    r["quality_target"] = target;
+    r["predicted_perplexity"] = 190.0;
+    r["predicted_loss_increase"] = 0.05;
+    r["measured_loss_increase"] = std::log(ppl / 200.0);
+    r["measured_target_perplexity"] = allowed;
+    r["target_met"] = ppl <= allowed;
+    report["rows"].push_back(r);
+  }
+  const auto md = flextron::eval::report_markdown(report);
+  EXPECT_NE(md.find("| flextron | quality | ppl+10% | 0.800 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| quality target | latency (measured) | predicted ppl |"), std::string::npos);
+  EXPECT_NE(md.find("| ppl+10% | 0.800 | 190.00 | +0.0500 | 215.00 | +0.0723 | 220.00 | yes |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(
+      md.find("| loss+0.01 | 0.800 | 190.00 | +0.0500 | 205.00 | +0.0247 | 202.01 | **no** |"),
+      std::string::npos)
+      << md;
 }
 
 TEST(Report, PlotsALinePerRouterKindAndAMarkerPerBaseline) {
